@@ -1,0 +1,134 @@
+//! The Environment Abstraction Layer: one per process, initialised from the
+//! EAL arguments given on the command line, cleaned up on drop.
+
+use std::ffi::CString;
+use std::os::raw::c_char;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::error::DpdkError;
+
+static EAL_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Proof that EAL is up. Dropping it runs `rte_eal_cleanup`, so it must
+/// outlive every port, pool and worker (drop them first).
+pub struct Eal {
+    parsed_args: usize,
+}
+
+impl Eal {
+    /// Initialises EAL with `args` (`args[0]` is the program name, as in
+    /// `argv`). Fails if EAL was already initialised in this process.
+    pub fn init<S: AsRef<str>>(args: &[S]) -> Result<Eal, DpdkError> {
+        if EAL_TAKEN.swap(true, Ordering::SeqCst) {
+            return Err(DpdkError::new(
+                "rte_eal_init (already initialised)",
+                libc_ealready(),
+            ));
+        }
+        let owned: Vec<CString> = args
+            .iter()
+            .map(|a| {
+                CString::new(a.as_ref()).map_err(|_| DpdkError::new("EAL argument with NUL", 22))
+            })
+            .collect::<Result<_, _>>()?;
+        // EAL keeps pointers into argv (e.g. for later reporting), so the
+        // strings live as long as the process.
+        let mut argv: Vec<*mut c_char> = owned.into_iter().map(|c| c.into_raw()).collect();
+        let argc = argv.len() as i32;
+        argv.push(std::ptr::null_mut());
+        let argv = Box::leak(argv.into_boxed_slice());
+        // SAFETY: argv is a NULL-terminated array of argc valid C strings that
+        // are never freed; EAL is initialised at most once (guard above).
+        let ret = unsafe { dpdk_sys::rte_eal_init(argc, argv.as_mut_ptr()) };
+        if ret < 0 {
+            EAL_TAKEN.store(false, Ordering::SeqCst);
+            return Err(DpdkError::from_rte_errno("rte_eal_init"));
+        }
+        Ok(Eal {
+            parsed_args: ret as usize,
+        })
+    }
+
+    /// How many arguments EAL consumed (including the program name).
+    pub fn parsed_args(&self) -> usize {
+        self.parsed_args
+    }
+
+    /// The lcore this thread runs on (the main lcore for the caller of `init`).
+    pub fn main_lcore(&self) -> u32 {
+        // SAFETY: EAL is initialised.
+        unsafe { dpdk_sys::rte_get_main_lcore() }
+    }
+
+    /// Worker lcores, in order (the main lcore excluded).
+    pub fn worker_lcores(&self) -> Vec<u32> {
+        let mut out = Vec::new();
+        // SAFETY: EAL is initialised; rte_get_next_lcore walks its lcore table.
+        unsafe {
+            let mut id = dpdk_sys::rte_get_next_lcore(u32::MAX, 1, 0);
+            while id < dpdk_sys::RTE_MAX_LCORE {
+                out.push(id);
+                id = dpdk_sys::rte_get_next_lcore(id, 1, 0);
+            }
+        }
+        out
+    }
+
+    /// TSC ticks per second, as calibrated by EAL.
+    pub fn tsc_hz(&self) -> u64 {
+        tsc_hz()
+    }
+
+    /// Starts DPDK's packet-capture server so `dpdk-dumpcap` can attach. It
+    /// needs a shared-config primary process (hugepages, no `--no-shconf`).
+    pub fn pdump_init(&self) -> Result<(), DpdkError> {
+        // SAFETY: EAL is initialised.
+        let ret = unsafe { dpdk_sys::rte_pdump_init() };
+        DpdkError::check("rte_pdump_init", ret).map(|_| ())
+    }
+}
+
+impl Drop for Eal {
+    fn drop(&mut self) {
+        // SAFETY: the Eal value is the only handle; by construction every
+        // port, pool and worker was dropped before it.
+        let ret = unsafe { dpdk_sys::rte_eal_cleanup() };
+        if ret < 0 {
+            log::warn!(
+                "rte_eal_cleanup failed: {}",
+                DpdkError::new("rte_eal_cleanup", -ret)
+            );
+        }
+    }
+}
+
+/// TSC ticks per second (valid once EAL is up).
+pub fn tsc_hz() -> u64 {
+    // SAFETY: reads a value EAL calibrated at init; 0 before init.
+    unsafe { dpdk_sys::rte_get_tsc_hz() }
+}
+
+/// The TSC, read with `rdtsc`.
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: rdtsc has no preconditions on x86_64.
+    unsafe {
+        core::arch::x86_64::_rdtsc()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: no preconditions.
+    unsafe {
+        dpdk_sys::rte_rdtsc()
+    }
+}
+
+/// The lcore id of the calling thread (`u32::MAX` outside EAL threads).
+pub fn current_lcore() -> u32 {
+    // SAFETY: reads a thread-local.
+    unsafe { dpdk_sys::rte_lcore_id() }
+}
+
+fn libc_ealready() -> i32 {
+    114 // EALREADY
+}

@@ -1,0 +1,310 @@
+//! An owned packet buffer. Dropping an [`Mbuf`] frees it (the whole chain);
+//! handing it to a TX queue transfers ownership to the driver.
+
+use std::ptr::NonNull;
+
+use super::mempool::Mempool;
+use crate::frame::Frame;
+
+/// One packet (possibly a chain of segments) owned by Rust code.
+#[repr(transparent)]
+pub struct Mbuf {
+    raw: NonNull<dpdk_sys::rte_mbuf>,
+}
+
+// SAFETY: an mbuf is a plain buffer owned by exactly one holder at a time;
+// moving it between lcores is how DPDK applications pass packets around.
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    /// Takes a fresh mbuf from `pool`, or `None` when the pool is empty.
+    #[inline]
+    pub fn alloc(pool: &Mempool) -> Option<Mbuf> {
+        // SAFETY: the pool is valid; a non-NULL result is an mbuf we now own.
+        let raw = unsafe { dpdk_sys::rte_pktmbuf_alloc(pool.as_ptr()) };
+        NonNull::new(raw).map(|raw| Mbuf { raw })
+    }
+
+    /// Adopts a raw mbuf.
+    ///
+    /// # Safety
+    /// `raw` must be a valid mbuf that the caller owns and gives up.
+    #[inline]
+    pub unsafe fn from_raw(raw: *mut dpdk_sys::rte_mbuf) -> Option<Mbuf> {
+        NonNull::new(raw).map(|raw| Mbuf { raw })
+    }
+
+    /// Gives up ownership without freeing.
+    #[inline]
+    pub fn into_raw(self) -> *mut dpdk_sys::rte_mbuf {
+        let p = self.raw.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+
+    #[inline]
+    pub fn as_ptr(&self) -> *mut dpdk_sys::rte_mbuf {
+        self.raw.as_ptr()
+    }
+
+    #[inline]
+    fn m(&self) -> &dpdk_sys::rte_mbuf {
+        // SAFETY: we own a valid mbuf for self's lifetime.
+        unsafe { self.raw.as_ref() }
+    }
+
+    #[inline]
+    fn m_mut(&mut self) -> &mut dpdk_sys::rte_mbuf {
+        // SAFETY: we own a valid mbuf and hold &mut self.
+        unsafe { self.raw.as_mut() }
+    }
+
+    /// Bytes in the first segment.
+    #[inline]
+    pub fn data_len(&self) -> usize {
+        self.m().data_len as usize
+    }
+
+    /// Bytes in the whole chain.
+    #[inline]
+    pub fn pkt_len(&self) -> usize {
+        self.m().pkt_len as usize
+    }
+
+    #[inline]
+    pub fn nb_segs(&self) -> u16 {
+        self.m().nb_segs
+    }
+
+    /// The DPDK port the packet was received on.
+    #[inline]
+    pub fn port(&self) -> u16 {
+        self.m().port
+    }
+
+    /// The first segment's bytes.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        let m = self.m();
+        // SAFETY: buf_addr + data_off .. + data_len lies inside the mbuf's
+        // buffer, which lives as long as we own the mbuf.
+        unsafe {
+            std::slice::from_raw_parts(
+                (m.buf_addr as *const u8).add(m.data_off as usize),
+                m.data_len as usize,
+            )
+        }
+    }
+
+    /// The first segment's bytes, writable. For an mbuf whose buffer is
+    /// shared (refcount > 1, or indirect), writes are seen by every sharer:
+    /// the replication path relies on that being confined to the rewrite span.
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        let m = self.m_mut();
+        // SAFETY: as in `data`, and &mut self makes this the only live view.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                (m.buf_addr as *mut u8).add(m.data_off as usize),
+                m.data_len as usize,
+            )
+        }
+    }
+
+    /// A view of the first segment that can grow into headroom and tailroom.
+    /// The mbuf's offsets follow the frame's when the view is dropped.
+    #[inline]
+    pub fn frame(&mut self) -> MbufFrame<'_> {
+        let m = self.m_mut();
+        let head = m.data_off as usize;
+        let len = m.data_len as usize;
+        let cap = m.buf_len as usize;
+        // SAFETY: buf_addr .. buf_addr + buf_len is the mbuf's whole buffer,
+        // owned by us while the view borrows self mutably.
+        let buf = unsafe { std::slice::from_raw_parts_mut(m.buf_addr as *mut u8, cap) };
+        MbufFrame {
+            frame: Frame::new(buf, head, len),
+            raw: self.raw,
+        }
+    }
+
+    /// Appends `n` bytes at the tail of the last segment.
+    #[inline]
+    pub fn append(&mut self, n: u16) -> Option<&mut [u8]> {
+        // SAFETY: we own the mbuf; DPDK returns NULL if there is no room.
+        let p = unsafe { dpdk_sys::rte_pktmbuf_append(self.raw.as_ptr(), n) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: DPDK just reserved n bytes at p inside the buffer.
+        Some(unsafe { std::slice::from_raw_parts_mut(p as *mut u8, n as usize) })
+    }
+
+    /// Prepends `n` bytes into the headroom.
+    #[inline]
+    pub fn prepend(&mut self, n: u16) -> Option<&mut [u8]> {
+        // SAFETY: we own the mbuf; DPDK returns NULL if there is no headroom.
+        let p = unsafe { dpdk_sys::rte_pktmbuf_prepend(self.raw.as_ptr(), n) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: DPDK just reserved n bytes at p inside the buffer.
+        Some(unsafe { std::slice::from_raw_parts_mut(p as *mut u8, n as usize) })
+    }
+
+    /// Removes `n` bytes from the front of the first segment.
+    #[inline]
+    pub fn adj(&mut self, n: u16) -> bool {
+        // SAFETY: we own the mbuf; DPDK refuses if n > data_len.
+        !unsafe { dpdk_sys::rte_pktmbuf_adj(self.raw.as_ptr(), n) }.is_null()
+    }
+
+    /// Removes `n` bytes from the end of the last segment.
+    #[inline]
+    pub fn trim(&mut self, n: u16) -> bool {
+        // SAFETY: we own the mbuf; DPDK refuses if n > the last data_len.
+        unsafe { dpdk_sys::rte_pktmbuf_trim(self.raw.as_ptr(), n) == 0 }
+    }
+
+    /// Reference count of the buffer this mbuf's data lives in (for an
+    /// indirect mbuf: the direct mbuf it is attached to).
+    #[inline]
+    pub fn buffer_refcnt(&self) -> u16 {
+        let direct = self.direct_ptr();
+        // SAFETY: direct is the valid mbuf that owns the data buffer.
+        unsafe { dpdk_sys::rte_mbuf_refcnt_read(direct) }
+    }
+
+    /// Whether this mbuf points into another mbuf's buffer.
+    #[inline]
+    pub fn is_indirect(&self) -> bool {
+        self.m().ol_flags & dpdk_sys::RTE_MBUF_F_INDIRECT != 0
+    }
+
+    /// Start of the data buffer (equal for mbufs that share it).
+    #[inline]
+    pub fn buf_addr(&self) -> *const u8 {
+        self.m().buf_addr as *const u8
+    }
+
+    fn direct_ptr(&self) -> *mut dpdk_sys::rte_mbuf {
+        if self.is_indirect() {
+            // SAFETY: an indirect mbuf's buf_addr points into its direct
+            // mbuf's buffer; rte_mbuf_from_indirect recovers that mbuf.
+            unsafe { dpdk_sys::rte_mbuf_from_indirect(self.raw.as_ptr()) }
+        } else {
+            self.raw.as_ptr()
+        }
+    }
+
+    /// An indirect clone (from `pool`) sharing this packet's buffer: no byte
+    /// is copied, the buffer's refcount goes up by one.
+    #[inline]
+    pub fn clone_indirect(&self, pool: &Mempool) -> Option<Mbuf> {
+        // SAFETY: self is a valid mbuf; the clone, if any, is ours.
+        let raw = unsafe { dpdk_sys::rte_pktmbuf_clone(self.raw.as_ptr(), pool.as_ptr()) };
+        NonNull::new(raw).map(|raw| Mbuf { raw })
+    }
+
+    /// Chains `tail` after this packet's last segment. On failure (too many
+    /// segments) both are handed back.
+    #[inline]
+    pub fn chain(self, tail: Mbuf) -> Result<Mbuf, (Mbuf, Mbuf)> {
+        // SAFETY: both are valid, distinct mbufs we own; on success DPDK
+        // links tail into head and ownership of tail moves into the chain.
+        let ret = unsafe { dpdk_sys::rte_pktmbuf_chain(self.raw.as_ptr(), tail.raw.as_ptr()) };
+        if ret == 0 {
+            std::mem::forget(tail);
+            Ok(self)
+        } else {
+            Err((self, tail))
+        }
+    }
+
+    /// Copies the whole chain's bytes into `out` (for tests and slow paths).
+    pub fn copy_to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.pkt_len());
+        let mut seg = self.raw.as_ptr();
+        while !seg.is_null() {
+            // SAFETY: seg walks the chain we own; each segment's data range is
+            // inside its buffer.
+            unsafe {
+                let m = &*seg;
+                out.extend_from_slice(std::slice::from_raw_parts(
+                    (m.buf_addr as *const u8).add(m.data_off as usize),
+                    m.data_len as usize,
+                ));
+                seg = m.next;
+            }
+        }
+        out
+    }
+
+    /// The second segment, if any (read-only).
+    pub fn next_segment_data(&self) -> Option<&[u8]> {
+        let next = self.m().next;
+        if next.is_null() {
+            return None;
+        }
+        // SAFETY: next is a segment of the chain we own.
+        unsafe {
+            let m = &*next;
+            Some(std::slice::from_raw_parts(
+                (m.buf_addr as *const u8).add(m.data_off as usize),
+                m.data_len as usize,
+            ))
+        }
+    }
+
+    /// Buffer address of the second segment (to check sharing in tests).
+    pub fn next_segment_buf_addr(&self) -> Option<*const u8> {
+        let next = self.m().next;
+        // SAFETY: next, if non-NULL, is a segment of the chain we own.
+        (!next.is_null()).then(|| unsafe { (*next).buf_addr as *const u8 })
+    }
+}
+
+impl Drop for Mbuf {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: we own the mbuf (and its chain); freeing returns every
+        // segment to its pool and drops shared-buffer references.
+        unsafe { dpdk_sys::rte_pktmbuf_free(self.raw.as_ptr()) }
+    }
+}
+
+/// A [`Frame`] over an mbuf's first segment; writes the new data offset and
+/// length back into the mbuf when dropped.
+pub struct MbufFrame<'a> {
+    frame: Frame<'a>,
+    raw: NonNull<dpdk_sys::rte_mbuf>,
+}
+
+impl<'a> std::ops::Deref for MbufFrame<'a> {
+    type Target = Frame<'a>;
+    fn deref(&self) -> &Frame<'a> {
+        &self.frame
+    }
+}
+
+impl std::ops::DerefMut for MbufFrame<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.frame
+    }
+}
+
+impl Drop for MbufFrame<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let (head, len) = (self.frame.head(), self.frame.len());
+        // SAFETY: the frame borrowed the mbuf mutably and is going away; the
+        // offsets it reports stay inside the buffer (Frame keeps them so).
+        unsafe {
+            let m = self.raw.as_mut();
+            let old_len = m.data_len as u32;
+            m.data_off = head as u16;
+            m.data_len = len as u16;
+            m.pkt_len = m.pkt_len - old_len + len as u32;
+        }
+    }
+}

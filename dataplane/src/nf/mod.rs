@@ -1,0 +1,92 @@
+//! Network functions: what a node does to each packet.
+//!
+//! A function is pure code over a [`Frame`]: given the bytes, the ingress
+//! side and the (replicated) time, it rewrites the frame in place and says
+//! where it goes. Determinism (DESIGN.md §3): the outcome and every state
+//! change depend only on those inputs and the order of calls, never on a
+//! local clock, an RNG or hash-map iteration order. That is what lets a
+//! backup fed the same packets end in the same state as the primary.
+
+pub mod drop_reason;
+pub mod forward;
+
+pub use drop_reason::DropReason;
+pub use forward::Forward;
+
+use crate::frame::Frame;
+
+/// The two data ports of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Side {
+    Inside = 0,
+    Outside = 1,
+}
+
+impl Side {
+    pub const ALL: [Side; 2] = [Side::Inside, Side::Outside];
+
+    #[inline]
+    pub fn other(self) -> Side {
+        match self {
+            Side::Inside => Side::Outside,
+            Side::Outside => Side::Inside,
+        }
+    }
+
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn from_index(i: usize) -> Option<Side> {
+        match i {
+            0 => Some(Side::Inside),
+            1 => Some(Side::Outside),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Inside => "inside",
+            Side::Outside => "outside",
+        }
+    }
+}
+
+/// What the function knows about a packet besides its bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct PacketCtx {
+    pub ingress: Side,
+    /// Nanoseconds on the primary's clock at ingress (replicated to backups).
+    pub now_ns: u64,
+}
+
+/// What becomes of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transmit the (rewritten) frame on this side.
+    Forward(Side),
+    /// Free it and count the reason.
+    Drop(DropReason),
+    /// The function used it up without an error (e.g. an ARP reply it learned
+    /// from); freed and counted as consumed.
+    Consumed,
+}
+
+/// A network function instance: the state of one shard.
+pub trait NetworkFunction: Send + 'static {
+    /// Short name (`forward`, `router`, `nat`).
+    fn name(&self) -> &'static str;
+
+    /// How many leading bytes of a frame `process` may rewrite in place. The
+    /// replication step copies that many bytes into the replica's header so
+    /// the backup sees the frame as received; beyond them the buffer is
+    /// shared and must stay untouched (growing into headroom or tailroom is
+    /// fine: those bytes are not part of the replica).
+    fn rewrite_span(&self) -> usize;
+
+    /// Processes one frame.
+    fn process(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict;
+}

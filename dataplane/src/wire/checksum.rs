@@ -1,0 +1,126 @@
+//! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
+
+/// One's-complement sum of `data` folded into 32 bits (not yet complemented).
+#[inline]
+pub fn sum(data: &[u8]) -> u32 {
+    let mut acc: u64 = 0;
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        // Add the two 32-bit halves; carries accumulate in the top bits.
+        acc += w >> 32;
+        acc += w & 0xffff_ffff;
+    }
+    let rest = chunks.remainder();
+    let mut pairs = rest.chunks_exact(2);
+    for p in &mut pairs {
+        acc += u16::from_be_bytes([p[0], p[1]]) as u64;
+    }
+    if let [last] = pairs.remainder() {
+        acc += (*last as u64) << 8;
+    }
+    fold64(acc)
+}
+
+#[inline]
+fn fold64(mut acc: u64) -> u32 {
+    while acc >> 32 != 0 {
+        acc = (acc & 0xffff_ffff) + (acc >> 32);
+    }
+    acc as u32
+}
+
+/// Folds a 32-bit sum to 16 bits and complements it.
+#[inline]
+pub fn finish(mut s: u32) -> u16 {
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// The checksum of `data` (ready to store).
+#[inline]
+pub fn checksum(data: &[u8]) -> u16 {
+    finish(sum(data))
+}
+
+/// Sum of the IPv4 pseudo-header for a transport checksum.
+#[inline]
+pub fn pseudo_header_sum(src: [u8; 4], dst: [u8; 4], protocol: u8, length: u16) -> u32 {
+    let mut s = u16::from_be_bytes([src[0], src[1]]) as u32;
+    s += u16::from_be_bytes([src[2], src[3]]) as u32;
+    s += u16::from_be_bytes([dst[0], dst[1]]) as u32;
+    s += u16::from_be_bytes([dst[2], dst[3]]) as u32;
+    s += protocol as u32;
+    s += length as u32;
+    s
+}
+
+/// RFC 1624 eqn. 3: the new checksum after one 16-bit word of the covered
+/// data changes from `old` to `new`: HC' = ~(~HC + ~m + m').
+#[inline]
+pub fn update16(check: u16, old: u16, new: u16) -> u16 {
+    let s = (!check as u32) + (!old as u32) + new as u32;
+    finish(s)
+}
+
+/// [`update16`] for a 32-bit field (an IPv4 address).
+#[inline]
+pub fn update32(check: u16, old: u32, new: u32) -> u16 {
+    let c = update16(check, (old >> 16) as u16, (new >> 16) as u16);
+    update16(c, old as u16, new as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // RFC 1071 section 3 example: 0001 f203 f4f5 f6f7 sums to ddf2.
+    #[test]
+    fn rfc1071_example_sums_to_ddf2() {
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(finish(sum(&data)), !0xddf2);
+    }
+
+    #[test]
+    fn odd_length_pads_the_last_byte_with_zero() {
+        assert_eq!(
+            checksum(&[0x12, 0x34, 0x56]),
+            checksum(&[0x12, 0x34, 0x56, 0x00])
+        );
+    }
+
+    #[test]
+    fn incremental_update_leaves_a_verifying_checksum_for_every_word_change() {
+        // Bytes 0..2 hold the checksum of the whole buffer, as in an IP header.
+        let mut data: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37)).collect();
+        for (old, new) in [
+            (0x0000u16, 0xffffu16),
+            (0x1234, 0xfedc),
+            (0xffff, 0x0000),
+            (0x8001, 0x8001),
+        ] {
+            data[10..12].copy_from_slice(&old.to_be_bytes());
+            data[0..2].copy_from_slice(&[0, 0]);
+            let c = checksum(&data);
+            data[0..2].copy_from_slice(&c.to_be_bytes());
+            data[10..12].copy_from_slice(&new.to_be_bytes());
+            let c2 = update16(c, old, new);
+            data[0..2].copy_from_slice(&c2.to_be_bytes());
+            assert_eq!(checksum(&data), 0, "old {old:#x} new {new:#x}");
+        }
+    }
+
+    #[test]
+    fn update32_equals_two_word_updates() {
+        let mut data = [0u8; 20];
+        data[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        let c = checksum(&data);
+        data[0..2].copy_from_slice(&c.to_be_bytes());
+        data[12..16].copy_from_slice(&[192, 168, 7, 9]);
+        let c2 = update32(c, 0x0a00_0001, 0xc0a8_0709);
+        data[0..2].copy_from_slice(&c2.to_be_bytes());
+        assert_eq!(checksum(&data), 0);
+    }
+}

@@ -1,0 +1,205 @@
+//! lockstep's replication frame (DESIGN.md §4), carried after an Ethernet
+//! header with EtherType 0x88B5 on the dedicated replication link.
+//!
+//! ```text
+//!  0       1       2               4                               8
+//! +-------+-------+---------------+-------------------------------+
+//! |version| type  |     shard     |             epoch             |
+//! +-------+-------+---------------+-------------------------------+
+//! |                          seq (8)                              |
+//! |                        tx_done (8)                            |
+//! |                        time_ns (8)                            |
+//! +---------------+---------------+-------------------------------+
+//! | ingress port  |    length     |  body (length bytes) ...
+//! +---------------+---------------+
+//! ```
+//! All fields big-endian. For DATA the body is the original frame as
+//! received; KEEPALIVE has an empty body; AUDIT, SYNC_MARK and SWITCHOVER
+//! bodies are defined by the checkpoint protocol.
+
+use super::{get_u16, get_u32, get_u64, set_u16, set_u32, set_u64, Result, WireError};
+
+pub const VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 36;
+
+mod field {
+    pub const VERSION: usize = 0;
+    pub const TYPE: usize = 1;
+    pub const SHARD: usize = 2;
+    pub const EPOCH: usize = 4;
+    pub const SEQ: usize = 8;
+    pub const TX_DONE: usize = 16;
+    pub const TIME_NS: usize = 24;
+    pub const INGRESS: usize = 32;
+    pub const LENGTH: usize = 34;
+    pub const BODY: usize = 36;
+}
+
+/// Frame types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FrameType {
+    /// An ingress packet, with its sequence number and time.
+    Data = 1,
+    /// Shard idle: carries `tx_done` and time so the backup can tell a quiet
+    /// link from a dead primary.
+    Keepalive = 2,
+    /// Digest of a slice of the shard's state at sequence `seq`.
+    Audit = 3,
+    /// The checkpoint's final round was taken at sequence `seq`.
+    SyncMark = 4,
+    /// Planned hand-over: the primary stopped after sequence `seq`.
+    Switchover = 5,
+}
+
+impl FrameType {
+    pub fn from_u8(v: u8) -> Option<FrameType> {
+        Some(match v {
+            1 => FrameType::Data,
+            2 => FrameType::Keepalive,
+            3 => FrameType::Audit,
+            4 => FrameType::SyncMark,
+            5 => FrameType::Switchover,
+            _ => return None,
+        })
+    }
+}
+
+/// The decoded header fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ReplHeader {
+    pub shard: u16,
+    pub epoch: u32,
+    pub seq: u64,
+    pub tx_done: u64,
+    pub time_ns: u64,
+    pub ingress: u16,
+    pub length: u16,
+}
+
+/// A replication frame view (starting after the Ethernet header).
+/// `new_checked` guarantees: known version and type, body within buffer.
+#[derive(Debug)]
+pub struct ReplicationFrame<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> ReplicationFrame<T> {
+    pub fn new_unchecked(buffer: T) -> Self {
+        ReplicationFrame { buffer }
+    }
+
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let b = buffer.as_ref();
+        if b.len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if b[field::VERSION] != VERSION || FrameType::from_u8(b[field::TYPE]).is_none() {
+            return Err(WireError::Malformed);
+        }
+        if HEADER_LEN + get_u16(b, field::LENGTH) as usize > b.len() {
+            return Err(WireError::Truncated);
+        }
+        Ok(ReplicationFrame { buffer })
+    }
+
+    pub fn frame_type(&self) -> FrameType {
+        FrameType::from_u8(self.buffer.as_ref()[field::TYPE]).unwrap_or(FrameType::Keepalive)
+    }
+
+    pub fn header(&self) -> ReplHeader {
+        let b = self.buffer.as_ref();
+        ReplHeader {
+            shard: get_u16(b, field::SHARD),
+            epoch: get_u32(b, field::EPOCH),
+            seq: get_u64(b, field::SEQ),
+            tx_done: get_u64(b, field::TX_DONE),
+            time_ns: get_u64(b, field::TIME_NS),
+            ingress: get_u16(b, field::INGRESS),
+            length: get_u16(b, field::LENGTH),
+        }
+    }
+
+    /// The body (`length` bytes after the header).
+    pub fn body(&self) -> &[u8] {
+        let b = self.buffer.as_ref();
+        let len = get_u16(b, field::LENGTH) as usize;
+        &b[field::BODY..field::BODY + len]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> ReplicationFrame<T> {
+    /// Writes a header (the body, if any, follows separately).
+    pub fn emit(&mut self, t: FrameType, h: &ReplHeader) {
+        let b = self.buffer.as_mut();
+        b[field::VERSION] = VERSION;
+        b[field::TYPE] = t as u8;
+        set_u16(b, field::SHARD, h.shard);
+        set_u32(b, field::EPOCH, h.epoch);
+        set_u64(b, field::SEQ, h.seq);
+        set_u64(b, field::TX_DONE, h.tx_done);
+        set_u64(b, field::TIME_NS, h.time_ns);
+        set_u16(b, field::INGRESS, h.ingress);
+        set_u16(b, field::LENGTH, h.length);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> ReplHeader {
+        ReplHeader {
+            shard: 1,
+            epoch: 7,
+            seq: 0x0102_0304_0506_0708,
+            tx_done: 41,
+            time_ns: 1_000_000_123,
+            ingress: 1,
+            length: 3,
+        }
+    }
+
+    #[test]
+    fn emitted_header_and_body_decode_back() {
+        let mut b = vec![0u8; HEADER_LEN + 3];
+        ReplicationFrame::new_unchecked(&mut b[..]).emit(FrameType::Data, &header());
+        b[HEADER_LEN..].copy_from_slice(b"xyz");
+        let f = ReplicationFrame::new_checked(&b[..]).unwrap();
+        assert_eq!(f.frame_type(), FrameType::Data);
+        assert_eq!(f.header(), header());
+        assert_eq!(f.body(), b"xyz");
+        assert_eq!(
+            &b[8..16],
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+            "seq is big-endian at offset 8"
+        );
+    }
+
+    #[test]
+    fn body_longer_than_buffer_is_truncated() {
+        let mut b = vec![0u8; HEADER_LEN + 2];
+        ReplicationFrame::new_unchecked(&mut b[..]).emit(FrameType::Data, &header());
+        assert_eq!(
+            ReplicationFrame::new_checked(&b[..]).unwrap_err(),
+            WireError::Truncated
+        );
+    }
+
+    #[test]
+    fn unknown_version_or_type_is_malformed() {
+        let mut b = vec![0u8; HEADER_LEN + 3];
+        ReplicationFrame::new_unchecked(&mut b[..]).emit(FrameType::Keepalive, &header());
+        b[0] = 2;
+        assert_eq!(
+            ReplicationFrame::new_checked(&b[..]).unwrap_err(),
+            WireError::Malformed
+        );
+        b[0] = VERSION;
+        b[1] = 9;
+        assert_eq!(
+            ReplicationFrame::new_checked(&b[..]).unwrap_err(),
+            WireError::Malformed
+        );
+    }
+}

@@ -1,0 +1,494 @@
+//! The node's TOML configuration. Every value is validated before EAL
+//! starts; an error names the field (`dataplane.burst`, ...) and lockstep
+//! exits with status 2.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use dataplane::worker::MAX_BURST;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub node: NodeSection,
+    pub ports: PortsSection,
+    #[serde(default)]
+    pub dataplane: DataplaneSection,
+    #[serde(default)]
+    pub function: FunctionSection,
+    #[serde(default)]
+    pub management: ManagementSection,
+}
+
+/// Who this node is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Unique per node of a cluster.
+    #[serde(default = "default_node_id")]
+    pub id: u32,
+    /// Higher wins when several synchronized backups could take over.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// Role at start: `standalone` (one node, owns its TX queues), `primary`
+    /// or `backup`.
+    #[serde(default)]
+    pub role: Role,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            id: default_node_id(),
+            priority: default_priority(),
+            role: Role::default(),
+        }
+    }
+}
+
+fn default_node_id() -> u32 {
+    1
+}
+
+fn default_priority() -> u8 {
+    100
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Standalone,
+    Primary,
+    Backup,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Standalone => "standalone",
+            Role::Primary => "primary",
+            Role::Backup => "backup",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "standalone" => Some(Role::Standalone),
+            "primary" => Some(Role::Primary),
+            "backup" => Some(Role::Backup),
+            _ => None,
+        }
+    }
+}
+
+/// DPDK device names of the node's ports (as EAL knows them: the `--vdev`
+/// name or a PCI address).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortsSection {
+    pub inside: String,
+    pub outside: String,
+    /// Point-to-point link to the peer(s); required for primary and backup.
+    #[serde(default)]
+    pub replication: Option<String>,
+}
+
+/// Worker and buffer settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataplaneSection {
+    /// Worker lcores = queues per port = shards.
+    #[serde(default = "default_workers")]
+    pub workers: u16,
+    /// Packets per RX burst.
+    #[serde(default = "default_burst")]
+    pub burst: u16,
+    /// Mbufs in the packet pool.
+    #[serde(default = "default_mbufs")]
+    pub mbufs: u32,
+    /// Per-lcore mempool cache.
+    #[serde(default = "default_mbuf_cache")]
+    pub mbuf_cache: u32,
+    #[serde(default = "default_desc")]
+    pub rx_desc: u16,
+    #[serde(default = "default_desc")]
+    pub tx_desc: u16,
+    /// Sleep this long when a loop iteration finds no packet (0 = busy-poll).
+    #[serde(default)]
+    pub idle_sleep_us: u64,
+}
+
+impl Default for DataplaneSection {
+    fn default() -> Self {
+        DataplaneSection {
+            workers: default_workers(),
+            burst: default_burst(),
+            mbufs: default_mbufs(),
+            mbuf_cache: default_mbuf_cache(),
+            rx_desc: default_desc(),
+            tx_desc: default_desc(),
+            idle_sleep_us: 0,
+        }
+    }
+}
+
+fn default_workers() -> u16 {
+    1
+}
+fn default_burst() -> u16 {
+    32
+}
+fn default_mbufs() -> u32 {
+    8191
+}
+fn default_mbuf_cache() -> u32 {
+    256
+}
+fn default_desc() -> u16 {
+    1024
+}
+
+/// Which network function runs.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSection {
+    #[serde(default)]
+    pub kind: FunctionKind,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FunctionKind {
+    #[default]
+    Forward,
+}
+
+impl FunctionKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FunctionKind::Forward => "forward",
+        }
+    }
+}
+
+/// The management link: heartbeats and the checkpoint protocol (used once
+/// replication is on).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementSection {
+    /// This node's management address, `ip:port`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Peers' management addresses.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u32,
+    #[serde(default = "default_dead_intervals")]
+    pub dead_intervals: u32,
+}
+
+impl Default for ManagementSection {
+    fn default() -> Self {
+        ManagementSection {
+            address: None,
+            peers: Vec::new(),
+            heartbeat_ms: default_heartbeat_ms(),
+            dead_intervals: default_dead_intervals(),
+        }
+    }
+}
+
+fn default_heartbeat_ms() -> u32 {
+    10
+}
+fn default_dead_intervals() -> u32 {
+    3
+}
+
+/// A configuration problem, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+fn err(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![err("", format!("cannot read {}: {e}", path.display()))])?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+        let cfg: Config = toml::from_str(text).map_err(|e| vec![toml_error(text, &e)])?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every value; returns all problems at once.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errs = Vec::new();
+        let d = &self.dataplane;
+        if d.workers == 0 || d.workers > 64 {
+            errs.push(err(
+                "dataplane.workers",
+                format!("must be 1..=64 (got {})", d.workers),
+            ));
+        }
+        if d.burst == 0 || d.burst as usize > MAX_BURST {
+            errs.push(err(
+                "dataplane.burst",
+                format!("must be 1..={MAX_BURST} (got {})", d.burst),
+            ));
+        }
+        let min_mbufs = (d.workers as u32) * 3 * (d.rx_desc as u32 + d.burst as u32);
+        if d.mbufs < 1024 || d.mbufs < min_mbufs {
+            errs.push(err(
+                "dataplane.mbufs",
+                format!(
+                    "must be at least {} for {} worker(s) with rx_desc {} (got {})",
+                    min_mbufs.max(1024),
+                    d.workers,
+                    d.rx_desc,
+                    d.mbufs
+                ),
+            ));
+        }
+        if d.mbuf_cache > 512 || d.mbuf_cache > d.mbufs / 2 {
+            errs.push(err(
+                "dataplane.mbuf_cache",
+                format!("must be <= 512 and <= mbufs/2 (got {})", d.mbuf_cache),
+            ));
+        }
+        for (name, v) in [
+            ("dataplane.rx_desc", d.rx_desc),
+            ("dataplane.tx_desc", d.tx_desc),
+        ] {
+            if !(64..=16384).contains(&v) || !v.is_power_of_two() {
+                errs.push(err(
+                    name,
+                    format!("must be a power of two in 64..=16384 (got {v})"),
+                ));
+            }
+        }
+        if d.idle_sleep_us > 1_000_000 {
+            errs.push(err(
+                "dataplane.idle_sleep_us",
+                format!("must be <= 1000000 (got {})", d.idle_sleep_us),
+            ));
+        }
+        let p = &self.ports;
+        for (name, v) in [("ports.inside", &p.inside), ("ports.outside", &p.outside)] {
+            if v.trim().is_empty() {
+                errs.push(err(name, "must name a DPDK device"));
+            }
+        }
+        if p.inside == p.outside && !p.inside.is_empty() {
+            errs.push(err(
+                "ports.outside",
+                format!("must differ from ports.inside (both '{}')", p.inside),
+            ));
+        }
+        if let Some(r) = &p.replication {
+            if r.trim().is_empty() {
+                errs.push(err("ports.replication", "must name a DPDK device"));
+            } else if r == &p.inside || r == &p.outside {
+                errs.push(err(
+                    "ports.replication",
+                    format!("must differ from the data ports (got '{r}')"),
+                ));
+            }
+        }
+        if self.node.id == 0 {
+            errs.push(err("node.id", "must be >= 1"));
+        }
+        let m = &self.management;
+        if m.heartbeat_ms == 0 || m.heartbeat_ms > 10_000 {
+            errs.push(err(
+                "management.heartbeat_ms",
+                format!("must be 1..=10000 (got {})", m.heartbeat_ms),
+            ));
+        }
+        if m.dead_intervals < 2 || m.dead_intervals > 100 {
+            errs.push(err(
+                "management.dead_intervals",
+                format!("must be 2..=100 (got {})", m.dead_intervals),
+            ));
+        }
+        if let Some(a) = &m.address {
+            if a.parse::<std::net::SocketAddr>().is_err() {
+                errs.push(err(
+                    "management.address",
+                    format!("must be ip:port (got '{a}')"),
+                ));
+            }
+        }
+        for (i, peer) in m.peers.iter().enumerate() {
+            if peer.parse::<std::net::SocketAddr>().is_err() {
+                errs.push(err(
+                    &format!("management.peers[{i}]"),
+                    format!("must be ip:port (got '{peer}')"),
+                ));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+/// Turns a TOML/serde error into one that names the field. serde names
+/// unknown and missing fields itself; for a bad value, toml gives the span of
+/// the value, from which we recover `section.key`.
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let field = e
+        .span()
+        .map(|span| field_at(text, span.start))
+        .unwrap_or_default();
+    let message = match e.span().map(|s| line_col(text, s.start)) {
+        Some((line, col)) => format!("{} (line {line}, column {col})", e.message()),
+        None => e.message().to_string(),
+    };
+    ConfigError { field, message }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// `section.key` of the `key = value` line holding byte `offset`.
+fn field_at(text: &str, offset: usize) -> String {
+    let mut section = String::new();
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        let end = pos + line.len();
+        let t = line.trim();
+        if t.starts_with('[') {
+            section = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+        if offset < end {
+            let key = match t.split_once('=') {
+                Some((k, _)) if !t.starts_with('[') => k.trim().trim_matches('"'),
+                _ => return section,
+            };
+            return if section.is_empty() {
+                key.to_string()
+            } else {
+                format!("{section}.{key}")
+            };
+        }
+        pos = end;
+    }
+    section
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[ports]\ninside = \"net_null0\"\noutside = \"net_null1\"\n";
+
+    #[test]
+    fn minimal_config_takes_the_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.dataplane.workers, 1);
+        assert_eq!(c.dataplane.burst, 32);
+        assert_eq!(c.function.kind, FunctionKind::Forward);
+        assert_eq!(c.node.role, Role::Standalone);
+        assert_eq!(c.management.heartbeat_ms, 10);
+    }
+
+    fn field_of(text: &str) -> Vec<String> {
+        Config::parse(text)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
+    }
+
+    #[test]
+    fn zero_burst_names_dataplane_burst() {
+        assert_eq!(
+            field_of(&format!("{MINIMAL}[dataplane]\nburst = 0\n")),
+            ["dataplane.burst"]
+        );
+    }
+
+    #[test]
+    fn same_inside_and_outside_names_ports_outside() {
+        assert_eq!(
+            field_of("[ports]\ninside = \"a\"\noutside = \"a\"\n"),
+            ["ports.outside"]
+        );
+    }
+
+    #[test]
+    fn bad_peer_address_names_its_index() {
+        assert_eq!(
+            field_of(&format!(
+                "{MINIMAL}[management]\npeers = [\"10.0.0.1:7000\", \"nope\"]\n"
+            )),
+            ["management.peers[1]"]
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_section_and_key() {
+        assert_eq!(
+            field_of(&format!(
+                "{MINIMAL}[dataplane]\nworkers = 1\nburst = \"many\"\n"
+            )),
+            ["dataplane.burst"]
+        );
+    }
+
+    #[test]
+    fn unknown_function_kind_names_function_kind() {
+        assert_eq!(
+            field_of(&format!("{MINIMAL}[function]\nkind = \"teleport\"\n")),
+            ["function.kind"]
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_reported_by_name() {
+        let e = Config::parse(&format!("{MINIMAL}[dataplane]\nbursts = 4\n")).unwrap_err();
+        assert!(e[0].to_string().contains("bursts"), "{}", e[0]);
+    }
+
+    #[test]
+    fn missing_ports_section_is_reported_by_name() {
+        let e = Config::parse("[dataplane]\nburst = 4\n").unwrap_err();
+        assert!(e[0].to_string().contains("ports"), "{}", e[0]);
+    }
+}

@@ -1,0 +1,180 @@
+//! `lockstep [EAL options] -- --config FILE [--role ROLE] [--stats-period SECS] [-i]`
+//!
+//! Start-up order: parse and validate everything that can be checked without
+//! DPDK (a bad config exits with status 2 before EAL starts), then EAL, the
+//! pool, the ports, the workers, telemetry. Shutdown order, on `quit`,
+//! SIGINT or SIGTERM: stop workers, print final stats, stop and close ports,
+//! free the pool, EAL cleanup.
+
+mod args;
+mod config;
+mod node;
+mod prompt;
+mod show;
+mod telemetry;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use crossbeam::channel;
+
+use args::{split_args, AppArgs};
+use config::{Config, Role};
+use dataplane::dpdk::Eal;
+use node::Node;
+use show::RateMemory;
+
+/// Exit status for configuration and usage errors (nothing was started).
+const EXIT_CONFIG: u8 = 2;
+/// Exit status for run-time failures (EAL, ports, workers).
+const EXIT_RUNTIME: u8 = 1;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let argv: Vec<String> = std::env::args().collect();
+    let (eal_args, app_args) = split_args(&argv);
+    let app = match AppArgs::try_parse_from(&app_args) {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+
+    let mut cfg = match Config::load(&app.config) {
+        Ok(c) => c,
+        Err(errs) => {
+            for e in &errs {
+                eprintln!("lockstep: config error in {}: {e}", app.config.display());
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(r) = &app.role {
+        match Role::parse(r) {
+            Some(role) => cfg.node.role = role,
+            None => {
+                eprintln!("lockstep: --role: must be standalone, primary or backup (got '{r}')");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
+    if app.check_config {
+        println!("lockstep: {} is valid", app.config.display());
+        return ExitCode::SUCCESS;
+    }
+    if cfg.node.role != Role::Standalone {
+        eprintln!(
+            "lockstep: node.role = {}: replication is not built yet; run standalone",
+            cfg.node.role.name()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+
+    let quit = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, quit.clone()) {
+            eprintln!("lockstep: cannot install signal handler: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    }
+
+    let eal = match Eal::init(&eal_args) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("lockstep: EAL: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let code = run(&eal, &cfg, &app, &quit);
+    drop(eal);
+    code
+}
+
+/// Everything between EAL init and EAL cleanup.
+fn run(eal: &Eal, cfg: &Config, app: &AppArgs, quit: &Arc<AtomicBool>) -> ExitCode {
+    let mut node = match Node::start(eal, cfg, cfg.node.role) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("lockstep: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    if let Err(e) = telemetry::register_all(node.view.clone()) {
+        log::warn!("telemetry: {e}");
+    }
+    if let Err(e) = eal.pdump_init() {
+        log::info!("dpdk-dumpcap unavailable ({e}); it needs a shared-config primary");
+    }
+    log::info!(
+        "node {} {} running {} on {} worker(s), lcores {:?}",
+        cfg.node.id,
+        cfg.node.role.name(),
+        cfg.function.kind.name(),
+        cfg.dataplane.workers,
+        node.view.lcores
+    );
+
+    let (tx, rx) = channel::unbounded::<String>();
+    if app.interactive {
+        if let Err(e) = prompt::spawn_reader(tx) {
+            eprintln!("lockstep: prompt: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+        print_prompt();
+    }
+
+    let mut mem = RateMemory::default();
+    let mut periodic = RateMemory::default();
+    let period = Duration::from_secs(app.stats_period);
+    let mut next_stats = Instant::now() + period;
+    let mut code = ExitCode::SUCCESS;
+    loop {
+        if quit.load(Ordering::Relaxed) {
+            break;
+        }
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(line) => {
+                let (out, after) = prompt::execute(&line, &node.view, &mut mem);
+                print!("{out}");
+                if after == prompt::After::Quit {
+                    break;
+                }
+                print_prompt();
+            }
+            Err(channel::RecvTimeoutError::Timeout) => {}
+            Err(channel::RecvTimeoutError::Disconnected) => {}
+        }
+        if !period.is_zero() && Instant::now() >= next_stats {
+            print!("{}", show::port_stats_all(&node.view, &mut periodic));
+            let _ = std::io::stdout().flush();
+            next_stats += period;
+        }
+    }
+
+    log::info!("stopping workers");
+    node.quit.store(true, Ordering::SeqCst);
+    let view = node.view.clone();
+    let errors = node.shutdown_workers();
+    println!("\nFinal statistics:");
+    print!("{}", show::port_stats_all(&view, &mut mem));
+    print!("{}", show::worker_stats_text(&view));
+    for e in &errors {
+        eprintln!("lockstep: {e}");
+        code = ExitCode::from(EXIT_RUNTIME);
+    }
+    node.shutdown();
+    log::info!("ports closed; bye");
+    let _ = std::io::stdout().flush();
+    code
+}
+
+fn print_prompt() {
+    print!("lockstep> ");
+    let _ = std::io::stdout().flush();
+}

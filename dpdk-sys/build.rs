@@ -73,6 +73,12 @@ fn main() {
         .warnings(false)
         .compile("dpdk_inline");
 
+    // Driver libraries are plugins EAL loads by itself, so pkg-config does
+    // not list them; link the two whose API lockstep calls directly
+    // (`rte_vdev_init`, `rte_eth_from_ring`). EAL's later dlopen of the same
+    // plugin file finds it already loaded.
+    println!("cargo:rustc-link-lib=dylib=rte_bus_vdev");
+    println!("cargo:rustc-link-lib=dylib=rte_net_ring");
     println!("cargo:rerun-if-changed=wrapper.h");
     println!("cargo:rerun-if-changed=errno.c");
 }

@@ -13,6 +13,7 @@ static EAL_TAKEN: AtomicBool = AtomicBool::new(false);
 /// outlive every port, pool and worker (drop them first).
 pub struct Eal {
     parsed_args: usize,
+    runtime_dir: Option<std::path::PathBuf>,
 }
 
 impl Eal {
@@ -44,8 +45,16 @@ impl Eal {
             EAL_TAKEN.store(false, Ordering::SeqCst);
             return Err(DpdkError::from_rte_errno("rte_eal_init"));
         }
+        // SAFETY: EAL is up; the returned string is static inside EAL.
+        let dir = unsafe { dpdk_sys::rte_eal_get_runtime_dir() };
+        let runtime_dir = (!dir.is_null()).then(|| {
+            // SAFETY: checked non-NULL; NUL-terminated by EAL.
+            let s = unsafe { std::ffi::CStr::from_ptr(dir) };
+            std::path::PathBuf::from(s.to_string_lossy().into_owned())
+        });
         Ok(Eal {
             parsed_args: ret as usize,
+            runtime_dir,
         })
     }
 
@@ -98,6 +107,14 @@ impl Drop for Eal {
                 "rte_eal_cleanup failed: {}",
                 DpdkError::new("rte_eal_cleanup", -ret)
             );
+        }
+        // EAL leaves its runtime directory behind, and unlinks the telemetry
+        // socket only at exit. Nobody may connect after cleanup, so remove
+        // the socket now and the directory if nothing else is in it (a
+        // shared-config primary keeps files there for its secondaries).
+        if let Some(dir) = &self.runtime_dir {
+            let _ = std::fs::remove_file(dir.join("dpdk_telemetry.v2"));
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }

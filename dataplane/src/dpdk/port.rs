@@ -125,6 +125,17 @@ impl Port {
         })
     }
 
+    /// The port with ethdev id `id` (as returned by a DPDK constructor).
+    pub(crate) fn from_id(id: u16) -> Port {
+        Port {
+            id,
+            name: port_name(id),
+            queues: 0,
+            started: false,
+            closed: false,
+        }
+    }
+
     /// Names of every port EAL probed.
     pub fn names() -> Vec<String> {
         let mut out = Vec::new();

@@ -1,50 +1,149 @@
-//! Virtual devices created at run time: `net_ring` ports over an `rte_ring`
-//! (a port whose TX fills a ring that its RX drains, handy to make a TX queue
-//! refuse packets) and any vdev by name and devargs (`rte_vdev_init`).
+//! Virtual devices created at run time: `net_ring` ports over `rte_ring`s,
+//! and any vdev by name and devargs (`rte_vdev_init`).
+//!
+//! A ring port is the test bench of the safe layer: what its TX sends lands
+//! in a ring the test can read ([`RingPort::take_sent`]), what the test puts
+//! in its RX ring ([`RingPort::inject`]) is what the port receives, and a
+//! small ring makes a TX queue refuse packets.
 
 use std::ffi::CString;
+use std::os::raw::c_void;
 use std::ptr::NonNull;
 
 use super::error::DpdkError;
+use super::mbuf::Mbuf;
 use super::port::Port;
 
-/// `RING_F_SP_ENQ | RING_F_SC_DEQ`: one producer (TX) and one consumer (RX).
+/// `RING_F_SP_ENQ | RING_F_SC_DEQ`: one producer and one consumer per ring.
 const SINGLE_PRODUCER_CONSUMER: u32 = 0x0001 | 0x0002;
 
-/// A ring-backed port. The ring outlives the port (dropped after it).
+/// A ring-backed port. Its rings outlive it (freed after the port closes).
 pub struct RingPort {
     pub port: Port,
-    ring: NonNull<dpdk_sys::rte_ring>,
+    rx: NonNull<dpdk_sys::rte_ring>,
+    /// Equal to `rx` for a loop-back port.
+    tx: NonNull<dpdk_sys::rte_ring>,
+}
+
+fn ring(name: &str, size: u32) -> Result<NonNull<dpdk_sys::rte_ring>, DpdkError> {
+    let cname = CString::new(name).map_err(|_| DpdkError::new("ring name with NUL", 22))?;
+    // SAFETY: cname is valid; socket -1 = any.
+    let r =
+        unsafe { dpdk_sys::rte_ring_create(cname.as_ptr(), size, -1, SINGLE_PRODUCER_CONSUMER) };
+    NonNull::new(r).ok_or_else(|| DpdkError::from_rte_errno(format!("rte_ring_create({name})")))
 }
 
 impl RingPort {
-    /// A port whose TX enqueues into a ring of `size` slots (a power of two;
-    /// usable capacity `size - 1`) and whose RX dequeues from it.
+    /// A loop-back port: TX enqueues into a ring of `size` slots (a power of
+    /// two; usable capacity `size - 1`) that RX dequeues from.
     pub fn create(name: &str, size: u32) -> Result<RingPort, DpdkError> {
-        let cname = CString::new(name).map_err(|_| DpdkError::new("ring name with NUL", 22))?;
-        // SAFETY: cname is valid; socket -1 = any.
-        let ring = unsafe {
-            dpdk_sys::rte_ring_create(cname.as_ptr(), size, -1, SINGLE_PRODUCER_CONSUMER)
-        };
-        let ring = NonNull::new(ring)
-            .ok_or_else(|| DpdkError::from_rte_errno(format!("rte_ring_create({name})")))?;
-        // SAFETY: ring is a valid ring; DPDK names the port after it.
-        let ret = unsafe { dpdk_sys::rte_eth_from_ring(ring.as_ptr()) };
-        if ret < 0 {
-            // SAFETY: no port uses the ring yet.
-            unsafe { dpdk_sys::rte_ring_free(ring.as_ptr()) };
-            return Err(DpdkError::from_rte_errno(format!(
-                "rte_eth_from_ring({name})"
-            )));
-        }
-        let port = Port::by_name(name)?;
-        Ok(RingPort { port, ring })
+        let r = ring(name, size)?;
+        Self::from_rings(name, r, r)
     }
 
-    /// Packets sitting in the ring (sent, not yet received).
+    /// A port with separate RX and TX rings: nothing it sends comes back.
+    pub fn create_split(name: &str, rx_size: u32, tx_size: u32) -> Result<RingPort, DpdkError> {
+        let rx = ring(&format!("{name}_rx"), rx_size)?;
+        let tx = match ring(&format!("{name}_tx"), tx_size) {
+            Ok(t) => t,
+            Err(e) => {
+                // SAFETY: rx was just created and is unused.
+                unsafe { dpdk_sys::rte_ring_free(rx.as_ptr()) };
+                return Err(e);
+            }
+        };
+        Self::from_rings(name, rx, tx)
+    }
+
+    fn from_rings(
+        name: &str,
+        rx: NonNull<dpdk_sys::rte_ring>,
+        tx: NonNull<dpdk_sys::rte_ring>,
+    ) -> Result<RingPort, DpdkError> {
+        let cname = CString::new(name).map_err(|_| DpdkError::new("port name with NUL", 22))?;
+        let rxq = [rx.as_ptr()];
+        let txq = [tx.as_ptr()];
+        // SAFETY: both arrays hold one valid ring; DPDK keeps the pointers,
+        // and the rings outlive the port (freed in Drop after close).
+        let ret = unsafe {
+            dpdk_sys::rte_eth_from_rings(cname.as_ptr(), rxq.as_ptr(), 1, txq.as_ptr(), 1, 0)
+        };
+        if ret < 0 {
+            // SAFETY: no port uses the rings.
+            unsafe {
+                dpdk_sys::rte_ring_free(rx.as_ptr());
+                if tx != rx {
+                    dpdk_sys::rte_ring_free(tx.as_ptr());
+                }
+            }
+            return Err(DpdkError::from_rte_errno(format!(
+                "rte_eth_from_rings({name})"
+            )));
+        }
+        Ok(RingPort {
+            port: Port::from_id(ret as u16),
+            rx,
+            tx,
+        })
+    }
+
+    /// Packets sitting in the port's rings (sent and not yet received or
+    /// taken, plus injected and not yet received).
     pub fn queued(&self) -> u32 {
-        // SAFETY: the ring is valid while self lives.
-        unsafe { dpdk_sys::rte_ring_count(self.ring.as_ptr()) }
+        // SAFETY: the rings are valid while self lives.
+        unsafe {
+            let n = dpdk_sys::rte_ring_count(self.rx.as_ptr());
+            if self.tx == self.rx {
+                n
+            } else {
+                n + dpdk_sys::rte_ring_count(self.tx.as_ptr())
+            }
+        }
+    }
+
+    /// Puts packets where the port's RX will find them. Returns those that
+    /// did not fit.
+    pub fn inject(&self, pkts: Vec<Mbuf>) -> Vec<Mbuf> {
+        let mut rest = Vec::new();
+        for m in pkts {
+            let p = m.into_raw() as *mut c_void;
+            let objs = [p];
+            // SAFETY: the ring is valid; on success it owns the mbuf pointer.
+            let n = unsafe {
+                dpdk_sys::rte_ring_enqueue_burst(
+                    self.rx.as_ptr(),
+                    objs.as_ptr(),
+                    1,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n == 0 {
+                // SAFETY: the ring refused it; we still own it.
+                if let Some(m) = unsafe { Mbuf::from_raw(p as *mut dpdk_sys::rte_mbuf) } {
+                    rest.push(m);
+                }
+            }
+        }
+        rest
+    }
+
+    /// Takes up to `max` packets the port transmitted.
+    pub fn take_sent(&self, max: usize) -> Vec<Mbuf> {
+        let mut objs = vec![std::ptr::null_mut::<c_void>(); max];
+        // SAFETY: objs has room for max pointers; dequeued mbufs become ours.
+        let n = unsafe {
+            dpdk_sys::rte_ring_dequeue_burst(
+                self.tx.as_ptr(),
+                objs.as_mut_ptr(),
+                max as u32,
+                std::ptr::null_mut(),
+            )
+        };
+        objs.truncate(n as usize);
+        objs.into_iter()
+            // SAFETY: each pointer is an mbuf the ring held for us.
+            .filter_map(|p| unsafe { Mbuf::from_raw(p as *mut dpdk_sys::rte_mbuf) })
+            .collect()
     }
 }
 
@@ -53,8 +152,33 @@ impl Drop for RingPort {
         if let Err(e) = self.port.close() {
             log::warn!("{e}");
         }
-        // SAFETY: the port was closed above; nothing references the ring.
-        unsafe { dpdk_sys::rte_ring_free(self.ring.as_ptr()) };
+        // Free what is still queued, then the rings (nothing uses them now).
+        for r in [self.rx, self.tx] {
+            loop {
+                let mut obj = [std::ptr::null_mut::<c_void>(); 1];
+                // SAFETY: the ring is valid; a dequeued mbuf is ours to free.
+                let n = unsafe {
+                    dpdk_sys::rte_ring_dequeue_burst(
+                        r.as_ptr(),
+                        obj.as_mut_ptr(),
+                        1,
+                        std::ptr::null_mut(),
+                    )
+                };
+                if n == 0 {
+                    break;
+                }
+                // SAFETY: as above.
+                drop(unsafe { Mbuf::from_raw(obj[0] as *mut dpdk_sys::rte_mbuf) });
+            }
+        }
+        // SAFETY: the port is closed; the rings are unreferenced.
+        unsafe {
+            dpdk_sys::rte_ring_free(self.rx.as_ptr());
+            if self.tx != self.rx {
+                dpdk_sys::rte_ring_free(self.tx.as_ptr());
+            }
+        }
     }
 }
 

@@ -1,0 +1,278 @@
+//! Mbuf ownership on real DPDK: after every path a packet can take (RX then
+//! TX, RX then drop, a TX burst the port refuses, a worker forwarding a
+//! burst), the pool's in-use count returns to exactly zero.
+//!
+//! One EAL per process: every test here shares it through a `OnceLock` and
+//! makes its own pool and ports, so the tests may run in parallel.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
+use dataplane::dpdk::ring::{vdev_create, RingPort};
+use dataplane::dpdk::{Eal, Mbuf, Mempool, Port, PortConfig, RxBurst, TxBatch};
+use dataplane::nf::{Forward, Side};
+use dataplane::ownership::TxOwnership;
+use dataplane::worker::{DataQueues, Worker, WorkerShared};
+
+fn eal() -> &'static Eal {
+    static EAL: OnceLock<Eal> = OnceLock::new();
+    EAL.get_or_init(|| {
+        let prefix = format!("--file-prefix=ls-mbuf-test-{}", std::process::id());
+        Eal::init(&[
+            "mbuf_ownership",
+            "-l",
+            "0",
+            "--no-huge",
+            "-m",
+            "256",
+            "--no-pci",
+            "--no-shconf",
+            &prefix,
+            "--log-level=lib.eal:error",
+        ])
+        .expect("EAL init")
+    })
+}
+
+fn pool(name: &str) -> Mempool {
+    eal();
+    // No per-lcore cache: test threads are not EAL lcores, and a cache would
+    // make in_use() count parked mbufs as in use on EAL threads.
+    Mempool::new(name, 1023, 0, DEFAULT_DATA_ROOM, -1).expect("pool")
+}
+
+fn started(mut p: Port, pool: &Mempool) -> Port {
+    p.configure(
+        &PortConfig {
+            queues: 1,
+            rx_desc: 256,
+            tx_desc: 256,
+            promiscuous: false,
+        },
+        pool,
+    )
+    .expect("configure");
+    p.start().expect("start");
+    p
+}
+
+fn ring_port(name: &str, size: u32, pool: &Mempool) -> RingPort {
+    let mut r = RingPort::create(name, size).expect("ring port");
+    r.port
+        .configure(
+            &PortConfig {
+                queues: 1,
+                rx_desc: 256,
+                tx_desc: 256,
+                promiscuous: false,
+            },
+            pool,
+        )
+        .expect("configure");
+    r.port.start().expect("start");
+    r
+}
+
+fn alloc_n(pool: &Mempool, n: usize, len: u16) -> Vec<Mbuf> {
+    (0..n)
+        .map(|i| {
+            let mut m = Mbuf::alloc(pool).expect("mbuf");
+            let d = m.append(len).expect("room");
+            d.fill(i as u8);
+            m
+        })
+        .collect()
+}
+
+#[test]
+fn rx_then_tx_returns_every_mbuf_to_the_pool() {
+    let pool = pool("own_rxtx");
+    let src = started(vdev_create("net_null_rxtx_a", "size=64").unwrap(), &pool);
+    let dst = started(vdev_create("net_null_rxtx_b", "size=64").unwrap(), &pool);
+    let mut burst = RxBurst::<32>::default();
+    let mut batch = TxBatch::<32>::default();
+    let n = src.rx_queue(0).rx_burst(&mut burst);
+    assert_eq!(n, 32);
+    assert_eq!(pool.in_use(), 32);
+    while let Some(m) = burst.pop() {
+        batch.push(m).map_err(|_| "full").unwrap();
+    }
+    let out = dst.tx_queue(0).tx_burst(&mut batch);
+    assert_eq!((out.sent, out.refused), (32, 0));
+    assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn rx_then_drop_returns_every_mbuf_to_the_pool() {
+    let pool = pool("own_rxdrop");
+    let src = started(vdev_create("net_null_rxdrop", "size=64").unwrap(), &pool);
+    let mut burst = RxBurst::<32>::default();
+    assert_eq!(src.rx_queue(0).rx_burst(&mut burst), 32);
+    let first = burst.pop().expect("a packet");
+    assert_eq!(first.pkt_len(), 64);
+    drop(first);
+    assert_eq!(pool.in_use(), 31);
+    drop(burst);
+    assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn tx_burst_frees_the_packets_a_full_ring_refuses() {
+    let pool = pool("own_refuse");
+    // A 16-slot ring holds 15 packets; the TX burst offers 32.
+    let ring = ring_port("ring_refuse", 16, &pool);
+    let mut batch = TxBatch::<32>::default();
+    for m in alloc_n(&pool, 32, 60) {
+        batch.push(m).map_err(|_| "full").unwrap();
+    }
+    assert_eq!(pool.in_use(), 32);
+    let out = ring.port.tx_queue(0).tx_burst(&mut batch);
+    assert_eq!((out.sent, out.refused), (15, 17));
+    assert!(batch.is_empty());
+    assert_eq!(
+        pool.in_use(),
+        15,
+        "only the packets sitting in the ring remain"
+    );
+    assert_eq!(ring.queued(), 15);
+    let mut burst = RxBurst::<32>::default();
+    assert_eq!(ring.port.rx_queue(0).rx_burst(&mut burst), 15);
+    drop(burst);
+    assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn indirect_clone_shares_the_buffer_and_chain_frees_both() {
+    let pool = pool("own_clone");
+    let clones = pool_named("own_clone_ind");
+    let mut orig = alloc_n(&pool, 1, 200).pop().unwrap();
+    let clone = orig.clone_indirect(&clones).expect("clone");
+    assert!(clone.is_indirect());
+    assert_eq!(clone.buf_addr(), orig.buf_addr(), "same data buffer");
+    assert_eq!(orig.buffer_refcnt(), 2);
+    orig.data_mut()[0] = 0xab;
+    assert_eq!(clone.data()[0], 0xab, "no copy was made");
+    let head = alloc_n(&pool, 1, 10).pop().unwrap();
+    let chained = head.chain(clone).map_err(|_| "chain").unwrap();
+    assert_eq!(chained.pkt_len(), 210);
+    assert_eq!(chained.nb_segs(), 2);
+    drop(chained);
+    assert_eq!(orig.buffer_refcnt(), 1);
+    assert_eq!(clones.in_use(), 0);
+    drop(orig);
+    assert_eq!(pool.in_use(), 0);
+}
+
+fn pool_named(name: &str) -> Mempool {
+    pool(name)
+}
+
+#[test]
+fn forward_worker_moves_a_burst_across_and_leaks_nothing() {
+    let pool = pool("own_worker");
+    let inside = split_ring_port("w_in", &pool);
+    let outside = split_ring_port("w_out", &pool);
+    assert!(inside.inject(alloc_n(&pool, 40, 64)).is_empty());
+
+    let shared = WorkerShared::new(0);
+    let quit = Arc::new(AtomicBool::new(false));
+    let worker = Worker {
+        shard: 0,
+        nf: Forward,
+        data: [
+            DataQueues {
+                rx: inside.port.rx_queue(0),
+                tx: inside.port.tx_queue(0),
+            },
+            DataQueues {
+                rx: outside.port.rx_queue(0),
+                tx: outside.port.tx_queue(0),
+            },
+        ],
+        burst: 32,
+        idle_sleep_us: 100,
+        ownership: Arc::new(TxOwnership::new(1, true)),
+        shared: shared.clone(),
+        quit: quit.clone(),
+    };
+    let t = std::thread::spawn(move || worker.run());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while shared.counters.snapshot().tx[Side::Outside.index()] < 40
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    quit.store(true, Ordering::SeqCst);
+    t.join().unwrap();
+
+    let c = shared.counters.snapshot();
+    assert_eq!(c.rx, [40, 0]);
+    assert_eq!(c.tx, [0, 40]);
+    assert_eq!(c.total_drops(), 0);
+    let sent = outside.take_sent(64);
+    assert_eq!(sent.len(), 40);
+    let first_bytes: Vec<u8> = sent.iter().map(|m| m.data()[0]).collect();
+    assert_eq!(first_bytes, (0..40u8).collect::<Vec<_>>(), "order kept");
+    drop(sent);
+    assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn backup_worker_ignores_its_data_ports_and_transmits_nothing() {
+    let pool = pool("own_backup");
+    let inside = split_ring_port("b_in", &pool);
+    let outside = split_ring_port("b_out", &pool);
+    assert!(inside.inject(alloc_n(&pool, 10, 64)).is_empty());
+    let shared = WorkerShared::new(0);
+    let quit = Arc::new(AtomicBool::new(false));
+    let worker = Worker {
+        shard: 0,
+        nf: Forward,
+        data: [
+            DataQueues {
+                rx: inside.port.rx_queue(0),
+                tx: inside.port.tx_queue(0),
+            },
+            DataQueues {
+                rx: outside.port.rx_queue(0),
+                tx: outside.port.tx_queue(0),
+            },
+        ],
+        burst: 32,
+        idle_sleep_us: 100,
+        ownership: Arc::new(TxOwnership::new(1, false)),
+        shared: shared.clone(),
+        quit: quit.clone(),
+    };
+    let t = std::thread::spawn(move || worker.run());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while shared.counters.snapshot().ignored_not_owner < 10 && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    quit.store(true, Ordering::SeqCst);
+    t.join().unwrap();
+    let c = shared.counters.snapshot();
+    assert_eq!(c.ignored_not_owner, 10);
+    assert_eq!((c.rx, c.tx), ([0, 0], [0, 0]));
+    assert!(outside.take_sent(16).is_empty() && inside.take_sent(16).is_empty());
+    assert_eq!(pool.in_use(), 0);
+}
+
+fn split_ring_port(name: &str, pool: &Mempool) -> RingPort {
+    let mut r = RingPort::create_split(name, 256, 256).expect("ring port");
+    r.port
+        .configure(
+            &PortConfig {
+                queues: 1,
+                rx_desc: 256,
+                tx_desc: 256,
+                promiscuous: false,
+            },
+            pool,
+        )
+        .expect("configure");
+    r.port.start().expect("start");
+    r
+}

@@ -1,0 +1,378 @@
+//! Harness of the end-to-end tests: a test bed in network namespaces with a
+//! name unique to the test (removed on drop, even when the test fails), and
+//! lockstep processes driven through their interactive prompt (killed on
+//! drop). Only processes started here are signalled, by PID.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+pub fn lockstep_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lockstep")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch directory under target/, unique per test.
+pub fn scratch(tag: &str) -> PathBuf {
+    let d = repo()
+        .join("target")
+        .join("e2e")
+        .join(format!("{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+/// EAL arguments that need no hugepages and leave no shared files.
+pub fn eal_base(prefix: &str, lcores: &str) -> Vec<String> {
+    [
+        "-l",
+        lcores,
+        "--no-huge",
+        "-m",
+        "512",
+        "--no-pci",
+        "--no-shconf",
+        "--log-level=lib.eal:warning",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(std::iter::once(format!("--file-prefix={prefix}")))
+    .collect()
+}
+
+/// The namespaces and veths of scripts/testbed.sh, under a unique prefix.
+pub struct TestBed {
+    pub prefix: String,
+    nodes: String,
+}
+
+impl TestBed {
+    /// Builds the test bed; `bump` gives the endpoints on-link routes.
+    pub fn up(tag: &str, bump: bool, nodes: &str) -> TestBed {
+        let prefix = format!("lt{}-{}-", std::process::id() % 100000, tag);
+        let bed = TestBed {
+            prefix,
+            nodes: nodes.to_string(),
+        };
+        let mut args = vec!["up"];
+        if bump {
+            args.push("--bump");
+        }
+        let out = bed.script(&args);
+        assert!(
+            out.status.success(),
+            "testbed up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        bed
+    }
+
+    fn script(&self, args: &[&str]) -> Output {
+        Command::new(repo().join("scripts/testbed.sh"))
+            .args(args)
+            .env("LS_PREFIX", &self.prefix)
+            .env("LS_NODES", &self.nodes)
+            .output()
+            .expect("run testbed.sh")
+    }
+
+    pub fn ns(&self, node: &str) -> String {
+        format!("{}{}", self.prefix, node)
+    }
+
+    /// Runs a command in a namespace and waits for it.
+    pub fn run(&self, node: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(node)])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// A kernel counter of an interface (`/sys/class/net/<dev>/statistics`).
+    pub fn if_counter(&self, node: &str, dev: &str, counter: &str) -> u64 {
+        let out = self.run(
+            node,
+            &["cat", &format!("/sys/class/net/{dev}/statistics/{counter}")],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(u64::MAX)
+    }
+
+    pub fn namespaces_left(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns list");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&self.prefix))
+            .map(String::from)
+            .collect()
+    }
+
+    pub fn down(&self) {
+        let _ = self.script(&["down"]);
+    }
+}
+
+impl Drop for TestBed {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// A lockstep process with its interactive prompt.
+pub struct Lockstep {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: Receiver<Vec<u8>>,
+    buf: String,
+    pub file_prefix: String,
+    pub stderr_path: PathBuf,
+    pub transcript: String,
+}
+
+pub const PROMPT: &str = "lockstep> ";
+
+impl Lockstep {
+    /// Starts `lockstep EAL -- --config <cfg> -i` inside `netns` (or in the
+    /// current namespace when `None`).
+    pub fn start(
+        netns: Option<&str>,
+        eal: &[String],
+        config: &Path,
+        dir: &Path,
+        file_prefix: &str,
+    ) -> Lockstep {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, lockstep_bin()]);
+                c
+            }
+            None => Command::new(lockstep_bin()),
+        };
+        let stderr_path = dir.join(format!("{file_prefix}.stderr"));
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        cmd.args(eal)
+            .arg("--")
+            .arg("--config")
+            .arg(config)
+            .arg("-i")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        let mut child = cmd.spawn().expect("spawn lockstep");
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 4096];
+            loop {
+                match stdout.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(b[..n].to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let mut ls = Lockstep {
+            child,
+            stdin,
+            out: rx,
+            buf: String::new(),
+            file_prefix: file_prefix.to_string(),
+            stderr_path,
+            transcript: String::new(),
+        };
+        if ls.read_until_prompt(Duration::from_secs(30)).is_none() {
+            panic!(
+                "lockstep did not reach its prompt; stderr:\n{}",
+                ls.stderr()
+            );
+        }
+        ls
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Reads output until the next prompt; returns what came before it.
+    fn read_until_prompt(&mut self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.buf.find(PROMPT) {
+                let before = self.buf[..i].to_string();
+                self.buf.drain(..i + PROMPT.len());
+                return Some(before);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.out.recv_timeout(left) {
+                Ok(chunk) => {
+                    let s = String::from_utf8_lossy(&chunk);
+                    self.transcript.push_str(&s);
+                    self.buf.push_str(&s);
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Runs a prompt command and returns its output.
+    pub fn cmd(&mut self, line: &str) -> String {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write command");
+        stdin.flush().expect("flush");
+        match self.read_until_prompt(Duration::from_secs(20)) {
+            Some(s) => s,
+            None => panic!("no prompt after '{line}'; stderr:\n{}", self.stderr()),
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and the rest
+    /// of standard output.
+    pub fn terminate(&mut self, timeout: Duration) -> (ExitStatus, String) {
+        signal(self.pid(), "TERM");
+        self.wait_exit(timeout)
+    }
+
+    /// `quit` at the prompt and waits for the exit.
+    pub fn quit(&mut self, timeout: Duration) -> (ExitStatus, String) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "quit");
+        }
+        self.wait_exit(timeout)
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                // Collect the rest of stdout.
+                while let Ok(chunk) = self.out.recv_timeout(Duration::from_millis(200)) {
+                    let s = String::from_utf8_lossy(&chunk);
+                    self.transcript.push_str(&s);
+                    self.buf.push_str(&s);
+                }
+                return (st, std::mem::take(&mut self.buf));
+            }
+            if Instant::now() > deadline {
+                signal(self.pid(), "KILL");
+                panic!(
+                    "lockstep did not exit in {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        signal(self.pid(), "KILL");
+        let _ = self.child.wait();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Lockstep {
+    fn drop(&mut self) {
+        if self.is_running() {
+            self.kill9();
+        }
+        let _ = std::fs::remove_dir(format!("/var/run/dpdk/{}", self.file_prefix));
+    }
+}
+
+/// Sends a signal to one process we started, by PID.
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
+}
+
+/// Counters of `show port stats all`, by port role (`inside`, ...).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ShownPort {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_missed: u64,
+    pub tx_errors: u64,
+}
+
+pub fn parse_port_stats(text: &str) -> HashMap<String, ShownPort> {
+    let mut out = HashMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(rest) = l.split("NIC statistics for port ").nth(1) {
+            // "<id> (<role>: <name>) ####"
+            let role = rest
+                .split('(')
+                .nth(1)
+                .and_then(|r| r.split(':').next())
+                .unwrap_or("")
+                .to_string();
+            out.insert(role.clone(), ShownPort::default());
+            current = Some(role);
+            continue;
+        }
+        let Some(role) = &current else { continue };
+        let p = out.get_mut(role).expect("current port");
+        let nums = |key: &str| -> Option<u64> {
+            let i = l.find(key)?;
+            l[i + key.len()..].split_whitespace().next()?.parse().ok()
+        };
+        if l.starts_with("RX-packets:") {
+            p.rx_packets = nums("RX-packets:").unwrap_or(0);
+            p.rx_missed = nums("RX-missed:").unwrap_or(0);
+            p.rx_bytes = nums("RX-bytes:").unwrap_or(0);
+        } else if l.starts_with("TX-packets:") {
+            p.tx_packets = nums("TX-packets:").unwrap_or(0);
+            p.tx_errors = nums("TX-errors:").unwrap_or(0);
+            p.tx_bytes = nums("TX-bytes:").unwrap_or(0);
+        }
+    }
+    out
+}
+
+/// Writes a config file into `dir`.
+pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+/// The EAL vdev arguments for a node's data ports on the test bed.
+pub fn af_packet_vdevs() -> Vec<String> {
+    vec![
+        "--vdev".into(),
+        "net_af_packet0,iface=in0,framecnt=4096".into(),
+        "--vdev".into(),
+        "net_af_packet1,iface=out0,framecnt=4096".into(),
+    ]
+}

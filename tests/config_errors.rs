@@ -1,0 +1,119 @@
+//! Each invalid configuration value makes lockstep exit with status 2 and a
+//! message naming the field, before EAL starts (EAL would print "EAL:").
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+const PORTS: &str = "[ports]\ninside = \"net_null0\"\noutside = \"net_null1\"\n";
+
+/// Runs lockstep with EAL arguments and `config`; returns (status, stderr).
+fn run_with(config: &str, extra: &[&str]) -> (i32, String) {
+    let dir = scratch("config");
+    let path = write_config(&dir, &format!("c{}.toml", rand_suffix()), config);
+    let out = Command::new(lockstep_bin())
+        .args([
+            "-l",
+            "0",
+            "--no-huge",
+            "-m",
+            "128",
+            "--no-pci",
+            "--no-shconf",
+            "--file-prefix=ls-cfg-test",
+            "--vdev",
+            "net_null0",
+            "--vdev",
+            "net_null1",
+            "--",
+        ])
+        .arg("--config")
+        .arg(&path)
+        .args(extra)
+        .output()
+        .expect("run lockstep");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn assert_rejected(config: &str, field: &str) {
+    let (code, stderr) = run_with(config, &[]);
+    assert_eq!(code, 2, "exit status; stderr:\n{stderr}");
+    assert!(stderr.contains(field), "message names '{field}':\n{stderr}");
+    assert!(!stderr.contains("EAL:"), "EAL must not start:\n{stderr}");
+}
+
+macro_rules! rejects {
+    ($($name:ident: $text:expr => $field:literal;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                assert_rejected(&$text, $field);
+            }
+        )*
+    };
+}
+
+rejects! {
+    zero_burst_is_rejected: format!("{PORTS}[dataplane]\nburst = 0\n") => "dataplane.burst";
+    burst_above_256_is_rejected: format!("{PORTS}[dataplane]\nburst = 257\n") => "dataplane.burst";
+    zero_workers_are_rejected: format!("{PORTS}[dataplane]\nworkers = 0\n") => "dataplane.workers";
+    too_few_mbufs_are_rejected: format!("{PORTS}[dataplane]\nmbufs = 100\n") => "dataplane.mbufs";
+    oversized_mbuf_cache_is_rejected: format!("{PORTS}[dataplane]\nmbuf_cache = 4096\n") => "dataplane.mbuf_cache";
+    rx_desc_not_power_of_two_is_rejected: format!("{PORTS}[dataplane]\nrx_desc = 1000\n") => "dataplane.rx_desc";
+    tx_desc_too_small_is_rejected: format!("{PORTS}[dataplane]\ntx_desc = 16\n") => "dataplane.tx_desc";
+    idle_sleep_over_a_second_is_rejected: format!("{PORTS}[dataplane]\nidle_sleep_us = 2000000\n") => "dataplane.idle_sleep_us";
+    string_burst_is_rejected: format!("{PORTS}[dataplane]\nburst = \"fast\"\n") => "dataplane.burst";
+    unknown_dataplane_key_is_rejected: format!("{PORTS}[dataplane]\nbursts = 4\n") => "bursts";
+    empty_inside_port_is_rejected: "[ports]\ninside = \"\"\noutside = \"net_null1\"\n".to_string() => "ports.inside";
+    same_inside_and_outside_is_rejected: "[ports]\ninside = \"a\"\noutside = \"a\"\n".to_string() => "ports.outside";
+    replication_on_a_data_port_is_rejected: format!("{PORTS}replication = \"net_null0\"\n") => "ports.replication";
+    missing_ports_section_is_rejected: "[dataplane]\nburst = 8\n".to_string() => "ports";
+    unknown_function_is_rejected: format!("{PORTS}[function]\nkind = \"teleport\"\n") => "function.kind";
+    zero_node_id_is_rejected: format!("[node]\nid = 0\n{PORTS}") => "node.id";
+    unknown_role_is_rejected: format!("[node]\nrole = \"boss\"\n{PORTS}") => "node.role";
+    zero_heartbeat_is_rejected: format!("{PORTS}[management]\nheartbeat_ms = 0\n") => "management.heartbeat_ms";
+    one_dead_interval_is_rejected: format!("{PORTS}[management]\ndead_intervals = 1\n") => "management.dead_intervals";
+    bad_management_address_is_rejected: format!("{PORTS}[management]\naddress = \"10.10.9.1\"\n") => "management.address";
+    bad_peer_is_rejected: format!("{PORTS}[management]\npeers = [\"x\"]\n") => "management.peers[0]";
+    toml_syntax_error_is_rejected: format!("{PORTS}[dataplane\n") => "line";
+}
+
+#[test]
+fn unknown_role_flag_is_rejected_before_eal() {
+    let (code, stderr) = run_with(PORTS, &["--role", "boss"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--role"), "{stderr}");
+    assert!(!stderr.contains("EAL:"));
+}
+
+#[test]
+fn missing_config_file_is_rejected_before_eal() {
+    let out = Command::new(lockstep_bin())
+        .args(["--no-huge", "--", "--config", "/nonexistent/lockstep.toml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("/nonexistent/lockstep.toml") && !e.contains("EAL:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn valid_config_passes_check_config_without_eal() {
+    let (code, stderr) = run_with(PORTS, &["--check-config"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("EAL:"));
+}

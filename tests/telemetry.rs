@@ -1,0 +1,80 @@
+//! The `/lockstep/...` telemetry commands answer from a running node,
+//! through DPDK's own `dpdk-telemetry.py`.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const NULL_FORWARD: &str = r#"
+[ports]
+inside = "net_null0"
+outside = "net_null1"
+[dataplane]
+workers = 1
+idle_sleep_us = 100
+[function]
+kind = "forward"
+"#;
+
+fn telemetry(prefix: &str, cmd: &str) -> serde_json::Value {
+    let mut child = Command::new("dpdk-telemetry.py")
+        .args(["-f", prefix])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dpdk-telemetry.py");
+    {
+        use std::io::Write;
+        let stdin = child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{cmd}").expect("write");
+    }
+    let out = child.wait_with_output().expect("telemetry output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json = text
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON from telemetry: {text}"));
+    let v: serde_json::Value = serde_json::from_str(json).expect("telemetry JSON");
+    v[cmd].clone()
+}
+
+#[test]
+fn status_and_stats_answer_from_a_running_node() {
+    let dir = scratch("telemetry");
+    let prefix = format!("ls-tel-{}", std::process::id());
+    let cfg = write_config(&dir, "null.toml", NULL_FORWARD);
+    let mut eal = eal_base(&prefix, "0,1");
+    eal.extend(
+        ["--vdev", "net_null0,size=64", "--vdev", "net_null1,size=64"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let mut node = Lockstep::start(None, &eal, &cfg, &dir, &prefix);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let status = telemetry(&prefix, "/lockstep/status");
+    assert_eq!(status["role"], "standalone");
+    assert_eq!(status["function"], "forward");
+    assert_eq!(status["workers"], 1);
+    assert_eq!(status["tx_queues_owned"], 2);
+    assert!(status["rx_packets"].as_u64().unwrap_or(0) > 0, "{status}");
+
+    node.cmd("stop");
+    std::thread::sleep(Duration::from_millis(100));
+    let stats = telemetry(&prefix, "/lockstep/stats");
+    let w = &stats["worker_0"];
+    let inside = &stats["port_inside"];
+    let outside = &stats["port_outside"];
+    assert_eq!(inside["name"], "net_null0");
+    // Forwarding is stopped: the worker's counters and the ports' agree.
+    assert_eq!(w["rx_inside"], inside["rx_packets"], "{stats}");
+    assert_eq!(w["tx_outside"], outside["tx_packets"], "{stats}");
+    assert_eq!(w["drops"], 0);
+
+    let (st, _) = node.quit(Duration::from_secs(20));
+    assert!(st.success());
+}

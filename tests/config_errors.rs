@@ -58,7 +58,8 @@ macro_rules! rejects {
         $(
             #[test]
             fn $name() {
-                assert_rejected(&$text, $field);
+                let text: String = $text.into();
+                assert_rejected(&text, $field);
             }
         )*
     };

@@ -22,6 +22,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::dpdk::eal::{rdtsc, tsc_hz};
+use crate::frame::Frame;
 use crate::dpdk::{Mbuf, RxBurst, RxQueue, TxBatch, TxQueue};
 use crate::nf::{DropReason, NetworkFunction, PacketCtx, Side, Verdict};
 use crate::ownership::TxOwnership;
@@ -90,19 +91,21 @@ impl<F: NetworkFunction> Worker<F> {
             tx: [TxBatch::default(), TxBatch::default()],
             local_latency: new_latency_histogram(),
         };
-        let hz = tsc_hz().max(1);
-        let ns_per_tick = 1e9 / hz as f64;
-        let publish_ticks = (LATENCY_PUBLISH_NS as f64 / ns_per_tick) as u64;
-        let mut last_publish = rdtsc();
+        let clock = TscClock::new(tsc_hz());
+        let publish_ticks = clock.ticks(LATENCY_PUBLISH_NS);
         let idle = Duration::from_micros(self.idle_sleep_us);
         let burst = self.burst.clamp(1, MAX_BURST);
         let shard = self.shard as usize;
+        let mut last_publish = rdtsc();
 
         while !self.quit.load(Ordering::Relaxed) {
             if !self.shared.forwarding.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
+            // One TSC read starts the iteration; each busy burst ends with
+            // one more, which also starts the next burst's latency window.
+            let mut t = rdtsc();
             let mut busy = false;
             for side in Side::ALL {
                 let n = self.data[side.index()].rx.rx_burst_n(&mut s.rx, burst);
@@ -110,12 +113,6 @@ impl<F: NetworkFunction> Worker<F> {
                     continue;
                 }
                 busy = true;
-                let t0 = rdtsc();
-                // Ownership of each egress queue is read once per burst.
-                let owned = [
-                    self.ownership.owns(Side::Inside, shard),
-                    self.ownership.owns(Side::Outside, shard),
-                ];
                 if !self.ownership.owns(side, shard) {
                     // Not the owner of this port: a backup ignores what
                     // arrives on its data ports (the primary replicates it).
@@ -123,12 +120,17 @@ impl<F: NetworkFunction> Worker<F> {
                     s.rx.clear();
                     continue;
                 }
+                // Ownership of each egress queue is read once per burst.
+                let owned = [
+                    self.ownership.owns(Side::Inside, shard),
+                    self.ownership.owns(Side::Outside, shard),
+                ];
                 self.shared.counters.rx(side, n as u64);
-                let now_ns = (t0 as f64 * ns_per_tick) as u64;
-                self.stage_process(side, now_ns, &mut s);
+                self.stage_process(side, clock.ns(t), &mut s);
                 self.stage_transmit(&owned, &mut s);
-                let ns = ((rdtsc() - t0) as f64 * ns_per_tick) as u64;
-                s.local_latency.saturating_record(ns.max(1));
+                let end = rdtsc();
+                s.local_latency.saturating_record(clock.ns(end.wrapping_sub(t)).max(1));
+                t = end;
             }
             if busy {
                 bump(&self.shared.counters.busy_polls, 1);
@@ -138,11 +140,10 @@ impl<F: NetworkFunction> Worker<F> {
                     std::thread::sleep(idle);
                 }
             }
-            let now = rdtsc();
-            if now.wrapping_sub(last_publish) > publish_ticks
+            if t.wrapping_sub(last_publish) > publish_ticks
                 && self.shared.latency.try_publish(&mut s.local_latency)
             {
-                last_publish = now;
+                last_publish = t;
             }
         }
         self.shared.latency.try_publish(&mut s.local_latency);
@@ -156,6 +157,18 @@ impl<F: NetworkFunction> Worker<F> {
             now_ns,
         };
         let counters = &self.shared.counters;
+        if F::BURST_VERDICT {
+            match self.nf.process(&mut Frame::new_in_range(&mut [], 0, 0), &ctx) {
+                Verdict::Forward(out) => {
+                    let moved = s.tx[out.index()].append_burst(&mut s.rx);
+                    debug_assert_eq!(moved, s.tx[out.index()].len().min(moved));
+                }
+                Verdict::Drop(r) => counters.drop(r, s.rx.len() as u64),
+                Verdict::Consumed => bump(&counters.consumed, s.rx.len() as u64),
+            }
+            s.rx.clear();
+            return;
+        }
         while let Some(mut m) = s.rx.pop() {
             if m.nb_segs() != 1 {
                 counters.drop(DropReason::MultiSegment, 1);
@@ -197,10 +210,51 @@ impl<F: NetworkFunction> Worker<F> {
     }
 }
 
+/// TSC ticks to nanoseconds with one 128-bit multiply (no float on the
+/// fast path): ns = ticks * (1e9 << 32 / hz) >> 32.
+#[derive(Clone, Copy, Debug)]
+pub struct TscClock {
+    hz: u64,
+    mult: u128,
+}
+
+impl TscClock {
+    pub fn new(hz: u64) -> TscClock {
+        let hz = hz.max(1);
+        TscClock {
+            hz,
+            mult: (1_000_000_000u128 << 32) / hz as u128,
+        }
+    }
+
+    #[inline(always)]
+    pub fn ns(&self, ticks: u64) -> u64 {
+        ((ticks as u128 * self.mult) >> 32) as u64
+    }
+
+    /// Ticks in `ns` nanoseconds.
+    pub fn ticks(&self, ns: u64) -> u64 {
+        (ns as u128 * self.hz as u128 / 1_000_000_000) as u64
+    }
+}
+
 #[inline]
 fn push_or_drop(batch: &mut TxBatch<MAX_BURST>, m: Mbuf, counters: &WorkerCounters) {
     // A batch holds a whole RX burst, so it cannot overflow; count if it does.
     if batch.push(m).is_err() {
         counters.drop(DropReason::TxRefused, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TscClock;
+
+    #[test]
+    fn tsc_clock_converts_both_ways_at_2_5_ghz() {
+        let c = TscClock::new(2_500_000_000);
+        assert_eq!(c.ns(2_500_000_000), 1_000_000_000);
+        assert_eq!(c.ns(25), 10);
+        assert_eq!(c.ticks(100_000_000), 250_000_000);
     }
 }

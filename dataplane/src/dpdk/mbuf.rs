@@ -123,8 +123,11 @@ impl Mbuf {
         // owned by us while the view borrows self mutably.
         let buf = unsafe { std::slice::from_raw_parts_mut(m.buf_addr as *mut u8, cap) };
         MbufFrame {
-            frame: Frame::new(buf, head, len),
+            // DPDK keeps data_off + data_len <= buf_len for every mbuf.
+            frame: Frame::new_in_range(buf, head, len),
             raw: self.raw,
+            head,
+            len,
         }
     }
 
@@ -278,6 +281,10 @@ impl Drop for Mbuf {
 pub struct MbufFrame<'a> {
     frame: Frame<'a>,
     raw: NonNull<dpdk_sys::rte_mbuf>,
+    /// Offsets at creation: most functions keep them, and then the mbuf is
+    /// not written at all.
+    head: usize,
+    len: usize,
 }
 
 impl<'a> std::ops::Deref for MbufFrame<'a> {
@@ -297,6 +304,9 @@ impl Drop for MbufFrame<'_> {
     #[inline]
     fn drop(&mut self) {
         let (head, len) = (self.frame.head(), self.frame.len());
+        if head == self.head && len == self.len {
+            return;
+        }
         // SAFETY: the frame borrowed the mbuf mutably and is going away; the
         // offsets it reports stay inside the buffer (Frame keeps them so).
         unsafe {

@@ -587,6 +587,17 @@ impl<const N: usize> TxBatch<N> {
         n
     }
 
+    /// Moves as many packets of `rx` as fit, in order, with one copy of the
+    /// pointer array. Returns how many moved; the rest stay in `rx`.
+    #[inline]
+    pub fn append_burst<const M: usize>(&mut self, rx: &mut RxBurst<M>) -> usize {
+        let n = rx.len().min(N - self.len);
+        self.pkts[self.len..self.len + n].copy_from_slice(&rx.pkts[rx.next..rx.next + n]);
+        self.len += n;
+        rx.next += n;
+        n
+    }
+
     /// Takes the packet at position `i` back out (for the shadow ring and
     /// tests); later packets move up.
     pub fn take(&mut self, i: usize) -> Option<Mbuf> {

@@ -16,6 +16,8 @@ impl NetworkFunction for Forward {
         0
     }
 
+    const BURST_VERDICT: bool = true;
+
     #[inline]
     fn process(&mut self, _frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
         Verdict::Forward(ctx.ingress.other())

@@ -87,6 +87,12 @@ pub trait NetworkFunction: Send + 'static {
     /// fine: those bytes are not part of the replica).
     fn rewrite_span(&self) -> usize;
 
+    /// True for functions whose verdict depends only on the ingress side,
+    /// never on the bytes or on earlier packets (`forward`). The worker then
+    /// asks once per burst, with an empty frame, and moves the burst to its
+    /// egress whole, as testpmd's io mode does.
+    const BURST_VERDICT: bool = false;
+
     /// Processes one frame.
     fn process(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict;
 }

@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn emitted_header_and_body_decode_back() {
-        let mut b = vec![0u8; HEADER_LEN + 3];
+        let mut b = [0u8; HEADER_LEN + 3];
         ReplicationFrame::new_unchecked(&mut b[..]).emit(FrameType::Data, &header());
         b[HEADER_LEN..].copy_from_slice(b"xyz");
         let f = ReplicationFrame::new_checked(&b[..]).unwrap();
@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn body_longer_than_buffer_is_truncated() {
-        let mut b = vec![0u8; HEADER_LEN + 2];
+        let mut b = [0u8; HEADER_LEN + 2];
         ReplicationFrame::new_unchecked(&mut b[..]).emit(FrameType::Data, &header());
         assert_eq!(
             ReplicationFrame::new_checked(&b[..]).unwrap_err(),
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn unknown_version_or_type_is_malformed() {
-        let mut b = vec![0u8; HEADER_LEN + 3];
+        let mut b = [0u8; HEADER_LEN + 3];
         ReplicationFrame::new_unchecked(&mut b[..]).emit(FrameType::Keepalive, &header());
         b[0] = 2;
         assert_eq!(

@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Side-by-side throughput of dpdk-testpmd (io forwarding) and lockstep on the
+same vdevs and pinned cores, in one run. Called by scripts/bench.sh.
+
+Each case: a source port (net_null or net_pcap replaying a pcap with
+infinite_rx=1) and a net_null sink (no-rx=1); one forwarding core (lcore 1),
+the main lcore on core 0. The rate is what the sink transmitted per second
+over the measured window; each case runs RUNS times and the median counts.
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+
+class Prompt:
+    """An interactive DPDK application driven through its prompt."""
+
+    def __init__(self, argv, prompt, log):
+        self.prompt = prompt.encode()
+        self.log = open(log, "wb")
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
+        os.set_blocking(self.p.stdout.fileno(), False)
+        self.buf = b""
+        self.read_until_prompt(60)
+
+    def read_until_prompt(self, timeout):
+        deadline = time.time() + timeout
+        while self.prompt not in self.buf:
+            if time.time() > deadline or self.p.poll() is not None:
+                raise RuntimeError(f"no prompt; got: {self.buf[-2000:].decode(errors='replace')}")
+            try:
+                chunk = self.p.stdout.read()
+            except BlockingIOError:
+                chunk = None
+            if chunk:
+                self.log.write(chunk)
+                self.buf += chunk
+            else:
+                time.sleep(0.02)
+        before, _, self.buf = self.buf.partition(self.prompt)
+        return before.decode(errors="replace")
+
+    def cmd(self, line, timeout=30):
+        self.p.stdin.write((line + "\n").encode())
+        self.p.stdin.flush()
+        return self.read_until_prompt(timeout)
+
+    def quit(self):
+        try:
+            self.p.stdin.write(b"quit\n")
+            self.p.stdin.flush()
+        except BrokenPipeError:
+            pass
+        try:
+            self.p.wait(30)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+
+
+def tx_packets(stats_text, port_index):
+    """TX-packets of the port_index-th port block of `show port stats all`."""
+    blocks = re.split(r"#+ NIC statistics for port", stats_text)[1:]
+    return int(re.search(r"TX-packets:\s*(\d+)", blocks[port_index]).group(1))
+
+
+def eal_common(args, prefix):
+    e = ["-l", "0,1", "--no-pci", f"--file-prefix={prefix}", "--log-level=lib.eal:error"]
+    if args.hugepages:
+        e += ["--huge-unlink", "-m", "1024"]
+    else:
+        e += ["--no-huge", "-m", "1024", "--no-shconf"]
+    return e
+
+
+def vdevs(source, pcap):
+    src = "net_null0,size=64" if source == "net_null" else f"net_pcap0,rx_pcap={pcap},infinite_rx=1"
+    name = "net_null0" if source == "net_null" else "net_pcap0"
+    return ["--vdev", src, "--vdev", "net_null1,no-rx=1"], name
+
+
+def run_testpmd(args, source, pcap, run):
+    v, _ = vdevs(source, pcap)
+    # testpmd prints with stdio, fully buffered on a pipe: unbuffer it.
+    argv = ["stdbuf", "-o0", "dpdk-testpmd"] + eal_common(args, f"bench-tp-{os.getpid()}") + v + [
+        "--", "-i", "--forward-mode=io", "--nb-cores=1", f"--burst={args.burst}",
+        "--rxq=1", "--txq=1", "--total-num-mbufs=16384", "--no-lsc-interrupt",
+    ]
+    app = Prompt(argv, "testpmd> ", f"{args.out}/testpmd-{source}-{run}.log")
+    try:
+        app.cmd("start")
+        time.sleep(args.warmup)
+        app.cmd("clear port stats all")
+        t0 = time.time()
+        time.sleep(args.seconds)
+        text = app.cmd("show port stats all")
+        dt = time.time() - t0
+        app.cmd("stop")
+    finally:
+        app.quit()
+    return {"mpps": tx_packets(text, 1) / dt / 1e6}
+
+
+def run_lockstep(args, source, pcap, run, config):
+    v, src_name = vdevs(source, pcap)
+    cfg_path = f"{args.out}/lockstep-{source}.toml"
+    with open(cfg_path, "w") as f:
+        f.write(config.replace("@INSIDE@", src_name).replace("@OUTSIDE@", "net_null1"))
+    argv = [args.lockstep] + eal_common(args, f"bench-ls-{os.getpid()}") + v + ["--", "--config", cfg_path, "-i"]
+    app = Prompt(argv, "lockstep> ", f"{args.out}/lockstep-{source}-{run}.log")
+    try:
+        time.sleep(args.warmup)
+        app.cmd("clear port stats all")
+        t0 = time.time()
+        time.sleep(args.seconds)
+        text = app.cmd("show port stats all")
+        dt = time.time() - t0
+        lat = app.cmd("show latency")
+    finally:
+        app.quit()
+    # "  worker  lcore  bursts  p50  p99  p99.9  max"
+    row = [l.split() for l in lat.splitlines() if re.match(r"\s+0\s+\d+\s+\d+", l)][0]
+    return {
+        "mpps": tx_packets(text, 1) / dt / 1e6,
+        "p50_ns": int(row[3]),
+        "p99_ns": int(row[4]),
+        "p999_ns": int(row[5]),
+        "burst_count": int(row[2]),
+    }
+
+
+LOCKSTEP_FORWARD = """
+[ports]
+inside = "@INSIDE@"
+outside = "@OUTSIDE@"
+[dataplane]
+workers = 1
+burst = {burst}
+mbufs = 16383
+[function]
+kind = "forward"
+"""
+
+
+def median(results):
+    results = sorted(results, key=lambda x: x["mpps"])
+    med = dict(results[len(results) // 2])
+    med["runs_mpps"] = [round(x["mpps"], 3) for x in results]
+    return med
+
+
+def interleaved(cases, runs):
+    """Runs every case once per round, `runs` rounds, so slow drifts of the
+    machine hit all cases alike; returns the median result of each."""
+    results = {name: [] for name, _ in cases}
+    for r in range(runs):
+        for name, fn in cases:
+            results[name].append(fn(r))
+    return {name: median(rs) for name, rs in results.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lockstep", required=True)
+    ap.add_argument("--pcap", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--warmup", type=float, default=1)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--burst", type=int, default=32)
+    ap.add_argument("--hugepages", action="store_true")
+    ap.add_argument("--build", default="unknown")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+
+    records = []
+    cfg = LOCKSTEP_FORWARD.format(burst=args.burst)
+    for source in ["net_null", "net_pcap"]:
+        res = interleaved(
+            [
+                ("testpmd-io", lambda r: run_testpmd(args, source, args.pcap, r)),
+                ("lockstep-forward", lambda r: run_lockstep(args, source, args.pcap, r, cfg)),
+            ],
+            args.runs,
+        )
+        tp = res["testpmd-io"]
+        records.append({"name": "testpmd-io", "source": source, "mpps": round(tp["mpps"], 3),
+                        "ratio": 1.0, "ns_per_pkt": round(1e3 / tp["mpps"], 2), "runs_mpps": tp["runs_mpps"]})
+        for name, r in res.items():
+            if name == "testpmd-io":
+                continue
+            records.append({"name": name, "source": source, "mpps": round(r["mpps"], 3),
+                            "ratio": round(r["mpps"] / tp["mpps"], 3), "ns_per_pkt": round(1e3 / r["mpps"], 2),
+                            "p50_ns": r["p50_ns"], "p99_ns": r["p99_ns"], "p999_ns": r["p999_ns"],
+                            "runs_mpps": r["runs_mpps"]})
+
+    result = {
+        "build": args.build,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "hugepages": args.hugepages,
+        "burst": args.burst,
+        "seconds": args.seconds,
+        "runs": args.runs,
+        "cores": "main lcore 0, forwarding lcore 1",
+        "records": records,
+    }
+    with open(f"{args.out}/results.json", "w") as f:
+        json.dump(result, f, indent=2)
+
+    print(f"\n{'case':<18} {'source':<9} {'Mpps':>8} {'ratio':>6} {'ns/pkt':>7} {'p50':>7} {'p99':>7} {'p99.9':>7}   (latency: per-burst rx->tx, ns)")
+    for r in records:
+        lat = f"{r.get('p50_ns', ''):>7} {r.get('p99_ns', ''):>7} {r.get('p999_ns', ''):>7}" if "p50_ns" in r else ""
+        print(f"{r['name']:<18} {r['source']:<9} {r['mpps']:>8.2f} {r['ratio']:>6.2f} {r['ns_per_pkt']:>7.1f} {lat}")
+    print(f"\nresults: {args.out}/results.json")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Throughput benchmark: dpdk-testpmd io forwarding and lockstep, same vdevs,
+# same pinned cores (main lcore 0, one forwarding lcore 1), in one run, from
+# two sources: net_null (framework cost) and net_pcap replaying a generated
+# 64-byte UDP pcap (real packets), into net_null sinks. Prints Mpps, the ratio
+# to testpmd, ns per packet and lockstep's per-burst latency percentiles;
+# writes target/bench/results.json.
+#
+#   scripts/bench.sh                 5 interleaved runs x 5 s per case, median
+#   BENCH_RUNS=1 BENCH_SECONDS=2 ... quicker
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=$ROOT/target/bench
+mkdir -p "$OUT"
+
+[ "$(id -u)" = 0 ] || { echo "bench.sh: needs root" >&2; exit 1; }
+scripts/setup.sh >/dev/null
+cargo build --release --locked -p lockstep 2>&1 | tail -1
+
+HUGE=()
+hp=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
+if mountpoint -q /dev/hugepages && [ -r $hp ] && [ "$(cat $hp)" -ge 1024 ]; then
+    HUGE=(--hugepages)
+else
+    echo "bench: no hugepages; running with --no-huge (about half the rate, FACTS.md)"
+fi
+
+[ -f "$OUT/udp64.pcap" ] || /usr/bin/python3 benches/tools/gen_pcap.py udp64 "$OUT/udp64.pcap" 1024
+
+python3 benches/tools/compare.py --lockstep "$ROOT/target/release/lockstep" --pcap "$OUT/udp64.pcap" \
+    --out "$OUT" --runs "${BENCH_RUNS:-5}" --seconds "${BENCH_SECONDS:-5}" \
+    --build "$(git describe --always --dirty 2>/dev/null || echo unknown)" "${HUGE[@]}"

@@ -7,6 +7,7 @@
 
 pub mod dpdk;
 pub mod frame;
+pub mod fuzzing;
 pub mod nf;
 pub mod ownership;
 pub mod stats;

@@ -1,6 +1,8 @@
 //! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
 
-/// One's-complement sum of `data` folded into 32 bits (not yet complemented).
+/// One's-complement sum of `data` folded into 16 bits (not yet
+/// complemented). Partial sums of this kind can be added in a `u32`
+/// thousands of times without overflow, then [`finish`]ed.
 #[inline]
 pub fn sum(data: &[u8]) -> u32 {
     let mut acc: u64 = 0;
@@ -24,8 +26,8 @@ pub fn sum(data: &[u8]) -> u32 {
 
 #[inline]
 fn fold64(mut acc: u64) -> u32 {
-    while acc >> 32 != 0 {
-        acc = (acc & 0xffff_ffff) + (acc >> 32);
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
     }
     acc as u32
 }
@@ -81,6 +83,15 @@ mod tests {
     fn rfc1071_example_sums_to_ddf2() {
         let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
         assert_eq!(finish(sum(&data)), !0xddf2);
+    }
+
+    #[test]
+    fn sum_of_all_ones_plus_pseudo_header_does_not_overflow() {
+        // Reference: plain 16-bit one's-complement words summed in a u64.
+        // addresses (4 words), protocol, length, 750 data words
+        let reference = 4 * 0xffffu64 + 0xff + 0xffff + 750 * 0xffff;
+        let s = pseudo_header_sum([255; 4], [255; 4], 255, 0xffff) + sum(&[0xff; 1500]);
+        assert_eq!(finish(s), finish(fold64(reference)));
     }
 
     #[test]

@@ -63,6 +63,15 @@ class Prompt:
             self.p.wait()
 
 
+def remove_runtime_dir(prefix):
+    """testpmd leaves /var/run/dpdk/<prefix> behind; remove ours."""
+    d = f"/var/run/dpdk/{prefix}"
+    if os.path.isdir(d):
+        for f in os.listdir(d):
+            os.unlink(os.path.join(d, f))
+        os.rmdir(d)
+
+
 def tx_packets(stats_text, port_index):
     """TX-packets of the port_index-th port block of `show port stats all`."""
     blocks = re.split(r"#+ NIC statistics for port", stats_text)[1:]
@@ -103,6 +112,7 @@ def run_testpmd(args, source, pcap, run):
         app.cmd("stop")
     finally:
         app.quit()
+        remove_runtime_dir(f"bench-tp-{os.getpid()}")
     return {"mpps": tx_packets(text, 1) / dt / 1e6}
 
 

@@ -108,13 +108,12 @@ impl Drop for Eal {
                 DpdkError::new("rte_eal_cleanup", -ret)
             );
         }
-        // EAL leaves its runtime directory behind, and unlinks the telemetry
-        // socket only at exit. Nobody may connect after cleanup, so remove
-        // the socket now and the directory if nothing else is in it (a
-        // shared-config primary keeps files there for its secondaries).
+        // EAL leaves its runtime directory (shared-config files, the
+        // telemetry socket) and, without --huge-unlink, its hugepage files
+        // behind for secondary processes. A primary that exits has no use
+        // for them: remove what carries this process's file prefix.
         if let Some(dir) = &self.runtime_dir {
-            let _ = std::fs::remove_file(dir.join("dpdk_telemetry.v2"));
-            let _ = std::fs::remove_dir(dir);
+            remove_runtime_files(dir);
         }
     }
 }
@@ -148,4 +147,32 @@ pub fn current_lcore() -> u32 {
 
 fn libc_ealready() -> i32 {
     114 // EALREADY
+}
+
+/// Removes EAL's runtime directory `dir` (`/var/run/dpdk/<prefix>`) with its
+/// files, and the hugepage files `<prefix>map_*` on every hugetlbfs mount.
+fn remove_runtime_files(dir: &std::path::Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+    let Some(prefix) = dir.file_name().map(|p| p.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let page_prefix = format!("{prefix}map_");
+    for mount in mounts.lines().filter_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"hugetlbfs")).then(|| f.get(1).map(|s| s.to_string())).flatten()
+    }) {
+        if let Ok(entries) = std::fs::read_dir(&mount) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&page_prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
 }

@@ -185,7 +185,8 @@ fn sigterm_stops_the_node_cleanly_and_leaves_nothing_behind() {
 
 #[test]
 fn dpdk_dumpcap_captures_from_a_running_node_and_hugepage_files_go_with_it() {
-    let hp = std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages").unwrap_or_default();
+    let hp = std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")
+        .unwrap_or_default();
     assert!(
         hp.trim().parse::<u32>().unwrap_or(0) >= 256,
         "dpdk-dumpcap needs a shared-config primary on hugepages; scripts/setup.sh reserves them"
@@ -195,44 +196,94 @@ fn dpdk_dumpcap_captures_from_a_running_node_and_hugepage_files_go_with_it() {
     let cfg = write_config(&dir, "forward.toml", FORWARD);
     let prefix = format!("{}node", bed.prefix);
     // Shared config: hugepages, no --no-shconf, no --huge-unlink.
-    let mut eal: Vec<String> = ["-l", "0,1", "-m", "256", "--no-pci", "--log-level=lib.eal:warning"].iter().map(|s| s.to_string()).collect();
+    let mut eal: Vec<String> = [
+        "-l",
+        "0,1",
+        "-m",
+        "256",
+        "--no-pci",
+        "--log-level=lib.eal:warning",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     eal.push(format!("--file-prefix={prefix}"));
     eal.extend(af_packet_vdevs());
     let mut node = Lockstep::start(Some(&bed.ns("primary")), &eal, &cfg, &dir, &prefix);
 
     let pcap = dir.join("capture.pcapng");
     let mut dumpcap = std::process::Command::new("dpdk-dumpcap")
-        .args(["--file-prefix", &prefix, "-i", "net_af_packet0", "-c", "10", "-q", "-w"])
+        .args([
+            "--file-prefix",
+            &prefix,
+            "-i",
+            "net_af_packet0",
+            "-c",
+            "10",
+            "-q",
+            "-w",
+        ])
         .arg(&pcap)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("dpdk-dumpcap");
     std::thread::sleep(Duration::from_millis(1500));
-    let ping = bed.run("client", &["ping", "-c", "10", "-i", "0.1", "-W", "2", "10.10.2.2"]);
+    let ping = bed.run(
+        "client",
+        &["ping", "-c", "10", "-i", "0.1", "-W", "2", "10.10.2.2"],
+    );
     assert!(String::from_utf8_lossy(&ping.stdout).contains(" 0% packet loss"));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while dumpcap.try_wait().expect("wait").is_none() {
-        assert!(std::time::Instant::now() < deadline, "dumpcap did not finish");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dumpcap did not finish"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = std::process::Command::new("tshark")
         .args(["-r"])
         .arg(&pcap)
-        .args(["-T", "fields", "-e", "ip.src", "-e", "ip.dst", "-e", "icmp.type", "-e", "arp.opcode"])
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "icmp.type",
+            "-e",
+            "arp.opcode",
+        ])
         .output()
         .expect("tshark");
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
     assert_eq!(lines.len(), 10, "{lines:?}");
     // Only our pings (and the ARP that resolves the peers) crossed the port.
-    let icmp = lines.iter().filter(|l| *l == "10.10.1.2\t10.10.2.2\t8\t" || *l == "10.10.2.2\t10.10.1.2\t0\t").count();
-    let arp = lines.iter().filter(|l| *l == "\t\t\t1" || *l == "\t\t\t2").count();
+    let icmp = lines
+        .iter()
+        .filter(|l| *l == "10.10.1.2\t10.10.2.2\t8\t" || *l == "10.10.2.2\t10.10.1.2\t0\t")
+        .count();
+    let arp = lines
+        .iter()
+        .filter(|l| *l == "\t\t\t1" || *l == "\t\t\t2")
+        .count();
     assert_eq!(icmp + arp, 10, "{lines:?}");
     assert!(icmp >= 6, "{lines:?}");
     let (status, _) = node.quit(Duration::from_secs(20));
     assert!(status.success());
     let left: Vec<_> = std::fs::read_dir("/dev/hugepages")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(&prefix)).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
         .unwrap_or_default();
     assert!(left.is_empty(), "hugepage files left: {left:?}");
     assert!(!std::path::Path::new(&format!("/var/run/dpdk/{prefix}")).exists());

@@ -15,12 +15,20 @@ use crate::wire::udp::UdpPacket;
 
 /// Parses `data` as an Ethernet frame and everything it may carry.
 pub fn wire_headers(data: &[u8]) {
-    let Ok(eth) = EthernetFrame::new_checked(data) else { return };
+    let Ok(eth) = EthernetFrame::new_checked(data) else {
+        return;
+    };
     let _ = (eth.dst(), eth.src());
     match eth.ethertype() {
         EtherType::ARP => {
             if let Ok(a) = ArpPacket::new_checked(eth.payload()) {
-                let _ = (a.operation(), a.sender_ip(), a.sender_mac(), a.target_ip(), a.target_mac());
+                let _ = (
+                    a.operation(),
+                    a.sender_ip(),
+                    a.sender_mac(),
+                    a.target_ip(),
+                    a.target_mac(),
+                );
             }
         }
         EtherType::IPV4 => ipv4(eth.payload()),
@@ -30,24 +38,52 @@ pub fn wire_headers(data: &[u8]) {
 }
 
 fn ipv4(data: &[u8]) {
-    let Ok(ip) = Ipv4Packet::new_checked(data) else { return };
-    let _ = (ip.src(), ip.dst(), ip.ttl(), ip.is_fragment(), ip.verify_checksum(), ip.header());
+    let Ok(ip) = Ipv4Packet::new_checked(data) else {
+        return;
+    };
+    let _ = (
+        ip.src(),
+        ip.dst(),
+        ip.ttl(),
+        ip.is_fragment(),
+        ip.verify_checksum(),
+        ip.header(),
+    );
     let (src, dst) = (ip.src().octets(), ip.dst().octets());
     let payload = ip.payload();
     match ip.protocol() {
         IpProtocol::TCP => {
             if let Ok(t) = TcpPacket::new_checked(payload) {
-                let _ = (t.src_port(), t.dst_port(), t.seq(), t.ack(), t.flags(), t.window(), t.verify_checksum(src, dst));
+                let _ = (
+                    t.src_port(),
+                    t.dst_port(),
+                    t.seq(),
+                    t.ack(),
+                    t.flags(),
+                    t.window(),
+                    t.verify_checksum(src, dst),
+                );
             }
         }
         IpProtocol::UDP => {
             if let Ok(u) = UdpPacket::new_checked(payload) {
-                let _ = (u.src_port(), u.dst_port(), u.payload(), u.verify_checksum(src, dst));
+                let _ = (
+                    u.src_port(),
+                    u.dst_port(),
+                    u.payload(),
+                    u.verify_checksum(src, dst),
+                );
             }
         }
         IpProtocol::ICMP => {
             if let Ok(i) = IcmpPacket::new_checked(payload) {
-                let _ = (i.msg_type(), i.code(), i.echo_ident(), i.verify_checksum(), i.is_error());
+                let _ = (
+                    i.msg_type(),
+                    i.code(),
+                    i.echo_ident(),
+                    i.verify_checksum(),
+                    i.is_error(),
+                );
                 if i.is_error() {
                     // The quoted datagram is itself parsed.
                     ipv4(i.payload());
@@ -61,7 +97,9 @@ fn ipv4(data: &[u8]) {
 /// Parses `data` as a replication frame (after the Ethernet header) and,
 /// for DATA, the frame it carries.
 pub fn replication_frame(data: &[u8]) {
-    let Ok(f) = ReplicationFrame::new_checked(data) else { return };
+    let Ok(f) = ReplicationFrame::new_checked(data) else {
+        return;
+    };
     let _ = (f.frame_type(), f.header());
     wire_headers(f.body());
 }
@@ -106,8 +144,9 @@ mod tests {
     use super::*;
 
     const IPV4_TCP: [u8; 54] = [
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x00, 0x45, 0, 0, 40, 0, 1, 0, 0, 64, 6, 0, 0, 10, 10, 1, 2, 10,
-        10, 2, 2, 0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x00, 0x45, 0, 0, 40, 0, 1, 0,
+        0, 64, 6, 0, 0, 10, 10, 1, 2, 10, 10, 2, 2, 0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 0,
+        0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0,
     ];
 
     /// Found by `cargo fuzz run wire_headers`: a TCP checksum over an
@@ -115,8 +154,9 @@ mod tests {
     #[test]
     fn regression_tcp_checksum_sum_overflow() {
         let crash = [
-            0, 108, 0, 10, 0, 0, 0, 0, 0, 1, 47, 0, 8, 0, 70, 201, 0, 44, 44, 6, 6, 6, 6, 6, 6, 6, 44, 0, 0, 0, 1, 0, 255, 255, 255,
-            255, 255, 255, 255, 255, 255, 255, 255, 254, 255, 173, 173, 173, 175, 82, 82, 82, 82, 82, 82, 82, 104, 0, 0, 14, 0, 46,
+            0, 108, 0, 10, 0, 0, 0, 0, 0, 1, 47, 0, 8, 0, 70, 201, 0, 44, 44, 6, 6, 6, 6, 6, 6, 6,
+            44, 0, 0, 0, 1, 0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 254, 255,
+            173, 173, 173, 175, 82, 82, 82, 82, 82, 82, 82, 104, 0, 0, 14, 0, 46,
         ];
         wire_headers(&crash);
     }

@@ -22,8 +22,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::dpdk::eal::{rdtsc, tsc_hz};
-use crate::frame::Frame;
 use crate::dpdk::{Mbuf, RxBurst, RxQueue, TxBatch, TxQueue};
+use crate::frame::Frame;
 use crate::nf::{DropReason, NetworkFunction, PacketCtx, Side, Verdict};
 use crate::ownership::TxOwnership;
 use crate::stats::{bump, new_latency_histogram, LatencyShared, WorkerCounters};
@@ -129,7 +129,8 @@ impl<F: NetworkFunction> Worker<F> {
                 self.stage_process(side, clock.ns(t), &mut s);
                 self.stage_transmit(&owned, &mut s);
                 let end = rdtsc();
-                s.local_latency.saturating_record(clock.ns(end.wrapping_sub(t)).max(1));
+                s.local_latency
+                    .saturating_record(clock.ns(end.wrapping_sub(t)).max(1));
                 t = end;
             }
             if busy {
@@ -158,7 +159,10 @@ impl<F: NetworkFunction> Worker<F> {
         };
         let counters = &self.shared.counters;
         if F::BURST_VERDICT {
-            match self.nf.process(&mut Frame::new_in_range(&mut [], 0, 0), &ctx) {
+            match self
+                .nf
+                .process(&mut Frame::new_in_range(&mut [], 0, 0), &ctx)
+            {
                 Verdict::Forward(out) => {
                     let moved = s.tx[out.index()].append_burst(&mut s.rx);
                     debug_assert_eq!(moved, s.tx[out.index()].len().min(moved));

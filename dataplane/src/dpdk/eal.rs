@@ -165,7 +165,9 @@ fn remove_runtime_files(dir: &std::path::Path) {
     let page_prefix = format!("{prefix}map_");
     for mount in mounts.lines().filter_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(2) == Some(&"hugetlbfs")).then(|| f.get(1).map(|s| s.to_string())).flatten()
+        (f.get(2) == Some(&"hugetlbfs"))
+            .then(|| f.get(1).map(|s| s.to_string()))
+            .flatten()
     }) {
         if let Ok(entries) = std::fs::read_dir(&mount) {
             for e in entries.flatten() {

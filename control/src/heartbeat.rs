@@ -182,7 +182,7 @@ impl Heartbeat {
 /// Parses a key given as hex (at least 16 bytes).
 pub fn parse_key(hex: &str) -> Option<Vec<u8>> {
     let hex = hex.trim();
-    if hex.len() < 32 || hex.len() % 2 != 0 {
+    if hex.len() < 32 || !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())

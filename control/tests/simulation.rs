@@ -75,7 +75,7 @@ impl Sim {
         for _ in 0..ms {
             self.now += MS;
             let now = self.now;
-            if now % (10 * MS) == 0 {
+            if now.is_multiple_of(10 * MS) {
                 let mut hbs = Vec::new();
                 for n in self.nodes.iter_mut().filter(|n| n.alive && n.mgmt_up) {
                     n.seq += 1;

@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn every_parser_survives_a_hundred_thousand_mangled_frames() {
-        let mut c = Corpus::new(0x10c5_7e9);
+        let mut c = Corpus::new(0x010c_57e9);
         for i in 0..100_000u32 {
             let mut t = IPV4_TCP.to_vec();
             match i % 5 {

@@ -10,9 +10,7 @@ fn main() {
         .atleast_version("22.11")
         .cargo_metadata(true)
         .probe("libdpdk")
-        .unwrap_or_else(|e| {
-            panic!("pkg-config could not find libdpdk >= 22.11 ({e}); run scripts/setup.sh")
-        });
+        .unwrap_or_else(|e| panic!("pkg-config could not find libdpdk >= 22.11 ({e}); run scripts/setup.sh"));
 
     // DPDK's own cflags: include paths, `-include rte_config.h`, `-march=corei7`.
     let cflags_out = std::process::Command::new("pkg-config")
@@ -62,9 +60,7 @@ fn main() {
     // (`<name>__extern`), compiled here with DPDK's cflags.
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let mut cc = cc::Build::new();
-    cc.file(&wrappers_c)
-        .file(manifest.join("errno.c"))
-        .include(&manifest);
+    cc.file(&wrappers_c).file(manifest.join("errno.c")).include(&manifest);
     for f in &cflags {
         cc.flag(f);
     }

@@ -10,6 +10,11 @@
 #   ls-primary in0 ───────────────────────────┤                 ├─────── out0 ls-primary
 #   ls-backup  in0 ───────────────────────────┘                 └─────── out0 ls-backup
 #   ls-primary rep0 ── br-rep ── rep0 ls-backup      (replication link, DPDK)
+#
+# The switch does not learn MACs on the nodes' data ports (learning off), so
+# ingress for anything behind the cluster is flooded to every member: the
+# primary processes it, each backup keeps a window of it and processes, after
+# a takeover, what the dead primary never replicated.
 #   ls-primary mgmt0 10.10.9.1 ── br-mgmt ── mgmt0 10.10.9.2 ls-backup   (kernel IP)
 #
 # The bridges live in their own namespace (ls-sw), so nothing is added to the
@@ -42,7 +47,10 @@ new_ns() {
     ns "$1" ip link set lo up
 }
 
-# link NS DEV BRIDGE: veth DEV in NS, its peer enslaved to BRIDGE in the switch.
+# link NS DEV BRIDGE [flood]: veth DEV in NS, its peer enslaved to BRIDGE in
+# the switch. "flood": the switch never learns MACs from this port, so
+# traffic to MACs behind the cluster reaches every member (the primary
+# processes it, the backups keep a window of it for a takeover).
 link() {
     local ns_=$1 dev=$2 br=$3 peer="${3#br-}-${1#"$P"}"
     peer=${peer:0:15}
@@ -50,6 +58,7 @@ link() {
     quiet_offloads "$ns_" "$dev"
     quiet_offloads "$SW" "$peer"
     ns "$SW" ip link set "$peer" master "$br" up
+    [ "${4:-}" = flood ] && ns "$SW" bridge link set dev "$peer" learning off
     ns "$ns_" ip link set "$dev" up
 }
 
@@ -100,8 +109,8 @@ up() {
     local n
     for n in $NODES; do
         new_ns "$P$n"
-        link "$P$n" in0 br-in
-        link "$P$n" out0 br-out
+        link "$P$n" in0 br-in flood
+        link "$P$n" out0 br-out flood
         link "$P$n" rep0 br-rep
         link "$P$n" mgmt0 br-mgmt
         ns "$P$n" ip addr add "$(mgmt_addr "$n")/24" dev mgmt0

@@ -34,10 +34,7 @@ pub struct AppArgs {
 /// Splits `argv` at the first `--`: EAL gets the program name and what comes
 /// before, the application what comes after.
 pub fn split_args(argv: &[String]) -> (Vec<String>, Vec<String>) {
-    let prog = argv
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "lockstep".to_string());
+    let prog = argv.first().cloned().unwrap_or_else(|| "lockstep".to_string());
     match argv.iter().position(|a| a == "--") {
         Some(i) => {
             let eal = argv[..i].to_vec();

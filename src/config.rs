@@ -22,6 +22,8 @@ pub struct Config {
     pub function: FunctionSection,
     #[serde(default)]
     pub management: ManagementSection,
+    #[serde(default)]
+    pub replication: ReplicationSection,
 }
 
 /// Who this node is.
@@ -38,6 +40,15 @@ pub struct NodeSection {
     /// or `backup`.
     #[serde(default)]
     pub role: Role,
+    /// MAC shared by the cluster's members; gratuitous ARP comes from it.
+    #[serde(default)]
+    pub virtual_mac: Option<String>,
+    /// Virtual IP on the inside segment (announced after a takeover).
+    #[serde(default)]
+    pub inside_vip: Option<String>,
+    /// Virtual IP on the outside segment.
+    #[serde(default)]
+    pub outside_vip: Option<String>,
 }
 
 impl Default for NodeSection {
@@ -46,6 +57,9 @@ impl Default for NodeSection {
             id: default_node_id(),
             priority: default_priority(),
             role: Role::default(),
+            virtual_mac: None,
+            inside_vip: None,
+            outside_vip: None,
         }
     }
 }
@@ -191,6 +205,10 @@ pub struct ManagementSection {
     pub heartbeat_ms: u32,
     #[serde(default = "default_dead_intervals")]
     pub dead_intervals: u32,
+    /// Pre-shared key of the cluster, hex (>= 16 bytes): heartbeats are
+    /// authenticated with HMAC-SHA256 under it.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 impl Default for ManagementSection {
@@ -200,8 +218,62 @@ impl Default for ManagementSection {
             peers: Vec::new(),
             heartbeat_ms: default_heartbeat_ms(),
             dead_intervals: default_dead_intervals(),
+            key: None,
         }
     }
+}
+
+/// The replication stream and what a backup keeps to take over.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationSection {
+    /// Backup egress kept per shard until the primary's `tx_done` frees it.
+    #[serde(default = "default_shadow_ring")]
+    pub shadow_ring: u32,
+    /// Copies of its own ingress a backup keeps per data port and shard, to
+    /// process what the primary never replicated (the detection interval).
+    #[serde(default = "default_ingress_window")]
+    pub ingress_window: u32,
+    /// KEEPALIVE on an idle shard after this long (default: heartbeat_ms).
+    #[serde(default)]
+    pub keepalive_us: Option<u32>,
+    /// Extra packets per shard to resend at takeover, for what sat in a dead
+    /// server's NIC TX ring (more duplicates, no loss).
+    #[serde(default)]
+    pub takeover_replay: u32,
+    /// Destination of replication frames (a group address reaches every
+    /// backup on the replication segment).
+    #[serde(default = "default_group_mac")]
+    pub group_mac: String,
+    /// Mbufs in the pool of replication headers.
+    #[serde(default = "default_header_mbufs")]
+    pub header_mbufs: u32,
+}
+
+impl Default for ReplicationSection {
+    fn default() -> Self {
+        ReplicationSection {
+            shadow_ring: default_shadow_ring(),
+            ingress_window: default_ingress_window(),
+            keepalive_us: None,
+            takeover_replay: 0,
+            group_mac: default_group_mac(),
+            header_mbufs: default_header_mbufs(),
+        }
+    }
+}
+
+fn default_shadow_ring() -> u32 {
+    2048
+}
+fn default_ingress_window() -> u32 {
+    1024
+}
+fn default_group_mac() -> String {
+    "03:4c:53:00:00:01".to_string()
+}
+fn default_header_mbufs() -> u32 {
+    8191
 }
 
 fn default_heartbeat_ms() -> u32 {
@@ -238,8 +310,8 @@ fn err(field: &str, message: impl Into<String>) -> ConfigError {
 impl Config {
     /// Reads, parses and validates a file.
     pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| vec![err("", format!("cannot read {}: {e}", path.display()))])?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| vec![err("", format!("cannot read {}: {e}", path.display()))])?;
         Config::parse(&text)
     }
 
@@ -255,10 +327,7 @@ impl Config {
         let mut errs = Vec::new();
         let d = &self.dataplane;
         if d.workers == 0 || d.workers > 64 {
-            errs.push(err(
-                "dataplane.workers",
-                format!("must be 1..=64 (got {})", d.workers),
-            ));
+            errs.push(err("dataplane.workers", format!("must be 1..=64 (got {})", d.workers)));
         }
         if d.burst == 0 || d.burst as usize > MAX_BURST {
             errs.push(err(
@@ -285,15 +354,9 @@ impl Config {
                 format!("must be <= 512 and <= mbufs/2 (got {})", d.mbuf_cache),
             ));
         }
-        for (name, v) in [
-            ("dataplane.rx_desc", d.rx_desc),
-            ("dataplane.tx_desc", d.tx_desc),
-        ] {
+        for (name, v) in [("dataplane.rx_desc", d.rx_desc), ("dataplane.tx_desc", d.tx_desc)] {
             if !(64..=16384).contains(&v) || !v.is_power_of_two() {
-                errs.push(err(
-                    name,
-                    format!("must be a power of two in 64..=16384 (got {v})"),
-                ));
+                errs.push(err(name, format!("must be a power of two in 64..=16384 (got {v})")));
             }
         }
         if d.idle_sleep_us > 1_000_000 {
@@ -342,10 +405,7 @@ impl Config {
         }
         if let Some(a) = &m.address {
             if a.parse::<std::net::SocketAddr>().is_err() {
-                errs.push(err(
-                    "management.address",
-                    format!("must be ip:port (got '{a}')"),
-                ));
+                errs.push(err("management.address", format!("must be ip:port (got '{a}')")));
             }
         }
         for (i, peer) in m.peers.iter().enumerate() {
@@ -356,6 +416,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_replication(&mut errs);
         if errs.is_empty() {
             Ok(())
         } else {
@@ -364,14 +425,123 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Whether this node replicates (primary or backup).
+    pub fn replicating(&self) -> bool {
+        matches!(self.node.role, Role::Primary | Role::Backup)
+    }
+
+    /// Mbufs the data path may hold at once: RX rings and bursts, plus, when
+    /// replicating, the shadow rings and ingress windows.
+    pub fn mbufs_needed(&self) -> u32 {
+        let d = &self.dataplane;
+        let base = (d.workers as u32) * 3 * (d.rx_desc as u32 + d.burst as u32);
+        if !self.replicating() {
+            return base;
+        }
+        let r = &self.replication;
+        base + (d.workers as u32) * (r.shadow_ring + 2 * r.ingress_window + d.rx_desc as u32)
+    }
+
+    fn validate_replication(&self, errs: &mut Vec<ConfigError>) {
+        let n = &self.node;
+        if let Some(m) = &n.virtual_mac {
+            if dataplane::wire::MacAddr::parse(m).is_none() {
+                errs.push(err(
+                    "node.virtual_mac",
+                    format!("must be a MAC address aa:bb:cc:dd:ee:ff (got '{m}')"),
+                ));
+            }
+        }
+        for (name, v) in [("node.inside_vip", &n.inside_vip), ("node.outside_vip", &n.outside_vip)] {
+            if let Some(ip) = v {
+                if ip.parse::<std::net::Ipv4Addr>().is_err() {
+                    errs.push(err(name, format!("must be an IPv4 address (got '{ip}')")));
+                }
+            }
+        }
+        let r = &self.replication;
+        if dataplane::wire::MacAddr::parse(&r.group_mac).is_none() {
+            errs.push(err(
+                "replication.group_mac",
+                format!("must be a MAC address (got '{}')", r.group_mac),
+            ));
+        }
+        if !(16..=1 << 20).contains(&r.shadow_ring) {
+            errs.push(err(
+                "replication.shadow_ring",
+                format!("must be 16..=1048576 (got {})", r.shadow_ring),
+            ));
+        }
+        if !(16..=1 << 20).contains(&r.ingress_window) {
+            errs.push(err(
+                "replication.ingress_window",
+                format!("must be 16..=1048576 (got {})", r.ingress_window),
+            ));
+        }
+        if r.keepalive_us == Some(0) {
+            errs.push(err("replication.keepalive_us", "must be >= 1"));
+        }
+        if r.header_mbufs < 1023 {
+            errs.push(err(
+                "replication.header_mbufs",
+                format!("must be >= 1023 (got {})", r.header_mbufs),
+            ));
+        }
+        if !self.replicating() {
+            return;
+        }
+        if self.ports.replication.is_none() {
+            errs.push(err(
+                "ports.replication",
+                format!("is required when node.role = \"{}\"", n.role.name()),
+            ));
+        }
+        let m = &self.management;
+        if m.address.is_none() {
+            errs.push(err(
+                "management.address",
+                format!("is required when node.role = \"{}\"", n.role.name()),
+            ));
+        }
+        if m.peers.is_empty() {
+            errs.push(err(
+                "management.peers",
+                format!("needs at least one peer when node.role = \"{}\"", n.role.name()),
+            ));
+        }
+        match &m.key {
+            None => errs.push(err(
+                "management.key",
+                "is required when replicating: a hex pre-shared key of >= 16 bytes",
+            )),
+            Some(k) if control::heartbeat::parse_key(k).is_none() => {
+                errs.push(err("management.key", "must be hex, at least 32 digits (16 bytes)"))
+            }
+            _ => {}
+        }
+        let base = (self.dataplane.workers as u32) * 3 * (self.dataplane.rx_desc as u32 + self.dataplane.burst as u32);
+        if self.dataplane.mbufs >= base.max(1024) && self.dataplane.mbufs < self.mbufs_needed() {
+            errs.push(err(
+                "dataplane.mbufs",
+                format!(
+                    "must be at least {} with {} worker(s), shadow_ring {} and ingress_window {} (got {})",
+                    self.mbufs_needed(),
+                    self.dataplane.workers,
+                    r.shadow_ring,
+                    r.ingress_window,
+                    self.dataplane.mbufs
+                ),
+            ));
+        }
+    }
+}
+
 /// Turns a TOML/serde error into one that names the field. serde names
 /// unknown and missing fields itself; for a bad value, toml gives the span of
 /// the value, from which we recover `section.key`.
 fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let field = e
-        .span()
-        .map(|span| field_at(text, span.start))
-        .unwrap_or_default();
+    let field = e.span().map(|span| field_at(text, span.start)).unwrap_or_default();
     let message = match e.span().map(|s| line_col(text, s.start)) {
         Some((line, col)) => format!("{} (line {line}, column {col})", e.message()),
         None => e.message().to_string(),
@@ -429,11 +599,7 @@ mod tests {
     }
 
     fn field_of(text: &str) -> Vec<String> {
-        Config::parse(text)
-            .unwrap_err()
-            .into_iter()
-            .map(|e| e.field)
-            .collect()
+        Config::parse(text).unwrap_err().into_iter().map(|e| e.field).collect()
     }
 
     #[test]
@@ -465,9 +631,7 @@ mod tests {
     #[test]
     fn wrong_type_names_section_and_key() {
         assert_eq!(
-            field_of(&format!(
-                "{MINIMAL}[dataplane]\nworkers = 1\nburst = \"many\"\n"
-            )),
+            field_of(&format!("{MINIMAL}[dataplane]\nworkers = 1\nburst = \"many\"\n")),
             ["dataplane.burst"]
         );
     }

@@ -7,6 +7,7 @@
 //! free the pool, EAL cleanup.
 
 mod args;
+mod cluster;
 mod config;
 mod node;
 mod prompt;
@@ -23,10 +24,12 @@ use clap::Parser;
 use crossbeam::channel;
 
 use args::{split_args, AppArgs};
+use cluster::Cluster;
 use config::{Config, Role};
 use dataplane::dpdk::Eal;
 use node::Node;
 use show::RateMemory;
+use telemetry::ControlRequest;
 
 /// Exit status for configuration and usage errors (nothing was started).
 const EXIT_CONFIG: u8 = 2;
@@ -64,16 +67,15 @@ fn main() -> ExitCode {
             }
         }
     }
+    if let Err(errs) = cfg.validate() {
+        for e in &errs {
+            eprintln!("lockstep: config error in {}: {e}", app.config.display());
+        }
+        return ExitCode::from(EXIT_CONFIG);
+    }
     if app.check_config {
         println!("lockstep: {} is valid", app.config.display());
         return ExitCode::SUCCESS;
-    }
-    if cfg.node.role != Role::Standalone {
-        eprintln!(
-            "lockstep: node.role = {}: replication is not built yet; run standalone",
-            cfg.node.role.name()
-        );
-        return ExitCode::from(EXIT_CONFIG);
     }
 
     let quit = Arc::new(AtomicBool::new(false));
@@ -98,21 +100,33 @@ fn main() -> ExitCode {
 
 /// Everything between EAL init and EAL cleanup.
 fn run(eal: &Eal, cfg: &Config, app: &AppArgs, quit: &Arc<AtomicBool>) -> ExitCode {
-    let mut node = match Node::start(eal, cfg, cfg.node.role) {
+    let mut node = match Node::start(eal, cfg) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("lockstep: {e}");
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    if let Err(e) = telemetry::register_all(node.view.clone()) {
+    let (ctl_tx, ctl_rx) = channel::unbounded::<ControlRequest>();
+    if let Err(e) = telemetry::register_all(node.view.clone(), ctl_tx) {
         log::warn!("telemetry: {e}");
     }
     if let Err(e) = eal.pdump_init() {
         log::info!("dpdk-dumpcap unavailable ({e}); it needs a shared-config primary");
     }
+    let mut cluster = if cfg.replicating() {
+        match Cluster::new(cfg, node.view.clone(), node.signals.clone(), node.commands.clone()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("lockstep: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    } else {
+        None
+    };
     log::info!(
-        "node {} {} running {} on {} worker(s), lcores {:?}",
+        "node {} ({}) running {} on {} worker(s), lcores {:?}",
         cfg.node.id,
         cfg.node.role.name(),
         cfg.function.kind.name(),
@@ -134,21 +148,33 @@ fn run(eal: &Eal, cfg: &Config, app: &AppArgs, quit: &Arc<AtomicBool>) -> ExitCo
     let period = Duration::from_secs(app.stats_period);
     let mut next_stats = Instant::now() + period;
     let mut code = ExitCode::SUCCESS;
+    // The control loop: prompt lines, telemetry requests and, every
+    // millisecond, a control-plane tick. It never busy-polls.
     loop {
         if quit.load(Ordering::Relaxed) {
             break;
         }
-        match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(line) => {
-                let (out, after) = prompt::execute(&line, &node.view, &mut mem);
-                print!("{out}");
-                if after == prompt::After::Quit {
-                    break;
-                }
-                print_prompt();
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(1)) {
+            let (out, after) = prompt::execute(&line, &node.view, cluster.as_mut(), &mut mem);
+            print!("{out}");
+            if after == prompt::After::Quit {
+                break;
             }
-            Err(channel::RecvTimeoutError::Timeout) => {}
-            Err(channel::RecvTimeoutError::Disconnected) => {}
+            print_prompt();
+        }
+        while let Ok(req) = ctl_rx.try_recv() {
+            match req {
+                ControlRequest::Switchover(reply) => {
+                    let r = match cluster.as_mut() {
+                        Some(c) => c.switchover(),
+                        None => Err("standalone node: nothing to switch over to".to_string()),
+                    };
+                    let _ = reply.send(r);
+                }
+            }
+        }
+        if let Some(c) = cluster.as_mut() {
+            c.tick();
         }
         if !period.is_zero() && Instant::now() >= next_stats {
             print!("{}", show::port_stats_all(&node.view, &mut periodic));
@@ -168,6 +194,7 @@ fn run(eal: &Eal, cfg: &Config, app: &AppArgs, quit: &Arc<AtomicBool>) -> ExitCo
         eprintln!("lockstep: {e}");
         code = ExitCode::from(EXIT_RUNTIME);
     }
+    drop(cluster);
     node.shutdown();
     log::info!("ports closed; bye");
     let _ = std::io::stdout().flush();

@@ -1,18 +1,28 @@
 //! A running node: EAL resources, ports, workers, in the order they must be
-//! taken down (workers, then ports, then the pool; EAL last, by the caller).
+//! taken down (workers, then ports, then rings and pools; EAL last, by the
+//! caller).
 
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crossbeam::channel::{unbounded, Sender};
+
 use dataplane::dpdk::lcore::{self, LcoreHandle};
 use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
+use dataplane::dpdk::ring::MbufRing;
 use dataplane::dpdk::{Eal, Mempool, Port, PortConfig};
 use dataplane::nf::{Forward, NetworkFunction, Side};
 use dataplane::ownership::TxOwnership;
+use dataplane::replication::builder::{Encap, HEADER_DATA_ROOM};
 use dataplane::stats::CounterSnapshot;
-use dataplane::worker::{DataQueues, Worker, WorkerShared};
+use dataplane::wire::MacAddr;
+use dataplane::worker::{
+    Announce, DataQueues, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
+};
 
+use crate::cluster::ClusterStatus;
 use crate::config::{Config, FunctionKind, Role};
 
 /// A data or replication port with the role it plays.
@@ -28,7 +38,7 @@ pub struct PortRef {
 pub struct NodeView {
     pub node_id: u32,
     pub priority: u8,
-    pub role: Mutex<Role>,
+    pub configured_role: Role,
     pub function: FunctionKind,
     pub ports: Vec<PortRef>,
     pub workers: Vec<Arc<WorkerShared>>,
@@ -38,11 +48,22 @@ pub struct NodeView {
     /// Worker counters at the last `clear port stats`.
     pub baseline: Mutex<Vec<CounterSnapshot>>,
     pub forwarding: AtomicBool,
+    /// The control plane's state, refreshed every tick (None: standalone).
+    pub cluster: Mutex<Option<ClusterStatus>>,
 }
 
 impl NodeView {
-    pub fn role(&self) -> Role {
-        self.role.lock().map(|r| *r).unwrap_or(Role::Standalone)
+    /// The role now: the control plane's when replicating.
+    pub fn role_name(&self) -> String {
+        match self
+            .cluster
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.role.name().to_string()))
+        {
+            Some(r) => r,
+            None => self.configured_role.name().to_string(),
+        }
     }
 
     /// Worker counters since the last clear, per worker.
@@ -91,14 +112,26 @@ impl NodeView {
 pub struct Node {
     pub view: Arc<NodeView>,
     pub quit: Arc<AtomicBool>,
+    /// One command channel per worker (replicating nodes).
+    pub commands: Vec<Sender<WorkerCmd>>,
+    pub signals: Arc<NodeSignals>,
     handles: Vec<LcoreHandle>,
     ports: Vec<Port>,
-    pool: Option<Mempool>,
+    rings: Vec<Arc<MbufRing>>,
+    pools: Vec<Arc<Mempool>>,
+}
+
+/// Everything one worker needs besides its function.
+struct WorkerParts {
+    shard: u16,
+    data: [DataQueues; 2],
+    repl: Option<ReplPath>,
+    commands: Option<crossbeam::channel::Receiver<WorkerCmd>>,
 }
 
 impl Node {
     /// Opens the ports, starts them and launches one worker per shard.
-    pub fn start(eal: &Eal, cfg: &Config, role: Role) -> Result<Node, String> {
+    pub fn start(eal: &Eal, cfg: &Config) -> Result<Node, String> {
         let d = &cfg.dataplane;
         let lcores = eal.worker_lcores();
         if lcores.len() < d.workers as usize {
@@ -110,16 +143,12 @@ impl Node {
             ));
         }
         let lcores: Vec<u32> = lcores.into_iter().take(d.workers as usize).collect();
+        let replicating = cfg.replicating();
 
-        let pool = Mempool::new(
-            "lockstep_pkts",
-            d.mbufs,
-            d.mbuf_cache,
-            DEFAULT_DATA_ROOM,
-            -1,
-        )
-        .map_err(|e| e.to_string())?;
-
+        let pool = Arc::new(
+            Mempool::new("lockstep_pkts", d.mbufs, d.mbuf_cache, DEFAULT_DATA_ROOM, -1).map_err(|e| e.to_string())?,
+        );
+        let mut pools = vec![pool.clone()];
         let port_conf = PortConfig {
             queues: d.workers,
             rx_desc: d.rx_desc,
@@ -128,10 +157,12 @@ impl Node {
         };
         let mut ports = Vec::new();
         let mut refs = Vec::new();
-        for (prole, name) in [
-            ("inside", &cfg.ports.inside),
-            ("outside", &cfg.ports.outside),
-        ] {
+        let mut named: Vec<(&'static str, &String)> =
+            vec![("inside", &cfg.ports.inside), ("outside", &cfg.ports.outside)];
+        if let (true, Some(r)) = (replicating, &cfg.ports.replication) {
+            named.push(("replication", r));
+        }
+        for (prole, name) in named {
             let mut p = Port::by_name(name).map_err(|e| format!("ports.{prole}: {e}"))?;
             p.configure(&port_conf, &pool)
                 .map_err(|e| format!("ports.{prole}: {e}"))?;
@@ -146,35 +177,111 @@ impl Node {
             p.start().map_err(|e| e.to_string())?;
         }
 
-        let owned = matches!(role, Role::Standalone | Role::Primary);
-        let ownership = Arc::new(TxOwnership::new(d.workers as usize, owned));
+        // A replicating node owns nothing until the control plane says so.
+        let ownership = Arc::new(TxOwnership::new(d.workers as usize, !replicating));
         let quit = Arc::new(AtomicBool::new(false));
+        let signals = Arc::new(NodeSignals::default());
         let workers: Vec<Arc<WorkerShared>> = (0..d.workers).map(WorkerShared::new).collect();
 
-        let mut handles = Vec::new();
-        for (q, lcore) in lcores.iter().enumerate() {
+        let mut rings = Vec::new();
+        let mut commands = Vec::new();
+        let mut parts = Vec::new();
+        let repl_setup = if replicating {
+            let headers = Arc::new(
+                Mempool::new(
+                    "lockstep_repl_hdr",
+                    cfg.replication.header_mbufs,
+                    256,
+                    HEADER_DATA_ROOM,
+                    -1,
+                )
+                .map_err(|e| e.to_string())?,
+            );
+            let clones = Arc::new(
+                Mempool::new("lockstep_repl_cln", cfg.replication.header_mbufs, 256, 0, -1)
+                    .map_err(|e| e.to_string())?,
+            );
+            pools.push(headers.clone());
+            pools.push(clones.clone());
+            if d.workers > 1 {
+                for q in 0..d.workers {
+                    rings.push(Arc::new(
+                        MbufRing::new(&format!("ls_inbox_{q}"), 4096).map_err(|e| e.to_string())?,
+                    ));
+                }
+            }
+            Some((headers, clones))
+        } else {
+            None
+        };
+        let settings = ReplSettings {
+            node_id: cfg.node.id,
+            shadow: cfg.replication.shadow_ring as usize,
+            window: cfg.replication.ingress_window as usize,
+            keepalive_ns: cfg
+                .replication
+                .keepalive_us
+                .map(|u| u as u64 * 1000)
+                .unwrap_or(cfg.management.heartbeat_ms as u64 * 1_000_000),
+            replay: cfg.replication.takeover_replay as u64,
+            announce: Announce {
+                vmac: cfg.node.virtual_mac.as_deref().and_then(MacAddr::parse),
+                vips: [
+                    cfg.node.inside_vip.as_deref().and_then(|s| s.parse::<Ipv4Addr>().ok()),
+                    cfg.node.outside_vip.as_deref().and_then(|s| s.parse::<Ipv4Addr>().ok()),
+                ],
+            },
+        };
+        for q in 0..d.workers {
             let data = [
                 DataQueues {
-                    rx: ports[Side::Inside.index()].rx_queue(q as u16),
-                    tx: ports[Side::Inside.index()].tx_queue(q as u16),
+                    rx: ports[Side::Inside.index()].rx_queue(q),
+                    tx: ports[Side::Inside.index()].tx_queue(q),
                 },
                 DataQueues {
-                    rx: ports[Side::Outside.index()].rx_queue(q as u16),
-                    tx: ports[Side::Outside.index()].tx_queue(q as u16),
+                    rx: ports[Side::Outside.index()].rx_queue(q),
+                    tx: ports[Side::Outside.index()].tx_queue(q),
                 },
             ];
+            let (repl, cmd_rx) = match &repl_setup {
+                Some((headers, clones)) => {
+                    let rep = &ports[2];
+                    let (tx, rx) = unbounded();
+                    commands.push(tx);
+                    let path = ReplPath {
+                        tx: rep.tx_queue(q),
+                        source: ReplSource {
+                            rx: rep.rx_queue(q),
+                            inbox: rings.get(q as usize).cloned(),
+                        },
+                        steer: rings.iter().cloned().map(Some).collect(),
+                        encap: Encap {
+                            dst: MacAddr::parse(&cfg.replication.group_mac).unwrap_or(MacAddr::BROADCAST),
+                            src: MacAddr(rep.mac()),
+                        },
+                        headers: headers.clone(),
+                        clones: clones.clone(),
+                        pool: pool.clone(),
+                        settings: settings.clone(),
+                        signals: signals.clone(),
+                    };
+                    (Some(path), Some(rx))
+                }
+                None => (None, None),
+            };
+            parts.push(WorkerParts {
+                shard: q,
+                data,
+                repl,
+                commands: cmd_rx,
+            });
+        }
+
+        let mut handles = Vec::new();
+        for (part, lcore) in parts.into_iter().zip(lcores.iter()) {
+            let shared = workers[part.shard as usize].clone();
             let h = match cfg.function.kind {
-                FunctionKind::Forward => launch_worker(
-                    eal,
-                    *lcore,
-                    q as u16,
-                    Forward,
-                    data,
-                    cfg,
-                    &ownership,
-                    &workers[q],
-                    &quit,
-                ),
+                FunctionKind::Forward => launch_worker(eal, *lcore, Forward, part, cfg, &ownership, shared, &quit),
             };
             match h {
                 Ok(h) => handles.push(h),
@@ -188,7 +295,7 @@ impl Node {
         let view = Arc::new(NodeView {
             node_id: cfg.node.id,
             priority: cfg.node.priority,
-            role: Mutex::new(role),
+            configured_role: cfg.node.role,
             function: cfg.function.kind,
             ports: refs,
             workers,
@@ -197,13 +304,17 @@ impl Node {
             started: Instant::now(),
             baseline: Mutex::new(Vec::new()),
             forwarding: AtomicBool::new(true),
+            cluster: Mutex::new(None),
         });
         Ok(Node {
             view,
             quit,
+            commands,
+            signals,
             handles,
             ports,
-            pool: Some(pool),
+            rings,
+            pools,
         })
     }
 
@@ -221,7 +332,7 @@ impl Node {
         errors
     }
 
-    /// Stops workers, then ports, then frees the pool.
+    /// Stops workers, then ports, then frees rings and pools.
     pub fn shutdown(&mut self) -> Vec<String> {
         let errors = self.shutdown_workers();
         for p in &mut self.ports {
@@ -230,10 +341,11 @@ impl Node {
             }
         }
         self.ports.clear();
-        if let Some(pool) = self.pool.take() {
+        self.rings.clear();
+        for pool in self.pools.drain(..) {
             let in_use = pool.in_use();
             if in_use != 0 {
-                log::warn!("{in_use} mbufs still in use at shutdown");
+                log::warn!("{}: {in_use} mbufs still in use at shutdown", pool.name());
             }
         }
         errors
@@ -250,23 +362,24 @@ impl Drop for Node {
 fn launch_worker<F: NetworkFunction>(
     eal: &Eal,
     lcore: u32,
-    shard: u16,
     nf: F,
-    data: [DataQueues; 2],
+    part: WorkerParts,
     cfg: &Config,
     ownership: &Arc<TxOwnership>,
-    shared: &Arc<WorkerShared>,
+    shared: Arc<WorkerShared>,
     quit: &Arc<AtomicBool>,
 ) -> Result<LcoreHandle, String> {
     let worker = Worker {
-        shard,
+        shard: part.shard,
         nf,
-        data,
+        data: part.data,
         burst: cfg.dataplane.burst as usize,
         idle_sleep_us: cfg.dataplane.idle_sleep_us,
         ownership: ownership.clone(),
-        shared: shared.clone(),
+        shared,
         quit: quit.clone(),
+        repl: part.repl,
+        commands: part.commands,
     };
     lcore::launch(eal, lcore, move || worker.run()).map_err(|e| e.to_string())
 }

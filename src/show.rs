@@ -60,16 +60,8 @@ pub fn port_stats_all(view: &NodeView, mem: &mut RateMemory) -> String {
             s.opackets, s.oerrors, s.obytes
         );
         let _ = writeln!(out, "\n  Throughput (since last show)");
-        let _ = writeln!(
-            out,
-            "  Rx-pps: {:>12.0}          Rx-bps: {:>12.0}",
-            rx_pps, rx_bps
-        );
-        let _ = writeln!(
-            out,
-            "  Tx-pps: {:>12.0}          Tx-bps: {:>12.0}",
-            tx_pps, tx_bps
-        );
+        let _ = writeln!(out, "  Rx-pps: {:>12.0}          Rx-bps: {:>12.0}", rx_pps, rx_bps);
+        let _ = writeln!(out, "  Tx-pps: {:>12.0}          Tx-bps: {:>12.0}", tx_pps, tx_bps);
         let _ = writeln!(
             out,
             "  ############################################################################"
@@ -98,11 +90,7 @@ pub fn port_info_text(view: &NodeView, id: u16) -> String {
             let _ = writeln!(out, "Driver name: {}", i.driver);
             let _ = writeln!(out, "MAC address: {mac}");
             let _ = writeln!(out, "Socket id: {}", i.socket);
-            let _ = writeln!(
-                out,
-                "Link status: {}",
-                if i.link.up { "up" } else { "down" }
-            );
+            let _ = writeln!(out, "Link status: {}", if i.link.up { "up" } else { "down" });
             let _ = writeln!(out, "Link speed: {} Mbps", i.link.speed_mbps);
             let _ = writeln!(
                 out,
@@ -131,7 +119,9 @@ pub fn port_info_text(view: &NodeView, id: u16) -> String {
 
 /// `show latency`: per worker, per-burst RX-to-TX latency.
 pub fn latency_text(view: &NodeView) -> String {
-    let mut out = String::from("  per-burst rx->tx latency (ns)\n  worker  lcore       bursts        p50        p99      p99.9        max\n");
+    let mut out = String::from(
+        "  per-burst rx->tx latency (ns)\n  worker  lcore       bursts        p50        p99      p99.9        max\n",
+    );
     for (i, w) in view.workers.iter().enumerate() {
         let s = LatencySummary::of(&w.latency.snapshot());
         let lcore = view.lcores.get(i).copied().unwrap_or(0);
@@ -163,11 +153,7 @@ pub fn worker_stats_text(view: &NodeView) -> String {
             "    consumed {}  ignored_not_owner {}",
             c.consumed, c.ignored_not_owner
         );
-        let _ = writeln!(
-            out,
-            "    busy_polls {}  idle_polls {}",
-            c.busy_polls, c.idle_polls
-        );
+        let _ = writeln!(out, "    busy_polls {}  idle_polls {}", c.busy_polls, c.idle_polls);
         for r in DropReason::ALL {
             let n = c.drops[*r as usize];
             if n > 0 {
@@ -185,9 +171,114 @@ commands:
   show port info <id>|all    device, driver, MAC, link, queues
   show worker stats          per-worker counters, drops by reason
   show latency               per-burst rx->tx latency percentiles per worker
+  show sync                  role, epoch, peers, alarms, per-shard replication state, last takeover
+  switchover                 planned switchover to the best synchronized backup (primary only)
+  debug stall <ms>           make every worker sleep (tests the watchdog)
   clear port stats all       zero port and worker counters
   start                      start forwarding
   stop                       stop forwarding (workers stop polling)
   help                       this text
   quit                       stop everything and exit
 ";
+
+/// `show sync`: roles, peers, alarms, each shard's replication state, the
+/// last takeover.
+pub fn sync_text(view: &NodeView) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::new();
+    let cluster = view.cluster.lock().ok().and_then(|c| c.clone());
+    let Some(c) = cluster else {
+        return format!("  node {}: standalone (no replication)\n", view.node_id);
+    };
+    let _ = writeln!(
+        out,
+        "  node {} priority {}: {} epoch {}  (heartbeat {} ms, dead after {} ms)",
+        view.node_id,
+        view.priority,
+        c.role.name(),
+        c.epoch,
+        c.heartbeat_ms,
+        c.dead_ms
+    );
+    let synced = view.workers.iter().all(|w| w.repl.synced.load(Relaxed));
+    let _ = writeln!(
+        out,
+        "  synchronized: {}{}",
+        if synced && c.eligible { "yes" } else { "no" },
+        if c.eligible {
+            ""
+        } else {
+            " (stepped down after fencing or a stall: not eligible until restarted)"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  (until the checkpoint protocol lands, a backup is synchronized only if it processed every shard's\n   stream from sequence 1 without a gap; an unsynchronized backup refuses to take over)"
+    );
+    for (p, age) in &c.peers {
+        let _ = writeln!(
+            out,
+            "  peer {}: {:?} epoch {} priority {} synced {} last heard {:.1} ms ago",
+            p.id,
+            p.role,
+            p.epoch,
+            p.priority,
+            if p.synced { "yes" } else { "no" },
+            *age as f64 / 1e6
+        );
+    }
+    for (a, n, active) in &c.alarms {
+        if *n > 0 {
+            let _ = writeln!(
+                out,
+                "  alarm {}: raised {} time(s){}",
+                a.name(),
+                n,
+                if *active { ", ACTIVE" } else { "" }
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  takeovers {}  refused {}  step-downs {}  heartbeats sent {} received {} rejected(auth) {}",
+        c.takeovers, c.takeovers_refused, c.step_downs, c.link.sent, c.link.received, c.link.rejected_auth
+    );
+    for w in &view.workers {
+        let r = &w.repl;
+        let _ = writeln!(
+            out,
+            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {} gaps {} (missing {}) shadow {} window {} frames tx {} rx {} keepalives tx {} rx {} stale {}",
+            w.shard,
+            r.mode().map(|m| m.name()).unwrap_or("standalone"),
+            r.epoch.load(Relaxed),
+            r.last_seq.load(Relaxed),
+            r.tx_done.load(Relaxed),
+            if r.synced.load(Relaxed) { "yes" } else { "no" },
+            r.gaps.load(Relaxed),
+            r.missing.load(Relaxed),
+            r.shadow_len.load(Relaxed),
+            r.window_len.load(Relaxed),
+            r.frames_tx.load(Relaxed),
+            r.frames_rx.load(Relaxed),
+            r.keepalives_tx.load(Relaxed),
+            r.keepalives_rx.load(Relaxed),
+            r.stale_epoch.load(Relaxed),
+        );
+    }
+    if let Some(t) = c.last_takeover {
+        let d = t.record.detected_ns;
+        let ago = |x: u64| d.saturating_sub(x) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "  last takeover: epoch {} ({}): last heartbeat {:.1} ms and last replication frame {:.1} ms before detection; first egress {}; {} resent from the shadow ring, {} unreplicated packets processed",
+            t.record.epoch,
+            if t.record.planned { "planned" } else { "failure" },
+            ago(t.record.last_heartbeat_ns),
+            ago(t.record.last_replication_ns),
+            if t.first_egress_ns == 0 { "none needed".to_string() } else { format!("{:.3} ms after detection", t.first_egress_ns.saturating_sub(d) as f64 / 1e6) },
+            t.replayed,
+            t.unreplicated
+        );
+    }
+    out
+}

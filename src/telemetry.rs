@@ -1,7 +1,10 @@
 //! `/lockstep/...` DPDK telemetry commands, so `dpdk-telemetry.py` reads a
 //! running node.
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use crossbeam::channel::Sender;
 
 use dataplane::dpdk::port::port_stats;
 use dataplane::dpdk::telemetry::{register, TelValue};
@@ -19,21 +22,127 @@ fn s(k: &str, v: &str) -> (String, TelValue) {
     (k.to_string(), TelValue::Str(v.to_string()))
 }
 
-/// Registers every command; they read `view` on the telemetry thread.
-pub fn register_all(view: Arc<NodeView>) -> Result<(), DpdkError> {
+/// What telemetry asks of the control loop.
+pub enum ControlRequest {
+    Switchover(Sender<Result<String, String>>),
+}
+
+/// Registers every command; they read `view` on the telemetry thread, and
+/// send what must change to the control loop through `control`.
+pub fn register_all(view: Arc<NodeView>, control: Sender<ControlRequest>) -> Result<(), DpdkError> {
     let v = view.clone();
     register(
         "/lockstep/status",
         "Role, function, workers and uptime of this lockstep node",
         move |_| status(&v),
     )?;
-    let v = view;
+    let v = view.clone();
     register(
         "/lockstep/stats",
         "Port and worker counters of this lockstep node; param: none",
         move |_| stats(&v),
     )?;
+    let v = view;
+    register(
+        "/lockstep/sync",
+        "Replication, roles, peers, alarms and the last takeover",
+        move |_| sync(&v),
+    )?;
+    let control = Mutex::new(control);
+    register(
+        "/lockstep/switchover",
+        "Planned switchover: hand over to the best synchronized backup",
+        move |_| {
+            let (tx, rx) = crossbeam::channel::bounded(1);
+            let sent = control
+                .lock()
+                .map(|c| c.send(ControlRequest::Switchover(tx)).is_ok())
+                .unwrap_or(false);
+            let answer = if sent {
+                rx.recv_timeout(std::time::Duration::from_secs(2))
+                    .unwrap_or_else(|_| Err("control loop did not answer".into()))
+            } else {
+                Err("control loop gone".into())
+            };
+            match answer {
+                Ok(d) => vec![s("result", "ok"), s("detail", &d)],
+                Err(e) => vec![s("result", "refused"), s("detail", &e)],
+            }
+        },
+    )?;
     Ok(())
+}
+
+fn sync(v: &NodeView) -> Vec<(String, TelValue)> {
+    let mut out = vec![s("role", &v.role_name())];
+    if let Ok(guard) = v.cluster.lock() {
+        if let Some(c) = guard.as_ref() {
+            out.push(u("epoch", c.epoch as u64));
+            out.push(s("eligible", if c.eligible { "yes" } else { "no" }));
+            out.push(u("takeovers", c.takeovers));
+            out.push(u("takeovers_refused", c.takeovers_refused));
+            out.push(u("step_downs", c.step_downs));
+            out.push(u("heartbeats_sent", c.link.sent));
+            out.push(u("heartbeats_received", c.link.received));
+            out.push(u("heartbeats_rejected_auth", c.link.rejected_auth));
+            out.push(u("heartbeats_rejected_replay", c.heartbeats_rejected));
+            for (a, n, active) in &c.alarms {
+                out.push(u(&format!("alarm_{}", a.name()), *n));
+                out.push(s(
+                    &format!("alarm_{}_active", a.name()),
+                    if *active { "yes" } else { "no" },
+                ));
+            }
+            for (p, age) in &c.peers {
+                out.push((
+                    format!("peer_{}", p.id),
+                    TelValue::Dict(vec![
+                        s("role", &format!("{:?}", p.role).to_lowercase()),
+                        u("epoch", p.epoch as u64),
+                        u("priority", p.priority as u64),
+                        s("synced", if p.synced { "yes" } else { "no" }),
+                        u("age_ms", age / 1_000_000),
+                    ]),
+                ));
+            }
+            if let Some(t) = &c.last_takeover {
+                out.push((
+                    "last_takeover".to_string(),
+                    TelValue::Dict(vec![
+                        u("epoch", t.record.epoch as u64),
+                        s("planned", if t.record.planned { "yes" } else { "no" }),
+                        u("detected_ns", t.record.detected_ns),
+                        u("last_heartbeat_ns", t.record.last_heartbeat_ns),
+                        u("last_replication_ns", t.record.last_replication_ns),
+                        u("first_egress_ns", t.first_egress_ns),
+                        u("replayed", t.replayed),
+                        u("unreplicated", t.unreplicated),
+                    ]),
+                ));
+            }
+        }
+    }
+    for (i, w) in v.workers.iter().enumerate() {
+        let r = &w.repl;
+        out.push((
+            format!("worker_{i}"),
+            TelValue::Dict(vec![
+                s("mode", r.mode().map(|m| m.name()).unwrap_or("standalone")),
+                u("epoch", r.epoch.load(Relaxed) as u64),
+                u("last_seq", r.last_seq.load(Relaxed)),
+                u("tx_done", r.tx_done.load(Relaxed)),
+                s("synced", if r.synced.load(Relaxed) { "yes" } else { "no" }),
+                u("gaps", r.gaps.load(Relaxed)),
+                u("missing", r.missing.load(Relaxed)),
+                u("shadow", r.shadow_len.load(Relaxed)),
+                u("window", r.window_len.load(Relaxed)),
+                u("frames_tx", r.frames_tx.load(Relaxed)),
+                u("frames_rx", r.frames_rx.load(Relaxed)),
+                u("stale_epoch", r.stale_epoch.load(Relaxed)),
+            ]),
+        ));
+    }
+    out
 }
 
 fn status(v: &NodeView) -> Vec<(String, TelValue)> {
@@ -41,7 +150,7 @@ fn status(v: &NodeView) -> Vec<(String, TelValue)> {
     vec![
         u("node_id", v.node_id as u64),
         u("priority", v.priority as u64),
-        s("role", v.role().name()),
+        s("role", &v.role_name()),
         s("function", v.function.name()),
         u("workers", v.workers.len() as u64),
         u("tx_queues_owned", v.ownership.owned_count() as u64),

@@ -106,10 +106,7 @@ fn missing_config_file_is_rejected_before_eal() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        e.contains("/nonexistent/lockstep.toml") && !e.contains("EAL:"),
-        "{e}"
-    );
+    assert!(e.contains("/nonexistent/lockstep.toml") && !e.contains("EAL:"), "{e}");
 }
 
 #[test]

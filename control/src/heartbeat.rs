@@ -129,8 +129,7 @@ impl Heartbeat {
         b[field::PRIORITY] = self.priority;
         b[field::BOOT_ID..field::BOOT_ID + 8].copy_from_slice(&self.boot_id.to_be_bytes());
         b[field::SEQ..field::SEQ + 8].copy_from_slice(&self.seq.to_be_bytes());
-        b[field::SWITCHOVER_TO..field::SWITCHOVER_TO + 4]
-            .copy_from_slice(&self.switchover_to.to_be_bytes());
+        b[field::SWITCHOVER_TO..field::SWITCHOVER_TO + 4].copy_from_slice(&self.switchover_to.to_be_bytes());
         let m = mac(key, &b[..BODY_LEN]);
         b[BODY_LEN..].copy_from_slice(&m);
         b
@@ -149,10 +148,7 @@ impl Heartbeat {
         }
         let expect = mac(key, &b[..BODY_LEN]);
         // Constant-time comparison: no early exit on the first differing byte.
-        let diff = expect
-            .iter()
-            .zip(&b[BODY_LEN..LEN])
-            .fold(0u8, |d, (x, y)| d | (x ^ y));
+        let diff = expect.iter().zip(&b[BODY_LEN..LEN]).fold(0u8, |d, (x, y)| d | (x ^ y));
         if diff != 0 {
             return Err(HeartbeatError::BadMac);
         }
@@ -223,11 +219,7 @@ mod tests {
         for i in 6..LEN {
             let mut c = b;
             c[i] ^= 0x10;
-            assert_eq!(
-                Heartbeat::decode(&c, KEY),
-                Err(HeartbeatError::BadMac),
-                "byte {i}"
-            );
+            assert_eq!(Heartbeat::decode(&c, KEY), Err(HeartbeatError::BadMac), "byte {i}");
         }
     }
 
@@ -243,10 +235,7 @@ mod tests {
     #[test]
     fn short_or_foreign_datagrams_are_rejected_by_kind() {
         let b = hb().encode(KEY);
-        assert_eq!(
-            Heartbeat::decode(&b[..63], KEY),
-            Err(HeartbeatError::Truncated)
-        );
+        assert_eq!(Heartbeat::decode(&b[..63], KEY), Err(HeartbeatError::Truncated));
         let mut c = b;
         c[0] = b'X';
         assert_eq!(Heartbeat::decode(&c, KEY), Err(HeartbeatError::BadMagic));
@@ -257,10 +246,7 @@ mod tests {
 
     #[test]
     fn hex_keys_parse_and_short_ones_do_not() {
-        assert_eq!(
-            parse_key("00112233445566778899aabbccddeeff").map(|k| k.len()),
-            Some(16)
-        );
+        assert_eq!(parse_key("00112233445566778899aabbccddeeff").map(|k| k.len()), Some(16));
         assert_eq!(parse_key("0011"), None);
         assert_eq!(parse_key("zz112233445566778899aabbccddeeff"), None);
     }

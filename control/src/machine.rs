@@ -118,11 +118,7 @@ pub enum Alarm {
 }
 
 impl Alarm {
-    pub const ALL: [Alarm; 3] = [
-        Alarm::ManagementDown,
-        Alarm::ReplicationDown,
-        Alarm::Watchdog,
-    ];
+    pub const ALL: [Alarm; 3] = [Alarm::ManagementDown, Alarm::ReplicationDown, Alarm::Watchdog];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -200,6 +196,10 @@ pub struct Machine {
     last_primary_hb_ns: u64,
     active_alarms: [bool; 3],
     alarm_counts: [u64; 3],
+    /// Since when each alarm's condition has held (it is raised after one
+    /// heartbeat interval, so the two signals of one failure, which go
+    /// silent a few hundred microseconds apart, do not raise a false alarm).
+    alarm_since: [Option<u64>; 3],
     refused_episode: bool,
     /// Set when this node stepped down because its own data plane failed
     /// (watchdog) or diverged (fenced): it may not take over again until it
@@ -227,6 +227,7 @@ impl Machine {
             last_primary_hb_ns: 0,
             active_alarms: [false; 3],
             alarm_counts: [0; 3],
+            alarm_since: [None; 3],
             refused_episode: false,
             ineligible: false,
             takeovers: 0,
@@ -357,15 +358,28 @@ impl Machine {
         }
     }
 
+    /// Raises `a` once its condition held for a heartbeat interval; clears
+    /// it as soon as the condition ends.
+    fn debounced_alarm(&mut self, a: Alarm, cond: bool, now: u64, out: &mut Vec<Action>) {
+        let i = a as usize;
+        if !cond {
+            self.alarm_since[i] = None;
+            self.set_alarm(a, false, out);
+            return;
+        }
+        let since = *self.alarm_since[i].get_or_insert(now);
+        if now.saturating_sub(since) >= self.cfg.heartbeat_ns {
+            self.set_alarm(a, true, out);
+        }
+    }
+
     fn become_backup(&mut self, epoch: u32, reason: BackupReason, out: &mut Vec<Action>) {
         if self.role == Role::Primary {
             self.step_downs += 1;
         }
         if matches!(
             reason,
-            BackupReason::Watchdog
-                | BackupReason::HigherEpoch(_)
-                | BackupReason::OutrankedPrimary(_)
+            BackupReason::Watchdog | BackupReason::HigherEpoch(_) | BackupReason::OutrankedPrimary(_)
         ) {
             self.ineligible = true;
         }
@@ -392,12 +406,10 @@ impl Machine {
         self.handing_over = None;
         self.refused_episode = false;
         for a in [Alarm::ManagementDown, Alarm::ReplicationDown] {
+            self.alarm_since[a as usize] = None;
             self.set_alarm(a, false, out);
         }
-        out.push(Action::BecomePrimary {
-            epoch,
-            takeover: true,
-        });
+        out.push(Action::BecomePrimary { epoch, takeover: true });
     }
 
     /// Advances the machine to `now`.
@@ -422,9 +434,7 @@ impl Machine {
                                 takeover: false,
                             });
                         }
-                        StartRole::Backup => {
-                            self.become_backup(self.epoch, BackupReason::Configured, &mut out)
-                        }
+                        StartRole::Backup => self.become_backup(self.epoch, BackupReason::Configured, &mut out),
                     }
                 }
             }
@@ -434,22 +444,14 @@ impl Machine {
         out
     }
 
-    fn tick_primary(
-        &mut self,
-        _now: u64,
-        dp: &DataPlaneView,
-        primary: Option<Peer>,
-        out: &mut Vec<Action>,
-    ) {
+    fn tick_primary(&mut self, _now: u64, dp: &DataPlaneView, primary: Option<Peer>, out: &mut Vec<Action>) {
         let higher = primary.map(|p| p.epoch).unwrap_or(0).max(dp.epoch_seen);
         if higher > self.epoch {
             self.become_backup(higher, BackupReason::HigherEpoch(higher), out);
             return;
         }
         if let Some(p) = primary {
-            if p.epoch == self.epoch
-                && Self::rank(p.priority, p.id) > Self::rank(self.cfg.priority, self.cfg.node_id)
-            {
+            if p.epoch == self.epoch && Self::rank(p.priority, p.id) > Self::rank(self.cfg.priority, self.cfg.node_id) {
                 self.become_backup(p.epoch, BackupReason::OutrankedPrimary(p.id), out);
                 return;
             }
@@ -460,13 +462,7 @@ impl Machine {
         }
     }
 
-    fn tick_backup(
-        &mut self,
-        now: u64,
-        dp: &DataPlaneView,
-        primary: Option<Peer>,
-        out: &mut Vec<Action>,
-    ) {
+    fn tick_backup(&mut self, now: u64, dp: &DataPlaneView, primary: Option<Peer>, out: &mut Vec<Action>) {
         if let Some(p) = primary {
             self.seen_primary = true;
             self.epoch = self.epoch.max(p.epoch);
@@ -498,8 +494,8 @@ impl Machine {
         }
         let hb_alive = primary.is_some();
         let repl_alive = dp.repl_last_rx_ns.is_some_and(|t| self.fresh(t, now));
-        self.set_alarm(Alarm::ManagementDown, !hb_alive && repl_alive, out);
-        self.set_alarm(Alarm::ReplicationDown, hb_alive && !repl_alive, out);
+        self.debounced_alarm(Alarm::ManagementDown, !hb_alive && repl_alive, now, out);
+        self.debounced_alarm(Alarm::ReplicationDown, hb_alive && !repl_alive, now, out);
         if hb_alive || repl_alive {
             self.refused_episode = false;
             return;
@@ -610,10 +606,7 @@ mod tests {
         assert!(m.on_heartbeat(&hb(2, WireRole::Primary, 1, 5), 0));
         assert!(!m.on_heartbeat(&hb(2, WireRole::Primary, 1, 5), 1));
         assert!(!m.on_heartbeat(&hb(2, WireRole::Primary, 1, 4), 1));
-        assert!(
-            !m.on_heartbeat(&hb(1, WireRole::Primary, 9, 100), 1),
-            "own id"
-        );
+        assert!(!m.on_heartbeat(&hb(1, WireRole::Primary, 9, 100), 1), "own id");
         assert_eq!(m.heartbeats_rejected, 3);
     }
 

@@ -90,9 +90,7 @@ impl HeartbeatLink {
     /// peers learn it without waiting a period).
     pub fn send_now(&mut self, machine: &Machine, now_ns: u64, synced: bool) {
         self.seq += 1;
-        let b: [u8; LEN] = machine
-            .heartbeat(self.boot_id, self.seq, synced)
-            .encode(&self.key);
+        let b: [u8; LEN] = machine.heartbeat(self.boot_id, self.seq, synced).encode(&self.key);
         for p in &self.peers {
             match self.sock.send_to(&b, p) {
                 Ok(_) => self.counters.sent += 1,

@@ -67,12 +67,7 @@ fn ipv4(data: &[u8]) {
         }
         IpProtocol::UDP => {
             if let Ok(u) = UdpPacket::new_checked(payload) {
-                let _ = (
-                    u.src_port(),
-                    u.dst_port(),
-                    u.payload(),
-                    u.verify_checksum(src, dst),
-                );
+                let _ = (u.src_port(), u.dst_port(), u.payload(), u.verify_checksum(src, dst));
             }
         }
         IpProtocol::ICMP => {
@@ -144,9 +139,8 @@ mod tests {
     use super::*;
 
     const IPV4_TCP: [u8; 54] = [
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x00, 0x45, 0, 0, 40, 0, 1, 0,
-        0, 64, 6, 0, 0, 10, 10, 1, 2, 10, 10, 2, 2, 0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 0,
-        0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x00, 0x45, 0, 0, 40, 0, 1, 0, 0, 64, 6, 0, 0, 10,
+        10, 1, 2, 10, 10, 2, 2, 0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0,
     ];
 
     /// Found by `cargo fuzz run wire_headers`: a TCP checksum over an
@@ -154,9 +148,9 @@ mod tests {
     #[test]
     fn regression_tcp_checksum_sum_overflow() {
         let crash = [
-            0, 108, 0, 10, 0, 0, 0, 0, 0, 1, 47, 0, 8, 0, 70, 201, 0, 44, 44, 6, 6, 6, 6, 6, 6, 6,
-            44, 0, 0, 0, 1, 0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 254, 255,
-            173, 173, 173, 175, 82, 82, 82, 82, 82, 82, 82, 104, 0, 0, 14, 0, 46,
+            0, 108, 0, 10, 0, 0, 0, 0, 0, 1, 47, 0, 8, 0, 70, 201, 0, 44, 44, 6, 6, 6, 6, 6, 6, 6, 44, 0, 0, 0, 1, 0,
+            255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 254, 255, 173, 173, 173, 175, 82, 82, 82, 82, 82,
+            82, 82, 104, 0, 0, 14, 0, 46,
         ];
         wire_headers(&crash);
     }

@@ -5,11 +5,13 @@
 //! - [`nf`]: the network functions, pure code over frames.
 //! - [`worker`]: the run-to-completion poll loop of one shard.
 
+pub mod clock;
 pub mod dpdk;
 pub mod frame;
 pub mod fuzzing;
 pub mod nf;
 pub mod ownership;
+pub mod replication;
 pub mod stats;
 pub mod wire;
 pub mod worker;

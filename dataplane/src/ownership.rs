@@ -30,8 +30,7 @@ impl TxOwnership {
     /// sees everything the control thread did before granting it.
     #[inline]
     pub fn owns(&self, side: Side, queue: usize) -> bool {
-        self.slot(side, queue)
-            .is_some_and(|a| a.load(Ordering::Acquire))
+        self.slot(side, queue).is_some_and(|a| a.load(Ordering::Acquire))
     }
 
     pub fn set(&self, side: Side, queue: usize, owned: bool) {
@@ -53,10 +52,7 @@ impl TxOwnership {
 
     /// Number of (port, queue) pairs owned.
     pub fn owned_count(&self) -> usize {
-        self.owned
-            .iter()
-            .filter(|a| a.load(Ordering::Acquire))
-            .count()
+        self.owned.iter().filter(|a| a.load(Ordering::Acquire)).count()
     }
 }
 

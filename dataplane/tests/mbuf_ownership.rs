@@ -130,11 +130,7 @@ fn tx_burst_frees_the_packets_a_full_ring_refuses() {
     let out = ring.port.tx_queue(0).tx_burst(&mut batch);
     assert_eq!((out.sent, out.refused), (15, 17));
     assert!(batch.is_empty());
-    assert_eq!(
-        pool.in_use(),
-        15,
-        "only the packets sitting in the ring remain"
-    );
+    assert_eq!(pool.in_use(), 15, "only the packets sitting in the ring remain");
     assert_eq!(ring.queued(), 15);
     let mut burst = RxBurst::<32>::default();
     assert_eq!(ring.port.rx_queue(0).rx_burst(&mut burst), 15);
@@ -144,8 +140,8 @@ fn tx_burst_frees_the_packets_a_full_ring_refuses() {
 
 #[test]
 fn indirect_clone_shares_the_buffer_and_chain_frees_both() {
+    let clones = pool("own_clone_ind");
     let pool = pool("own_clone");
-    let clones = pool_named("own_clone_ind");
     let mut orig = alloc_n(&pool, 1, 200).pop().unwrap();
     let clone = orig.clone_indirect(&clones).expect("clone");
     assert!(clone.is_indirect());
@@ -162,10 +158,6 @@ fn indirect_clone_shares_the_buffer_and_chain_frees_both() {
     assert_eq!(clones.in_use(), 0);
     drop(orig);
     assert_eq!(pool.in_use(), 0);
-}
-
-fn pool_named(name: &str) -> Mempool {
-    pool(name)
 }
 
 #[test]
@@ -195,12 +187,12 @@ fn forward_worker_moves_a_burst_across_and_leaks_nothing() {
         ownership: Arc::new(TxOwnership::new(1, true)),
         shared: shared.clone(),
         quit: quit.clone(),
+        repl: None,
+        commands: None,
     };
     let t = std::thread::spawn(move || worker.run());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while shared.counters.snapshot().tx[Side::Outside.index()] < 40
-        && std::time::Instant::now() < deadline
-    {
+    while shared.counters.snapshot().tx[Side::Outside.index()] < 40 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     quit.store(true, Ordering::SeqCst);
@@ -244,11 +236,12 @@ fn backup_worker_ignores_its_data_ports_and_transmits_nothing() {
         ownership: Arc::new(TxOwnership::new(1, false)),
         shared: shared.clone(),
         quit: quit.clone(),
+        repl: None,
+        commands: None,
     };
     let t = std::thread::spawn(move || worker.run());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while shared.counters.snapshot().ignored_not_owner < 10 && std::time::Instant::now() < deadline
-    {
+    while shared.counters.snapshot().ignored_not_owner < 10 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     quit.store(true, Ordering::SeqCst);

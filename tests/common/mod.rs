@@ -99,14 +99,8 @@ impl TestBed {
 
     /// A kernel counter of an interface (`/sys/class/net/<dev>/statistics`).
     pub fn if_counter(&self, node: &str, dev: &str, counter: &str) -> u64 {
-        let out = self.run(
-            node,
-            &["cat", &format!("/sys/class/net/{dev}/statistics/{counter}")],
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(u64::MAX)
+        let out = self.run(node, &["cat", &format!("/sys/class/net/{dev}/statistics/{counter}")]);
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(u64::MAX)
     }
 
     pub fn namespaces_left(&self) -> Vec<String> {
@@ -149,13 +143,7 @@ pub const PROMPT: &str = "lockstep> ";
 impl Lockstep {
     /// Starts `lockstep EAL -- --config <cfg> -i` inside `netns` (or in the
     /// current namespace when `None`).
-    pub fn start(
-        netns: Option<&str>,
-        eal: &[String],
-        config: &Path,
-        dir: &Path,
-        file_prefix: &str,
-    ) -> Lockstep {
+    pub fn start(netns: Option<&str>, eal: &[String], config: &Path, dir: &Path, file_prefix: &str) -> Lockstep {
         let mut cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -201,10 +189,7 @@ impl Lockstep {
             transcript: String::new(),
         };
         if ls.read_until_prompt(Duration::from_secs(30)).is_none() {
-            panic!(
-                "lockstep did not reach its prompt; stderr:\n{}",
-                ls.stderr()
-            );
+            panic!("lockstep did not reach its prompt; stderr:\n{}", ls.stderr());
         }
         ls
     }
@@ -278,10 +263,7 @@ impl Lockstep {
             }
             if Instant::now() > deadline {
                 signal(self.pid(), "KILL");
-                panic!(
-                    "lockstep did not exit in {timeout:?}; stderr:\n{}",
-                    self.stderr()
-                );
+                panic!("lockstep did not exit in {timeout:?}; stderr:\n{}", self.stderr());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

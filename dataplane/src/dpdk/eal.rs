@@ -21,16 +21,11 @@ impl Eal {
     /// `argv`). Fails if EAL was already initialised in this process.
     pub fn init<S: AsRef<str>>(args: &[S]) -> Result<Eal, DpdkError> {
         if EAL_TAKEN.swap(true, Ordering::SeqCst) {
-            return Err(DpdkError::new(
-                "rte_eal_init (already initialised)",
-                libc_ealready(),
-            ));
+            return Err(DpdkError::new("rte_eal_init (already initialised)", libc_ealready()));
         }
         let owned: Vec<CString> = args
             .iter()
-            .map(|a| {
-                CString::new(a.as_ref()).map_err(|_| DpdkError::new("EAL argument with NUL", 22))
-            })
+            .map(|a| CString::new(a.as_ref()).map_err(|_| DpdkError::new("EAL argument with NUL", 22)))
             .collect::<Result<_, _>>()?;
         // EAL keeps pointers into argv (e.g. for later reporting), so the
         // strings live as long as the process.
@@ -103,10 +98,7 @@ impl Drop for Eal {
         // port, pool and worker was dropped before it.
         let ret = unsafe { dpdk_sys::rte_eal_cleanup() };
         if ret < 0 {
-            log::warn!(
-                "rte_eal_cleanup failed: {}",
-                DpdkError::new("rte_eal_cleanup", -ret)
-            );
+            log::warn!("rte_eal_cleanup failed: {}", DpdkError::new("rte_eal_cleanup", -ret));
         }
         // EAL leaves its runtime directory (shared-config files, the
         // telemetry socket) and, without --huge-unlink, its hugepage files

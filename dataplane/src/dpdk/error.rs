@@ -37,13 +37,7 @@ impl DpdkError {
 
 impl fmt::Display for DpdkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {} (errno {})",
-            self.op,
-            strerror(self.errno),
-            self.errno
-        )
+        write!(f, "{}: {} (errno {})", self.op, strerror(self.errno), self.errno)
     }
 }
 

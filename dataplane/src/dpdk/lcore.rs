@@ -40,10 +40,7 @@ where
     if ret < 0 {
         // SAFETY: DPDK did not take arg; we still own the Box.
         drop(unsafe { Box::from_raw(arg as *mut Launch) });
-        return Err(DpdkError::new(
-            format!("rte_eal_remote_launch(lcore {lcore})"),
-            -ret,
-        ));
+        return Err(DpdkError::new(format!("rte_eal_remote_launch(lcore {lcore})"), -ret));
     }
     Ok(LcoreHandle {
         lcore,

@@ -88,12 +88,7 @@ impl Mbuf {
         let m = self.m();
         // SAFETY: buf_addr + data_off .. + data_len lies inside the mbuf's
         // buffer, which lives as long as we own the mbuf.
-        unsafe {
-            std::slice::from_raw_parts(
-                (m.buf_addr as *const u8).add(m.data_off as usize),
-                m.data_len as usize,
-            )
-        }
+        unsafe { std::slice::from_raw_parts((m.buf_addr as *const u8).add(m.data_off as usize), m.data_len as usize) }
     }
 
     /// The first segment's bytes, writable. For an mbuf whose buffer is
@@ -103,12 +98,7 @@ impl Mbuf {
     pub fn data_mut(&mut self) -> &mut [u8] {
         let m = self.m_mut();
         // SAFETY: as in `data`, and &mut self makes this the only live view.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                (m.buf_addr as *mut u8).add(m.data_off as usize),
-                m.data_len as usize,
-            )
-        }
+        unsafe { std::slice::from_raw_parts_mut((m.buf_addr as *mut u8).add(m.data_off as usize), m.data_len as usize) }
     }
 
     /// A view of the first segment that can grow into headroom and tailroom.

@@ -24,27 +24,17 @@ unsafe impl Sync for Mempool {}
 impl Mempool {
     /// Creates a pool of `n` mbufs with a per-lcore cache of `cache` and the
     /// given data room, on `socket` (-1 = any).
-    pub fn new(
-        name: &str,
-        n: u32,
-        cache: u32,
-        data_room: u16,
-        socket: i32,
-    ) -> Result<Mempool, DpdkError> {
+    pub fn new(name: &str, n: u32, cache: u32, data_room: u16, socket: i32) -> Result<Mempool, DpdkError> {
         let cname = CString::new(name).map_err(|_| DpdkError::new("mempool name with NUL", 22))?;
         // SAFETY: cname is a valid C string; EAL is up (a Mempool is only made
         // after Eal::init, else DPDK returns NULL with rte_errno set).
-        let raw = unsafe {
-            dpdk_sys::rte_pktmbuf_pool_create(cname.as_ptr(), n, cache, 0, data_room, socket)
-        };
+        let raw = unsafe { dpdk_sys::rte_pktmbuf_pool_create(cname.as_ptr(), n, cache, 0, data_room, socket) };
         NonNull::new(raw)
             .map(|raw| Mempool {
                 raw,
                 name: name.to_string(),
             })
-            .ok_or_else(|| {
-                DpdkError::from_rte_errno(format!("rte_pktmbuf_pool_create({name}, n={n})"))
-            })
+            .ok_or_else(|| DpdkError::from_rte_errno(format!("rte_pktmbuf_pool_create({name}, n={n})")))
     }
 
     pub fn name(&self) -> &str {

@@ -14,6 +14,4 @@ pub use eal::Eal;
 pub use error::DpdkError;
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;
-pub use port::{
-    Port, PortConfig, PortInfo, PortStats, RxBurst, RxQueue, TxBatch, TxOutcome, TxQueue,
-};
+pub use port::{Port, PortConfig, PortInfo, PortStats, RxBurst, RxQueue, TxBatch, TxOutcome, TxQueue};

@@ -109,10 +109,7 @@ impl Port {
         let ret = unsafe { dpdk_sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
         if ret < 0 {
             return Err(DpdkError::new(
-                format!(
-                    "no DPDK port named '{name}' (known: {})",
-                    Port::names().join(", ")
-                ),
+                format!("no DPDK port named '{name}' (known: {})", Port::names().join(", ")),
                 19, // ENODEV
             ));
         }
@@ -166,8 +163,7 @@ impl Port {
     /// more than one) and sets up each RX queue with `pool`.
     pub fn configure(&mut self, conf: &PortConfig, pool: &Mempool) -> Result<(), DpdkError> {
         let info = self.raw_info()?;
-        if conf.queues == 0 || conf.queues > info.max_rx_queues || conf.queues > info.max_tx_queues
-        {
+        if conf.queues == 0 || conf.queues > info.max_rx_queues || conf.queues > info.max_tx_queues {
             return Err(DpdkError::new(
                 format!(
                     "port {}: {} queues requested, device supports rx {} tx {}",
@@ -180,27 +176,20 @@ impl Port {
         // documented default configuration.
         let mut eth_conf: dpdk_sys::rte_eth_conf = unsafe { std::mem::zeroed() };
         if conf.queues > 1 {
-            let hf = (rss::IPV4 | rss::NONFRAG_IPV4_TCP | rss::NONFRAG_IPV4_UDP)
-                & info.flow_type_rss_offloads;
+            let hf = (rss::IPV4 | rss::NONFRAG_IPV4_TCP | rss::NONFRAG_IPV4_UDP) & info.flow_type_rss_offloads;
             if hf != 0 {
                 eth_conf.rxmode.mq_mode = dpdk_sys::RTE_ETH_MQ_RX_RSS;
                 eth_conf.rx_adv_conf.rss_conf.rss_hf = hf;
             }
         }
         // SAFETY: port id is valid; eth_conf lives across the call.
-        let ret = unsafe {
-            dpdk_sys::rte_eth_dev_configure(self.id, conf.queues, conf.queues, &eth_conf)
-        };
+        let ret = unsafe { dpdk_sys::rte_eth_dev_configure(self.id, conf.queues, conf.queues, &eth_conf) };
         DpdkError::check(&format!("rte_eth_dev_configure({})", self.name), ret)?;
 
         let (mut rxd, mut txd) = (conf.rx_desc, conf.tx_desc);
         // SAFETY: port id is valid; both pointers are valid for the call.
-        let ret =
-            unsafe { dpdk_sys::rte_eth_dev_adjust_nb_rx_tx_desc(self.id, &mut rxd, &mut txd) };
-        DpdkError::check(
-            &format!("rte_eth_dev_adjust_nb_rx_tx_desc({})", self.name),
-            ret,
-        )?;
+        let ret = unsafe { dpdk_sys::rte_eth_dev_adjust_nb_rx_tx_desc(self.id, &mut rxd, &mut txd) };
+        DpdkError::check(&format!("rte_eth_dev_adjust_nb_rx_tx_desc({})", self.name), ret)?;
 
         // SAFETY: port id is valid.
         let socket = unsafe { dpdk_sys::rte_eth_dev_socket_id(self.id) };
@@ -209,33 +198,19 @@ impl Port {
             // SAFETY: the port is configured with conf.queues queues; NULL
             // rx/tx conf selects the driver's defaults; the pool outlives the
             // port (callers drop ports first).
-            let ret = unsafe {
-                dpdk_sys::rte_eth_rx_queue_setup(
-                    self.id,
-                    q,
-                    rxd,
-                    socket,
-                    std::ptr::null(),
-                    pool.as_ptr(),
-                )
-            };
+            let ret =
+                unsafe { dpdk_sys::rte_eth_rx_queue_setup(self.id, q, rxd, socket, std::ptr::null(), pool.as_ptr()) };
             DpdkError::check(&format!("rte_eth_rx_queue_setup({}, {q})", self.name), ret)?;
             // SAFETY: as above. The default txconf leaves MBUF_FAST_FREE off,
             // which the replication path requires (refcounted, multi-pool).
-            let ret = unsafe {
-                dpdk_sys::rte_eth_tx_queue_setup(self.id, q, txd, socket, std::ptr::null())
-            };
+            let ret = unsafe { dpdk_sys::rte_eth_tx_queue_setup(self.id, q, txd, socket, std::ptr::null()) };
             DpdkError::check(&format!("rte_eth_tx_queue_setup({}, {q})", self.name), ret)?;
         }
         if conf.promiscuous {
             // SAFETY: port id is valid. Some vdevs cannot do it; not fatal.
             let ret = unsafe { dpdk_sys::rte_eth_promiscuous_enable(self.id) };
             if ret < 0 {
-                log::warn!(
-                    "port {}: promiscuous mode: {}",
-                    self.name,
-                    DpdkError::new("", -ret)
-                );
+                log::warn!("port {}: promiscuous mode: {}", self.name, DpdkError::new("", -ret));
             }
         }
         self.queues = conf.queues;
@@ -337,9 +312,7 @@ fn port_name(id: u16) -> String {
         return format!("port{id}");
     }
     // SAFETY: DPDK wrote a NUL-terminated name into buf.
-    unsafe { CStr::from_ptr(buf.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
+    unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
 }
 
 /// Driver counters of port `id` (callable from any thread).
@@ -523,14 +496,8 @@ impl RxQueue {
         burst.clear();
         // SAFETY: the queue is set up and polled only by this worker; pkts
         // has room for N pointers.
-        let n = unsafe {
-            dpdk_sys::rte_eth_rx_burst(
-                self.port,
-                self.queue,
-                burst.pkts.as_mut_ptr(),
-                max.min(N) as u16,
-            )
-        };
+        let n =
+            unsafe { dpdk_sys::rte_eth_rx_burst(self.port, self.queue, burst.pkts.as_mut_ptr(), max.min(N) as u16) };
         burst.len = n as usize;
         burst.next = 0;
         n as usize
@@ -648,9 +615,8 @@ impl TxQueue {
         }
         // SAFETY: the queue is used only by this worker; the first n slots
         // hold mbufs we own; the driver takes ownership of the first `sent`.
-        let sent = unsafe {
-            dpdk_sys::rte_eth_tx_burst(self.port, self.queue, batch.pkts.as_mut_ptr(), n as u16)
-        } as usize;
+        let sent =
+            unsafe { dpdk_sys::rte_eth_tx_burst(self.port, self.queue, batch.pkts.as_mut_ptr(), n as u16) } as usize;
         batch.pkts.copy_within(sent..batch.len, 0);
         batch.len -= sent;
         sent

@@ -16,6 +16,8 @@ use super::port::Port;
 
 /// `RING_F_SP_ENQ | RING_F_SC_DEQ`: one producer and one consumer per ring.
 const SINGLE_PRODUCER_CONSUMER: u32 = 0x0001 | 0x0002;
+/// `RING_F_SC_DEQ`: any number of producers, one consumer.
+const SINGLE_CONSUMER: u32 = 0x0002;
 
 /// A ring-backed port. Its rings outlive it (freed after the port closes).
 pub struct RingPort {
@@ -26,10 +28,13 @@ pub struct RingPort {
 }
 
 fn ring(name: &str, size: u32) -> Result<NonNull<dpdk_sys::rte_ring>, DpdkError> {
+    ring_with(name, size, SINGLE_PRODUCER_CONSUMER)
+}
+
+fn ring_with(name: &str, size: u32, flags: u32) -> Result<NonNull<dpdk_sys::rte_ring>, DpdkError> {
     let cname = CString::new(name).map_err(|_| DpdkError::new("ring name with NUL", 22))?;
     // SAFETY: cname is valid; socket -1 = any.
-    let r =
-        unsafe { dpdk_sys::rte_ring_create(cname.as_ptr(), size, -1, SINGLE_PRODUCER_CONSUMER) };
+    let r = unsafe { dpdk_sys::rte_ring_create(cname.as_ptr(), size, -1, flags) };
     NonNull::new(r).ok_or_else(|| DpdkError::from_rte_errno(format!("rte_ring_create({name})")))
 }
 
@@ -65,9 +70,7 @@ impl RingPort {
         let txq = [tx.as_ptr()];
         // SAFETY: both arrays hold one valid ring; DPDK keeps the pointers,
         // and the rings outlive the port (freed in Drop after close).
-        let ret = unsafe {
-            dpdk_sys::rte_eth_from_rings(cname.as_ptr(), rxq.as_ptr(), 1, txq.as_ptr(), 1, 0)
-        };
+        let ret = unsafe { dpdk_sys::rte_eth_from_rings(cname.as_ptr(), rxq.as_ptr(), 1, txq.as_ptr(), 1, 0) };
         if ret < 0 {
             // SAFETY: no port uses the rings.
             unsafe {
@@ -76,9 +79,7 @@ impl RingPort {
                     dpdk_sys::rte_ring_free(tx.as_ptr());
                 }
             }
-            return Err(DpdkError::from_rte_errno(format!(
-                "rte_eth_from_rings({name})"
-            )));
+            return Err(DpdkError::from_rte_errno(format!("rte_eth_from_rings({name})")));
         }
         Ok(RingPort {
             port: Port::from_id(ret as u16),
@@ -109,14 +110,8 @@ impl RingPort {
             let p = m.into_raw() as *mut c_void;
             let objs = [p];
             // SAFETY: the ring is valid; on success it owns the mbuf pointer.
-            let n = unsafe {
-                dpdk_sys::rte_ring_enqueue_burst(
-                    self.rx.as_ptr(),
-                    objs.as_ptr(),
-                    1,
-                    std::ptr::null_mut(),
-                )
-            };
+            let n =
+                unsafe { dpdk_sys::rte_ring_enqueue_burst(self.rx.as_ptr(), objs.as_ptr(), 1, std::ptr::null_mut()) };
             if n == 0 {
                 // SAFETY: the ring refused it; we still own it.
                 if let Some(m) = unsafe { Mbuf::from_raw(p as *mut dpdk_sys::rte_mbuf) } {
@@ -132,12 +127,7 @@ impl RingPort {
         let mut objs = vec![std::ptr::null_mut::<c_void>(); max];
         // SAFETY: objs has room for max pointers; dequeued mbufs become ours.
         let n = unsafe {
-            dpdk_sys::rte_ring_dequeue_burst(
-                self.tx.as_ptr(),
-                objs.as_mut_ptr(),
-                max as u32,
-                std::ptr::null_mut(),
-            )
+            dpdk_sys::rte_ring_dequeue_burst(self.tx.as_ptr(), objs.as_mut_ptr(), max as u32, std::ptr::null_mut())
         };
         objs.truncate(n as usize);
         objs.into_iter()
@@ -157,14 +147,8 @@ impl Drop for RingPort {
             loop {
                 let mut obj = [std::ptr::null_mut::<c_void>(); 1];
                 // SAFETY: the ring is valid; a dequeued mbuf is ours to free.
-                let n = unsafe {
-                    dpdk_sys::rte_ring_dequeue_burst(
-                        r.as_ptr(),
-                        obj.as_mut_ptr(),
-                        1,
-                        std::ptr::null_mut(),
-                    )
-                };
+                let n =
+                    unsafe { dpdk_sys::rte_ring_dequeue_burst(r.as_ptr(), obj.as_mut_ptr(), 1, std::ptr::null_mut()) };
                 if n == 0 {
                     break;
                 }
@@ -190,4 +174,71 @@ pub fn vdev_create(name: &str, args: &str) -> Result<Port, DpdkError> {
     let ret = unsafe { dpdk_sys::rte_vdev_init(cname.as_ptr(), cargs.as_ptr()) };
     DpdkError::check(&format!("rte_vdev_init({name},{args})"), ret)?;
     Port::by_name(name)
+}
+
+/// A ring of mbufs into one lcore (any number of producers, one consumer):
+/// the software steering of replication frames to the shard that owns them.
+pub struct MbufRing {
+    ring: NonNull<dpdk_sys::rte_ring>,
+}
+
+// SAFETY: an MP/SC rte_ring takes enqueues from any thread and dequeues
+// from one; lockstep dequeues only on the shard's own worker.
+unsafe impl Send for MbufRing {}
+// SAFETY: as above.
+unsafe impl Sync for MbufRing {}
+
+impl MbufRing {
+    pub fn new(name: &str, size: u32) -> Result<MbufRing, DpdkError> {
+        Ok(MbufRing {
+            ring: ring_with(name, size, SINGLE_CONSUMER)?,
+        })
+    }
+
+    /// Enqueues one mbuf; hands it back if the ring is full.
+    #[inline]
+    pub fn enqueue(&self, m: Mbuf) -> Result<(), Mbuf> {
+        let p = m.into_raw() as *mut c_void;
+        let objs = [p];
+        // SAFETY: the ring is valid; on success it owns the pointer.
+        let n = unsafe { dpdk_sys::rte_ring_enqueue_burst(self.ring.as_ptr(), objs.as_ptr(), 1, std::ptr::null_mut()) };
+        if n == 1 {
+            return Ok(());
+        }
+        // SAFETY: refused, so still ours.
+        match unsafe { Mbuf::from_raw(p as *mut dpdk_sys::rte_mbuf) } {
+            Some(m) => Err(m),
+            None => Ok(()),
+        }
+    }
+
+    /// Dequeues up to `out`'s spare capacity, appending to it.
+    #[inline]
+    pub fn dequeue_into(&self, out: &mut Vec<Mbuf>, max: usize) -> usize {
+        let mut objs = [std::ptr::null_mut::<c_void>(); 64];
+        let want = max.min(objs.len());
+        // SAFETY: objs has room for `want` pointers; dequeued mbufs are ours.
+        let n = unsafe {
+            dpdk_sys::rte_ring_dequeue_burst(self.ring.as_ptr(), objs.as_mut_ptr(), want as u32, std::ptr::null_mut())
+        } as usize;
+        for p in &objs[..n] {
+            // SAFETY: each pointer is an mbuf the ring held for us.
+            if let Some(m) = unsafe { Mbuf::from_raw(*p as *mut dpdk_sys::rte_mbuf) } {
+                out.push(m);
+            }
+        }
+        n
+    }
+}
+
+impl Drop for MbufRing {
+    fn drop(&mut self) {
+        let mut rest = Vec::new();
+        while self.dequeue_into(&mut rest, 64) > 0 {
+            rest.clear();
+        }
+        // SAFETY: both lcores using the ring have stopped (the node drops
+        // rings after joining its workers).
+        unsafe { dpdk_sys::rte_ring_free(self.ring.as_ptr()) };
+    }
 }

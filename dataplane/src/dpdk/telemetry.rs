@@ -41,26 +41,16 @@ where
     let c_help = CString::new(help).map_err(|_| DpdkError::new("telemetry help with NUL", 22))?;
     // SAFETY: DPDK copies neither string, so both are leaked to live for the
     // process; the trampoline has the telemetry_cb signature.
-    let ret = unsafe {
-        dpdk_sys::rte_telemetry_register_cmd(c_cmd.into_raw(), Some(trampoline), c_help.into_raw())
-    };
+    let ret = unsafe { dpdk_sys::rte_telemetry_register_cmd(c_cmd.into_raw(), Some(trampoline), c_help.into_raw()) };
     DpdkError::check(&format!("rte_telemetry_register_cmd({cmd})"), ret).map(|_| ())
 }
 
-extern "C" fn trampoline(
-    cmd: *const c_char,
-    params: *const c_char,
-    d: *mut dpdk_sys::rte_tel_data,
-) -> c_int {
+extern "C" fn trampoline(cmd: *const c_char, params: *const c_char, d: *mut dpdk_sys::rte_tel_data) -> c_int {
     // SAFETY: DPDK passes NUL-terminated strings (params may be NULL).
-    let cmd = unsafe { CStr::from_ptr(cmd) }
-        .to_string_lossy()
-        .into_owned();
+    let cmd = unsafe { CStr::from_ptr(cmd) }.to_string_lossy().into_owned();
     let params = (!params.is_null()).then(|| {
         // SAFETY: checked non-NULL above.
-        unsafe { CStr::from_ptr(params) }
-            .to_string_lossy()
-            .into_owned()
+        unsafe { CStr::from_ptr(params) }.to_string_lossy().into_owned()
     });
     let handler = match registry().lock() {
         Ok(reg) => reg.get(&cmd).cloned(),

@@ -53,10 +53,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for r in DropReason::ALL {
             assert!(seen.insert(r.name()), "duplicate {}", r.name());
-            assert!(r
-                .name()
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_'));
+            assert!(r.name().chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
             assert_eq!(DropReason::ALL[*r as usize], *r);
         }
     }

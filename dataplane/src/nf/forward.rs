@@ -17,6 +17,7 @@ impl NetworkFunction for Forward {
     }
 
     const BURST_VERDICT: bool = true;
+    const TRANSPARENT_L2: bool = true;
 
     #[inline]
     fn process(&mut self, _frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
@@ -36,10 +37,7 @@ mod tests {
         let mut pkt = OwnedFrame::from_bytes(&[1, 2, 3, 4]);
         for (ingress, egress) in [(Side::Inside, Side::Outside), (Side::Outside, Side::Inside)] {
             let ctx = PacketCtx { ingress, now_ns: 0 };
-            assert_eq!(
-                pkt.with_frame(|fr| f.process(fr, &ctx)),
-                Verdict::Forward(egress)
-            );
+            assert_eq!(pkt.with_frame(|fr| f.process(fr, &ctx)), Verdict::Forward(egress));
         }
         assert_eq!(pkt.data(), &[1, 2, 3, 4]);
     }

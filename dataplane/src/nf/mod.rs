@@ -93,6 +93,11 @@ pub trait NetworkFunction: Send + 'static {
     /// egress whole, as testpmd's io mode does.
     const BURST_VERDICT: bool = false;
 
+    /// True for functions that pass frames on with their MAC addresses
+    /// (`forward`): after a takeover the new primary announces the MACs it
+    /// saw behind each port so learning switches move them.
+    const TRANSPARENT_L2: bool = false;
+
     /// Processes one frame.
     fn process(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict;
 }

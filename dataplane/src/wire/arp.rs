@@ -129,13 +129,7 @@ mod tests {
             Ipv4Addr::UNSPECIFIED,
         );
         b[1] = 6; // IEEE 802
-        assert_eq!(
-            ArpPacket::new_checked(&b[..]).unwrap_err(),
-            WireError::Malformed
-        );
-        assert_eq!(
-            ArpPacket::new_checked(&b[..27]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(ArpPacket::new_checked(&b[..]).unwrap_err(), WireError::Malformed);
+        assert_eq!(ArpPacket::new_checked(&b[..27]).unwrap_err(), WireError::Truncated);
     }
 }

@@ -69,10 +69,7 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
     }
 
     pub fn is_echo(&self) -> bool {
-        matches!(
-            self.msg_type(),
-            IcmpType::ECHO_REQUEST | IcmpType::ECHO_REPLY
-        )
+        matches!(self.msg_type(), IcmpType::ECHO_REQUEST | IcmpType::ECHO_REPLY)
     }
 
     /// Whether the message quotes an offending datagram (errors).

@@ -245,8 +245,8 @@ mod tests {
 
     /// 10.10.1.2 -> 10.10.2.2, ICMP, TTL 64, ident 0x1c46, DF (from scapy).
     const PKT: [u8; 28] = [
-        0x45, 0x00, 0x00, 0x1c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 10, 1, 2, 10,
-        10, 2, 2, 8, 0, 0xf7, 0xff, 0, 0, 0, 0,
+        0x45, 0x00, 0x00, 0x1c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 10, 1, 2, 10, 10, 2, 2, 8, 0, 0xf7,
+        0xff, 0, 0, 0, 0,
     ];
 
     fn pkt() -> Vec<u8> {
@@ -272,39 +272,27 @@ mod tests {
     fn ihl_below_five_is_malformed() {
         let mut b = pkt();
         b[0] = 0x44;
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
-            WireError::Malformed
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), WireError::Malformed);
     }
 
     #[test]
     fn version_six_is_malformed() {
         let mut b = pkt();
         b[0] = 0x65;
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
-            WireError::Malformed
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), WireError::Malformed);
     }
 
     #[test]
     fn total_length_beyond_buffer_is_truncated() {
         let b = pkt();
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..27]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..27]).unwrap_err(), WireError::Truncated);
     }
 
     #[test]
     fn total_length_below_header_is_malformed() {
         let mut b = pkt();
         b[3] = 19;
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
-            WireError::Malformed
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), WireError::Malformed);
     }
 
     #[test]

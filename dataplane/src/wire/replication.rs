@@ -169,21 +169,14 @@ mod tests {
         assert_eq!(f.frame_type(), FrameType::Data);
         assert_eq!(f.header(), header());
         assert_eq!(f.body(), b"xyz");
-        assert_eq!(
-            &b[8..16],
-            &[1, 2, 3, 4, 5, 6, 7, 8],
-            "seq is big-endian at offset 8"
-        );
+        assert_eq!(&b[8..16], &[1, 2, 3, 4, 5, 6, 7, 8], "seq is big-endian at offset 8");
     }
 
     #[test]
     fn body_longer_than_buffer_is_truncated() {
         let mut b = [0u8; HEADER_LEN + 2];
         ReplicationFrame::new_unchecked(&mut b[..]).emit(FrameType::Data, &header());
-        assert_eq!(
-            ReplicationFrame::new_checked(&b[..]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(ReplicationFrame::new_checked(&b[..]).unwrap_err(), WireError::Truncated);
     }
 
     #[test]
@@ -191,15 +184,9 @@ mod tests {
         let mut b = [0u8; HEADER_LEN + 3];
         ReplicationFrame::new_unchecked(&mut b[..]).emit(FrameType::Keepalive, &header());
         b[0] = 2;
-        assert_eq!(
-            ReplicationFrame::new_checked(&b[..]).unwrap_err(),
-            WireError::Malformed
-        );
+        assert_eq!(ReplicationFrame::new_checked(&b[..]).unwrap_err(), WireError::Malformed);
         b[0] = VERSION;
         b[1] = 9;
-        assert_eq!(
-            ReplicationFrame::new_checked(&b[..]).unwrap_err(),
-            WireError::Malformed
-        );
+        assert_eq!(ReplicationFrame::new_checked(&b[..]).unwrap_err(), WireError::Malformed);
     }
 }

@@ -89,8 +89,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     /// segment: IP payload) and the pseudo-header.
     pub fn verify_checksum(&self, src: [u8; 4], dst: [u8; 4]) -> bool {
         let b = self.buffer.as_ref();
-        let s = checksum::pseudo_header_sum(src, dst, super::IpProtocol::TCP, b.len() as u16)
-            + checksum::sum(b);
+        let s = checksum::pseudo_header_sum(src, dst, super::IpProtocol::TCP, b.len() as u16) + checksum::sum(b);
         checksum::finish(s) == 0
     }
 }
@@ -112,8 +111,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     pub fn fill_checksum(&mut self, src: [u8; 4], dst: [u8; 4]) {
         self.set_checksum(0);
         let b = self.buffer.as_ref();
-        let s = checksum::pseudo_header_sum(src, dst, super::IpProtocol::TCP, b.len() as u16)
-            + checksum::sum(b);
+        let s = checksum::pseudo_header_sum(src, dst, super::IpProtocol::TCP, b.len() as u16) + checksum::sum(b);
         self.set_checksum(checksum::finish(s));
     }
 
@@ -173,14 +171,8 @@ mod tests {
     fn data_offset_beyond_buffer_is_truncated() {
         let mut b = syn();
         b[12] = 15 << 4;
-        assert_eq!(
-            TcpPacket::new_checked(&b[..]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(TcpPacket::new_checked(&b[..]).unwrap_err(), WireError::Truncated);
         b[12] = 4 << 4;
-        assert_eq!(
-            TcpPacket::new_checked(&b[..]).unwrap_err(),
-            WireError::Malformed
-        );
+        assert_eq!(TcpPacket::new_checked(&b[..]).unwrap_err(), WireError::Malformed);
     }
 }

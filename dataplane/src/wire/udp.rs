@@ -136,9 +136,7 @@ mod tests {
     const DST: [u8; 4] = [10, 10, 2, 2];
 
     fn dgram() -> Vec<u8> {
-        let mut b = vec![
-            0x30, 0x39, 0x00, 0x35, 0x00, 0x0c, 0, 0, b'a', b'b', b'c', b'd',
-        ];
+        let mut b = vec![0x30, 0x39, 0x00, 0x35, 0x00, 0x0c, 0, 0, b'a', b'b', b'c', b'd'];
         UdpPacket::new_unchecked(&mut b[..]).fill_checksum(SRC, DST);
         b
     }
@@ -168,14 +166,8 @@ mod tests {
     fn length_field_below_eight_is_malformed_and_beyond_buffer_truncated() {
         let mut b = dgram();
         b[5] = 7;
-        assert_eq!(
-            UdpPacket::new_checked(&b[..]).unwrap_err(),
-            WireError::Malformed
-        );
+        assert_eq!(UdpPacket::new_checked(&b[..]).unwrap_err(), WireError::Malformed);
         b[5] = 13;
-        assert_eq!(
-            UdpPacket::new_checked(&b[..]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(UdpPacket::new_checked(&b[..]).unwrap_err(), WireError::Truncated);
     }
 }

@@ -1,0 +1,76 @@
+//! Replication frames as mbuf chains.
+//!
+//! A DATA frame is a small header mbuf — Ethernet header, replication
+//! header, and a copy of the first `span` bytes of the packet (the bytes the
+//! function may rewrite in place) — chained to an indirect mbuf that shares
+//! the rest of the packet's buffer (DPDK's `ipv4_multicast` clone pattern):
+//! the payload is never copied, and the replica carries the bytes as
+//! received even though the function then rewrites the original. Packets
+//! shorter than [`COPY_MAX`] are copied whole into the header mbuf instead:
+//! for them a copy is cheaper than an indirect mbuf.
+
+use crate::dpdk::{Mbuf, Mempool};
+use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
+use crate::wire::replication::{FrameType, ReplHeader, ReplicationFrame, HEADER_LEN};
+use crate::wire::MacAddr;
+
+/// Packets up to this length are copied whole into the header mbuf.
+pub const COPY_MAX: usize = 256;
+
+/// Data room the header pool needs: encapsulation plus the largest copy.
+pub const HEADER_DATA_ROOM: u16 = (dpdk_sys::RTE_PKTMBUF_HEADROOM as usize + ETH_LEN + HEADER_LEN + COPY_MAX) as u16;
+
+/// The Ethernet addresses of replication frames.
+#[derive(Clone, Copy, Debug)]
+pub struct Encap {
+    pub dst: MacAddr,
+    pub src: MacAddr,
+}
+
+fn header_mbuf(enc: &Encap, t: FrameType, h: &ReplHeader, extra: usize, headers: &Mempool) -> Option<Mbuf> {
+    let mut m = Mbuf::alloc(headers)?;
+    let buf = m.append((ETH_LEN + HEADER_LEN + extra) as u16)?;
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.set_dst(enc.dst);
+    eth.set_src(enc.src);
+    eth.set_ethertype(EtherType::LOCKSTEP);
+    ReplicationFrame::new_unchecked(&mut buf[ETH_LEN..ETH_LEN + HEADER_LEN]).emit(t, h);
+    Some(m)
+}
+
+/// The DATA replica of `orig` (whose length `h.length` must already hold).
+/// `None` when a pool is empty (the caller drops the packet, counted).
+#[inline]
+pub fn build_data(
+    orig: &Mbuf,
+    h: &ReplHeader,
+    span: usize,
+    enc: &Encap,
+    headers: &Mempool,
+    clones: &Mempool,
+) -> Option<Mbuf> {
+    let data = orig.data();
+    let len = data.len();
+    if len <= COPY_MAX {
+        let mut m = header_mbuf(enc, FrameType::Data, h, len, headers)?;
+        m.data_mut()[ETH_LEN + HEADER_LEN..].copy_from_slice(data);
+        return Some(m);
+    }
+    let copy = span.min(len).min(COPY_MAX);
+    let mut head = header_mbuf(enc, FrameType::Data, h, copy, headers)?;
+    head.data_mut()[ETH_LEN + HEADER_LEN..].copy_from_slice(&data[..copy]);
+    let mut tail = orig.clone_indirect(clones)?;
+    if !tail.adj(copy as u16) {
+        return None;
+    }
+    head.chain(tail).ok()
+}
+
+/// A KEEPALIVE, SWITCHOVER, AUDIT or SYNC_MARK frame with `body`.
+pub fn build_marker(t: FrameType, h: &ReplHeader, body: &[u8], enc: &Encap, headers: &Mempool) -> Option<Mbuf> {
+    let mut hh = *h;
+    hh.length = body.len() as u16;
+    let mut m = header_mbuf(enc, t, &hh, body.len(), headers)?;
+    m.data_mut()[ETH_LEN + HEADER_LEN..].copy_from_slice(body);
+    Some(m)
+}

@@ -1,0 +1,169 @@
+//! The backup's path: follow the shard's replication stream in sequence
+//! order, run the same function with the primary's time, keep the egress in
+//! the shadow ring until `tx_done` releases it; keep a window of the
+//! ingress of its own data ports; transmit nothing.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::{ReplState, Scratch, Worker, MAX_BURST};
+use crate::clock::TscClock;
+use crate::dpdk::Mbuf;
+use crate::nf::{NetworkFunction, PacketCtx, Side, Verdict};
+use crate::replication::seq::SeqVerdict;
+use crate::replication::window::Anchor;
+use crate::replication::{frame_hash, FrameType, ReplicationFrame, ENCAP_LEN};
+use crate::stats::bump;
+use crate::wire::ethernet::{EtherType, EthernetFrame};
+
+impl<F: NetworkFunction> Worker<F> {
+    /// One backup iteration. Returns whether anything arrived.
+    pub(crate) fn poll_backup(&mut self, st: &mut ReplState, s: &mut Scratch, clock: &TscClock) -> bool {
+        let now = clock.now_ns();
+        let got = self.poll_replication(st, s, now);
+        let mut windowed = 0;
+        for side in Side::ALL {
+            let n = self.data[side.index()].rx.rx_burst_n(&mut s.rx, MAX_BURST);
+            if n == 0 {
+                continue;
+            }
+            windowed += n;
+            while let Some(m) = s.rx.pop() {
+                let h = frame_hash(m.data());
+                st.windows[side.index()].push(h, now, m);
+            }
+        }
+        bump(&self.shared.counters.ignored_not_owner, windowed as u64);
+        got + windowed > 0
+    }
+
+    /// Reads and handles this shard's pending replication frames.
+    pub(crate) fn poll_replication(&mut self, st: &mut ReplState, s: &mut Scratch, now: u64) -> usize {
+        let Some(repl) = self.repl.as_mut() else {
+            return 0;
+        };
+        s.frames.clear();
+        let mut n = repl.source.rx.rx_burst_n(&mut s.rx, MAX_BURST);
+        while let Some(m) = s.rx.pop() {
+            s.frames.push(m);
+        }
+        if let Some(inbox) = &repl.source.inbox {
+            n += inbox.dequeue_into(&mut s.frames, MAX_BURST);
+        }
+        if n == 0 {
+            return 0;
+        }
+        // Take the vector out to satisfy the borrow of `self`; its capacity
+        // comes back, so nothing is allocated per iteration.
+        let mut frames = std::mem::take(&mut s.frames);
+        for m in frames.drain(..) {
+            self.backup_frame(m, st, now);
+        }
+        s.frames = frames;
+        let replay = self.repl.as_ref().map(|r| r.settings.replay).unwrap_or(0);
+        st.shadow.release_upto(st.tx_done_seen.saturating_sub(replay));
+        n
+    }
+
+    /// One replication frame.
+    fn backup_frame(&mut self, mut m: Mbuf, st: &mut ReplState, now: u64) {
+        let r = &self.shared.repl;
+        let (t, h, target) = {
+            let d = m.data();
+            let eth = match EthernetFrame::new_checked(d) {
+                Ok(e) if e.ethertype() == EtherType::LOCKSTEP => e,
+                _ => {
+                    bump(&r.foreign, 1);
+                    return;
+                }
+            };
+            let Ok(f) = ReplicationFrame::new_checked(eth.payload()) else {
+                bump(&r.malformed, 1);
+                return;
+            };
+            let target = match f.body() {
+                [a, b, c, d, ..] if f.frame_type() == FrameType::Switchover => u32::from_be_bytes([*a, *b, *c, *d]),
+                _ => 0,
+            };
+            (f.frame_type(), f.header(), target)
+        };
+        if h.shard != self.shard {
+            self.steer(h.shard, m);
+            return;
+        }
+        if h.epoch < st.epoch {
+            bump(&r.stale_epoch, 1);
+            return;
+        }
+        if h.epoch > st.epoch {
+            st.epoch = h.epoch;
+            r.epoch_seen.fetch_max(h.epoch, Relaxed);
+        }
+        r.last_rx_ns.store(now, Relaxed);
+        st.tx_done_seen = st.tx_done_seen.max(h.tx_done);
+        st.last_time_ns = h.time_ns;
+        match t {
+            FrameType::Data => {
+                bump(&r.frames_rx, 1);
+                if st.tracker.on_data(h.seq) == SeqVerdict::Old {
+                    return;
+                }
+                let Some(side) = Side::from_index(h.ingress as usize) else {
+                    bump(&r.malformed, 1);
+                    return;
+                };
+                // The replicated frame, as the primary received it.
+                let extra = m.pkt_len().saturating_sub(ENCAP_LEN + h.length as usize);
+                if !m.adj(ENCAP_LEN as u16) || !m.trim(extra as u16) {
+                    bump(&r.malformed, 1);
+                    return;
+                }
+                let hash = frame_hash(m.data());
+                st.anchors[side.index()] = Some(Anchor { hash, rx_ns: now });
+                st.recent.insert(hash);
+                if F::TRANSPARENT_L2 {
+                    if let Ok(e) = EthernetFrame::new_checked(m.data()) {
+                        st.macs[side.index()].learn(e.src());
+                    }
+                }
+                self.shared.counters.rx(side, 1);
+                let ctx = PacketCtx {
+                    ingress: side,
+                    now_ns: h.time_ns,
+                };
+                match self.verdict(&mut m, &ctx) {
+                    Verdict::Forward(out) => st.shadow.push(h.seq, (out, m)),
+                    Verdict::Drop(reason) => self.shared.counters.drop(reason, 1),
+                    Verdict::Consumed => bump(&self.shared.counters.consumed, 1),
+                }
+            }
+            FrameType::Keepalive => {
+                bump(&r.keepalives_rx, 1);
+                st.tracker.on_marker(h.seq);
+            }
+            FrameType::Switchover => {
+                st.tracker.on_marker(h.seq);
+                if self.repl.as_ref().is_some_and(|p| p.settings.node_id == target) {
+                    st.switchover_for = target;
+                }
+            }
+            // The checkpoint protocol's frames: not built yet.
+            FrameType::Audit | FrameType::SyncMark => st.tracker.on_marker(h.seq),
+        }
+    }
+
+    /// Hands another shard's frame to that shard's inbox.
+    fn steer(&mut self, shard: u16, m: Mbuf) {
+        let r = &self.shared.repl;
+        let ring = self
+            .repl
+            .as_ref()
+            .and_then(|p| p.steer.get(shard as usize).cloned().flatten());
+        match ring {
+            Some(ring) => match ring.enqueue(m) {
+                Ok(()) => bump(&r.steered, 1),
+                Err(_) => bump(&r.steer_drops, 1),
+            },
+            None => bump(&r.foreign, 1),
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! The run-to-completion poll loop of one shard (one worker lcore).
+//!
+//! Worker `q` owns RX/TX queue `q` of both data ports, TX queue `q` of the
+//! replication port, and all the flow state of its shard: no lock on the
+//! fast path. It runs in one of three modes:
+//!
+//! - **standalone** (no replication): `rx_burst` each data port, the network
+//!   function over each frame, `tx_burst` to the egress port.
+//! - **primary** ([`primary`]): as standalone, but every packet first gets
+//!   the shard's next sequence number and the clock, and its replica is
+//!   handed to the replication port *before* the function runs (output
+//!   commit). Idle shards send KEEPALIVEs.
+//! - **backup** ([`backup`]): follows the replication stream in sequence
+//!   order with the primary's time, keeps the egress in a shadow ring, keeps
+//!   a window of its own data-port ingress, transmits nothing.
+//!
+//! Mode changes come from the control thread as [`WorkerCmd`]s, polled once
+//! per iteration; [`takeover`] turns a backup into the primary. TX ownership
+//! (one atomic per port and queue) is read once per burst.
+
+pub mod announce;
+pub mod backup;
+pub mod primary;
+pub mod status;
+pub mod takeover;
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam::channel::Receiver;
+use hdrhistogram::Histogram;
+
+use crate::clock::TscClock;
+use crate::dpdk::eal::{rdtsc, tsc_hz};
+use crate::dpdk::ring::MbufRing;
+use crate::dpdk::{Mbuf, Mempool, RxBurst, RxQueue, TxBatch, TxQueue};
+use crate::frame::Frame;
+use crate::nf::{DropReason, NetworkFunction, PacketCtx, Side, Verdict};
+use crate::ownership::TxOwnership;
+use crate::replication::builder::Encap;
+use crate::replication::learn::MacTable;
+use crate::replication::seq::SeqTracker;
+use crate::replication::shadow::ShadowRing;
+use crate::replication::window::{Anchor, IngressWindow, RecentHashes};
+use crate::stats::{bump, new_latency_histogram, LatencyShared, WorkerCounters};
+use crate::wire::MacAddr;
+
+pub use status::{Mode, ReplStatus};
+
+/// Largest burst a worker handles (the `burst` setting is capped to it).
+pub const MAX_BURST: usize = 256;
+
+/// How often a worker merges its latency histogram into the shared one.
+const LATENCY_PUBLISH_NS: u64 = 100_000_000;
+
+/// What a worker shares with the control thread.
+pub struct WorkerShared {
+    pub shard: u16,
+    pub counters: WorkerCounters,
+    pub latency: LatencyShared,
+    pub repl: ReplStatus,
+    /// `start`/`stop` of the interactive prompt: when false the worker does
+    /// not poll its queues.
+    pub forwarding: AtomicBool,
+}
+
+impl WorkerShared {
+    pub fn new(shard: u16) -> Arc<WorkerShared> {
+        Arc::new(WorkerShared {
+            shard,
+            counters: WorkerCounters::default(),
+            latency: LatencyShared::default(),
+            repl: ReplStatus::default(),
+            forwarding: AtomicBool::new(true),
+        })
+    }
+}
+
+/// Signals every worker of the node reads.
+#[derive(Default)]
+pub struct NodeSignals {
+    /// Highest epoch seen in replication frames while primary: a worker of a
+    /// primary with a lower epoch stops transmitting at once.
+    pub fence_epoch: AtomicU32,
+}
+
+/// Commands from the control thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerCmd {
+    /// Become the primary of `epoch`. From backup: replay the shadow ring
+    /// after the last `tx_done`, then process the ingress the old primary
+    /// never replicated, then announce.
+    BecomePrimary { epoch: u32 },
+    /// Stop transmitting and follow the primary of `epoch`. `diverged`: this
+    /// node's state may differ from the new primary's (it was fenced).
+    BecomeBackup { epoch: u32, diverged: bool },
+    /// Planned switchover: stop at a sequence boundary, send SWITCHOVER
+    /// naming `target`, become a backup.
+    HandOver { target: u32 },
+    /// Testing the watchdog: sleep this long inside the loop.
+    Stall { ms: u64 },
+}
+
+/// Queues of one data port as seen by one worker.
+#[derive(Clone, Copy, Debug)]
+pub struct DataQueues {
+    pub rx: RxQueue,
+    pub tx: TxQueue,
+}
+
+/// Where a worker reads replication frames: RX queue `q` of the
+/// replication port, plus, with several shards, the inbox other workers
+/// steer this shard's frames into (a NIC that cannot steer by shard may
+/// deliver a frame to any queue; each shard's frames keep their order as
+/// long as the NIC hashes them all to one queue, which a flow of constant
+/// MACs and EtherType gives).
+pub struct ReplSource {
+    pub rx: RxQueue,
+    pub inbox: Option<Arc<MbufRing>>,
+}
+
+/// What a new primary announces on its data ports.
+#[derive(Clone, Debug, Default)]
+pub struct Announce {
+    /// Gratuitous ARP for these addresses from `vmac` (shard 0 sends them).
+    pub vmac: Option<MacAddr>,
+    /// Virtual IP per side, indexed by [`Side`].
+    pub vips: [Option<Ipv4Addr>; 2],
+}
+
+/// Replication settings of a worker.
+#[derive(Clone, Debug)]
+pub struct ReplSettings {
+    pub node_id: u32,
+    /// Shadow ring entries.
+    pub shadow: usize,
+    /// Ingress window entries per data port.
+    pub window: usize,
+    /// KEEPALIVE when a shard sent nothing for this long.
+    pub keepalive_ns: u64,
+    /// Extra packets per shard to resend at takeover (`takeover_replay`).
+    pub replay: u64,
+    pub announce: Announce,
+}
+
+/// The replication side of a worker.
+pub struct ReplPath {
+    pub tx: TxQueue,
+    pub source: ReplSource,
+    /// Every shard's inbox, indexed by shard (empty with one shard).
+    pub steer: Vec<Option<Arc<MbufRing>>>,
+    pub encap: Encap,
+    pub headers: Arc<Mempool>,
+    pub clones: Arc<Mempool>,
+    /// For frames the worker makes itself (announcements).
+    pub pool: Arc<Mempool>,
+    pub settings: ReplSettings,
+    pub signals: Arc<NodeSignals>,
+}
+
+/// Everything a worker needs, moved onto its lcore.
+pub struct Worker<F: NetworkFunction> {
+    pub shard: u16,
+    pub nf: F,
+    /// Indexed by [`Side`].
+    pub data: [DataQueues; 2],
+    pub burst: usize,
+    pub idle_sleep_us: u64,
+    pub ownership: Arc<TxOwnership>,
+    pub shared: Arc<WorkerShared>,
+    pub quit: Arc<AtomicBool>,
+    /// `None` for a standalone node.
+    pub repl: Option<ReplPath>,
+    pub commands: Option<Receiver<WorkerCmd>>,
+}
+
+/// Per-iteration scratch space, allocated once per worker.
+pub(crate) struct Scratch {
+    pub rx: RxBurst<MAX_BURST>,
+    /// Packets on their way through the function, in order.
+    pub pending: VecDeque<Mbuf>,
+    /// Replication frames received this iteration.
+    pub frames: Vec<Mbuf>,
+    pub repl_tx: TxBatch<MAX_BURST>,
+    pub tx: [TxBatch<MAX_BURST>; 2],
+    pub latency: Histogram<u64>,
+}
+
+/// A worker's replication state (not shared: the worker alone touches it).
+pub(crate) struct ReplState {
+    pub mode: Mode,
+    pub epoch: u32,
+    /// Primary: last sequence assigned.
+    pub next_seq: u64,
+    /// Primary: highest sequence whose egress was handed to the NIC.
+    pub tx_done: u64,
+    /// Primary: `tx_done` as last told to the backups.
+    pub tx_done_sent: u64,
+    /// Primary: when the last replication frame left (local ns).
+    pub last_frame_ns: u64,
+    /// Primary: added to the local clock (continues the old primary's clock
+    /// after a takeover).
+    pub time_offset: u64,
+    /// Backup: the stream's continuity.
+    pub tracker: SeqTracker,
+    /// Backup: highest `tx_done` heard.
+    pub tx_done_seen: u64,
+    /// Backup: the primary's clock in the last frame.
+    pub last_time_ns: u64,
+    pub shadow: ShadowRing<(Side, Mbuf)>,
+    pub windows: [IngressWindow<Mbuf>; 2],
+    pub anchors: [Option<Anchor>; 2],
+    pub recent: RecentHashes,
+    pub macs: [MacTable; 2],
+    pub switchover_for: u32,
+}
+
+impl<F: NetworkFunction> Worker<F> {
+    /// Runs until `quit` is set. Everything still held is freed on return.
+    pub fn run(mut self) {
+        let mut s = Scratch {
+            rx: RxBurst::default(),
+            pending: VecDeque::with_capacity(MAX_BURST),
+            frames: Vec::with_capacity(MAX_BURST),
+            repl_tx: TxBatch::default(),
+            tx: [TxBatch::default(), TxBatch::default()],
+            latency: new_latency_histogram(),
+        };
+        let clock = TscClock::new(tsc_hz());
+        let mut st = self.repl.as_ref().map(|r| ReplState {
+            mode: Mode::Backup,
+            epoch: 0,
+            next_seq: 0,
+            tx_done: 0,
+            tx_done_sent: 0,
+            last_frame_ns: 0,
+            time_offset: 0,
+            tracker: SeqTracker::new(),
+            tx_done_seen: 0,
+            last_time_ns: 0,
+            shadow: ShadowRing::new(r.settings.shadow),
+            windows: [
+                IngressWindow::new(r.settings.window),
+                IngressWindow::new(r.settings.window),
+            ],
+            anchors: [None, None],
+            recent: RecentHashes::new(r.settings.window.clamp(64, 4096)),
+            macs: [MacTable::new(256), MacTable::new(256)],
+            switchover_for: 0,
+        });
+        let publish_ticks = clock.ticks(LATENCY_PUBLISH_NS);
+        let idle = Duration::from_micros(self.idle_sleep_us);
+        let mut last_publish = rdtsc();
+
+        while !self.quit.load(Ordering::Relaxed) {
+            bump(&self.shared.repl.loops, 1);
+            if let Some(st) = st.as_mut() {
+                self.poll_commands(st, &mut s, &clock);
+            }
+            if !self.shared.forwarding.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            let busy = match st.as_mut() {
+                None => self.poll_standalone(&mut s, &clock),
+                Some(st) => {
+                    let fence = self
+                        .repl
+                        .as_ref()
+                        .map_or(0, |r| r.signals.fence_epoch.load(Ordering::Relaxed));
+                    if st.mode == Mode::Primary && fence > st.epoch {
+                        // Another node is primary with a higher epoch: stop
+                        // transmitting now, before the control thread knows.
+                        self.become_backup(fence, true, st, &mut s);
+                    }
+                    let busy = match st.mode {
+                        Mode::Primary => self.poll_primary(st, &mut s, &clock),
+                        Mode::Backup => self.poll_backup(st, &mut s, &clock),
+                    };
+                    self.publish(st);
+                    busy
+                }
+            };
+            if busy {
+                bump(&self.shared.counters.busy_polls, 1);
+            } else {
+                bump(&self.shared.counters.idle_polls, 1);
+                if !idle.is_zero() {
+                    std::thread::sleep(idle);
+                }
+            }
+            let now = rdtsc();
+            if now.wrapping_sub(last_publish) > publish_ticks && self.shared.latency.try_publish(&mut s.latency) {
+                last_publish = now;
+            }
+        }
+        self.shared.latency.try_publish(&mut s.latency);
+    }
+
+    fn poll_commands(&mut self, st: &mut ReplState, s: &mut Scratch, clock: &TscClock) {
+        while let Some(Ok(cmd)) = self.commands.as_ref().map(|rx| rx.try_recv()) {
+            match cmd {
+                WorkerCmd::BecomePrimary { epoch } => self.become_primary(epoch, st, s, clock),
+                WorkerCmd::BecomeBackup { epoch, diverged } => self.become_backup(epoch, diverged, st, s),
+                WorkerCmd::HandOver { target } => self.hand_over(target, st, s, clock),
+                WorkerCmd::Stall { ms } => std::thread::sleep(Duration::from_millis(ms)),
+            }
+        }
+    }
+
+    /// One iteration without replication. Returns whether anything arrived.
+    fn poll_standalone(&mut self, s: &mut Scratch, clock: &TscClock) -> bool {
+        // One TSC read starts the iteration; each busy burst ends with one
+        // more, which also starts the next burst's latency window.
+        let mut t = rdtsc();
+        let mut busy = false;
+        let shard = self.shard as usize;
+        for side in Side::ALL {
+            let n = self.data[side.index()]
+                .rx
+                .rx_burst_n(&mut s.rx, self.burst.clamp(1, MAX_BURST));
+            if n == 0 {
+                continue;
+            }
+            busy = true;
+            if !self.ownership.owns(side, shard) {
+                bump(&self.shared.counters.ignored_not_owner, n as u64);
+                s.rx.clear();
+                continue;
+            }
+            self.shared.counters.rx(side, n as u64);
+            let ctx = PacketCtx {
+                ingress: side,
+                now_ns: clock.ns(t),
+            };
+            self.process_burst(&ctx, s);
+            self.transmit(s);
+            let end = rdtsc();
+            s.latency.saturating_record(clock.ns(end.wrapping_sub(t)).max(1));
+            t = end;
+        }
+        busy
+    }
+
+    /// Runs the function over `s.rx` (standalone) and sorts the survivors
+    /// into one TX batch per egress port.
+    #[inline]
+    fn process_burst(&mut self, ctx: &PacketCtx, s: &mut Scratch) {
+        let counters = &self.shared.counters;
+        if F::BURST_VERDICT {
+            match self.nf.process(&mut Frame::new_in_range(&mut [], 0, 0), ctx) {
+                Verdict::Forward(out) => {
+                    s.tx[out.index()].append_burst(&mut s.rx);
+                }
+                Verdict::Drop(r) => counters.drop(r, s.rx.len() as u64),
+                Verdict::Consumed => bump(&counters.consumed, s.rx.len() as u64),
+            }
+            s.rx.clear();
+            return;
+        }
+        while let Some(m) = s.rx.pop() {
+            self.process_one(m, ctx, &mut s.tx);
+        }
+    }
+
+    /// Runs the function over `s.pending` (primary path).
+    #[inline]
+    fn process_pending(&mut self, ctx: &PacketCtx, s: &mut Scratch) {
+        if F::BURST_VERDICT {
+            let counters = &self.shared.counters;
+            let n = s.pending.len() as u64;
+            match self.nf.process(&mut Frame::new_in_range(&mut [], 0, 0), ctx) {
+                Verdict::Forward(out) => {
+                    for m in s.pending.drain(..) {
+                        push_or_drop(&mut s.tx[out.index()], m, counters);
+                    }
+                }
+                Verdict::Drop(r) => {
+                    counters.drop(r, n);
+                    s.pending.clear();
+                }
+                Verdict::Consumed => {
+                    bump(&counters.consumed, n);
+                    s.pending.clear();
+                }
+            }
+            return;
+        }
+        while let Some(m) = s.pending.pop_front() {
+            self.process_one(m, ctx, &mut s.tx);
+        }
+    }
+
+    /// The function over one packet; the packet ends in a TX batch or freed.
+    #[inline]
+    fn process_one(&mut self, mut m: Mbuf, ctx: &PacketCtx, tx: &mut [TxBatch<MAX_BURST>; 2]) {
+        let verdict = self.verdict(&mut m, ctx);
+        let counters = &self.shared.counters;
+        match verdict {
+            Verdict::Forward(out) => push_or_drop(&mut tx[out.index()], m, counters),
+            Verdict::Drop(r) => counters.drop(r, 1),
+            Verdict::Consumed => bump(&counters.consumed, 1),
+        }
+    }
+
+    /// The function's verdict on one packet (rewriting it in place).
+    #[inline]
+    fn verdict(&mut self, m: &mut Mbuf, ctx: &PacketCtx) -> Verdict {
+        if F::BURST_VERDICT {
+            return self.nf.process(&mut Frame::new_in_range(&mut [], 0, 0), ctx);
+        }
+        if m.nb_segs() != 1 {
+            return Verdict::Drop(DropReason::MultiSegment);
+        }
+        let mut frame = m.frame();
+        self.nf.process(&mut frame, ctx)
+    }
+
+    /// Sends each egress batch if this node owns the queue; frees it if not.
+    #[inline]
+    fn transmit(&mut self, s: &mut Scratch) -> usize {
+        let shard = self.shard as usize;
+        let mut sent = 0;
+        for out in Side::ALL {
+            let batch = &mut s.tx[out.index()];
+            if batch.is_empty() {
+                continue;
+            }
+            if !self.ownership.owns(out, shard) {
+                let n = batch.clear();
+                bump(&self.shared.counters.ignored_not_owner, n as u64);
+                continue;
+            }
+            let r = self.data[out.index()].tx.tx_burst(batch);
+            self.shared.counters.tx(out, r.sent as u64);
+            sent += r.sent;
+            if r.refused > 0 {
+                self.shared.counters.drop(DropReason::TxRefused, r.refused as u64);
+            }
+        }
+        sent
+    }
+}
+
+#[inline]
+fn push_or_drop(batch: &mut TxBatch<MAX_BURST>, m: Mbuf, counters: &WorkerCounters) {
+    // A batch holds a whole burst, so it cannot overflow; count if it does.
+    if batch.push(m).is_err() {
+        counters.drop(DropReason::TxRefused, 1);
+    }
+}

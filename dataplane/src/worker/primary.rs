@@ -1,0 +1,171 @@
+//! The primary's path: stamp, replicate before anything else (output
+//! commit), process, transmit; KEEPALIVE when idle; watch the replication
+//! link for a higher epoch (fencing).
+
+use std::sync::atomic::Ordering;
+
+use super::{ReplState, Scratch, Worker, MAX_BURST};
+use crate::clock::TscClock;
+use crate::dpdk::eal::rdtsc;
+use crate::nf::{DropReason, NetworkFunction, PacketCtx, Side};
+use crate::replication::builder::{build_data, build_marker};
+use crate::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN};
+use crate::stats::bump;
+use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
+
+impl<F: NetworkFunction> Worker<F> {
+    /// One primary iteration. Returns whether anything arrived.
+    pub(crate) fn poll_primary(&mut self, st: &mut ReplState, s: &mut Scratch, clock: &TscClock) -> bool {
+        let burst = self.burst.clamp(1, MAX_BURST);
+        let mut t = rdtsc();
+        let mut busy = false;
+        for side in Side::ALL {
+            let n = self.data[side.index()].rx.rx_burst_n(&mut s.rx, burst);
+            if n == 0 {
+                continue;
+            }
+            busy = true;
+            self.shared.counters.rx(side, n as u64);
+            while let Some(m) = s.rx.pop() {
+                s.pending.push_back(m);
+            }
+            self.primary_ingest(side, st, s, clock.ns(t));
+            let end = rdtsc();
+            s.latency.saturating_record(clock.ns(end.wrapping_sub(t)).max(1));
+            t = end;
+        }
+        let now = clock.ns(t);
+        self.watch_for_higher_epoch(st, s);
+        let keepalive_due = self
+            .repl
+            .as_ref()
+            .is_some_and(|r| now.saturating_sub(st.last_frame_ns) >= r.settings.keepalive_ns);
+        // An idle shard tells the backups its final tx_done at once, so a
+        // takeover right now would resend nothing the primary already sent.
+        if keepalive_due || (!busy && st.tx_done_sent < st.tx_done) {
+            self.send_marker(FrameType::Keepalive, &[], st, now);
+        }
+        busy
+    }
+
+    /// Stamps, replicates, processes and transmits the packets in
+    /// `s.pending`, all received on `side` at local time `local_ns`.
+    pub(crate) fn primary_ingest(&mut self, side: Side, st: &mut ReplState, s: &mut Scratch, local_ns: u64) {
+        let Some(repl) = self.repl.as_mut() else {
+            return;
+        };
+        let counters = &self.shared.counters;
+        let now_ns = local_ns.wrapping_add(st.time_offset);
+        let span = self.nf.rewrite_span();
+        let base = st.next_seq;
+        // 1. Replicate first. `kept` packets have a replica queued, in order.
+        let mut kept = 0usize;
+        let n = s.pending.len();
+        for _ in 0..n {
+            let Some(m) = s.pending.pop_front() else {
+                break;
+            };
+            if !F::BURST_VERDICT && m.nb_segs() != 1 {
+                counters.drop(DropReason::MultiSegment, 1);
+                continue;
+            }
+            let h = ReplHeader {
+                shard: self.shard,
+                epoch: st.epoch,
+                seq: base + kept as u64 + 1,
+                tx_done: st.tx_done,
+                time_ns: now_ns,
+                ingress: side as u16,
+                length: m.pkt_len() as u16,
+            };
+            match build_data(&m, &h, span, &repl.encap, &repl.headers, &repl.clones) {
+                Some(r) => {
+                    // Room is guaranteed: at most one burst is in flight.
+                    let _ = s.repl_tx.push(r);
+                    s.pending.push_back(m);
+                    kept += 1;
+                }
+                None => counters.drop(DropReason::NoMbuf, 1),
+            }
+        }
+        if kept == 0 {
+            return;
+        }
+        let sent = repl.tx.tx_prefix(&mut s.repl_tx, kept);
+        let refused = s.repl_tx.clear();
+        if refused > 0 {
+            // Output commit: a packet whose replica did not leave is never
+            // processed, and its sequence number is reused.
+            counters.drop(DropReason::ReplicationRefused, refused as u64);
+            s.pending.truncate(sent);
+        }
+        st.next_seq += sent as u64;
+        st.last_frame_ns = local_ns;
+        bump(&self.shared.repl.frames_tx, sent as u64);
+        // 2. Process, 3. transmit.
+        let ctx = PacketCtx { ingress: side, now_ns };
+        self.process_pending(&ctx, s);
+        self.transmit(s);
+        st.tx_done = st.next_seq;
+    }
+
+    /// Sends a KEEPALIVE / SWITCHOVER marker carrying the last sequence and
+    /// `tx_done`.
+    pub(crate) fn send_marker(&mut self, t: FrameType, body: &[u8], st: &mut ReplState, local_ns: u64) -> bool {
+        let Some(repl) = self.repl.as_mut() else {
+            return false;
+        };
+        let h = ReplHeader {
+            shard: self.shard,
+            epoch: st.epoch,
+            seq: st.next_seq,
+            tx_done: st.tx_done,
+            time_ns: local_ns.wrapping_add(st.time_offset),
+            ingress: 0,
+            length: 0,
+        };
+        let Some(m) = build_marker(t, &h, body, &repl.encap, &repl.headers) else {
+            self.shared.counters.drop(DropReason::NoMbuf, 1);
+            return false;
+        };
+        let _ = s_push_one(&mut repl.tx, m);
+        st.last_frame_ns = local_ns;
+        st.tx_done_sent = st.tx_done;
+        bump(&self.shared.repl.keepalives_tx, 1);
+        true
+    }
+
+    /// A primary still reads the replication port: a frame with a higher
+    /// epoch means another node took over, and every worker of this node
+    /// must stop transmitting at once (the control thread confirms).
+    fn watch_for_higher_epoch(&mut self, st: &mut ReplState, s: &mut Scratch) {
+        let Some(repl) = self.repl.as_mut() else {
+            return;
+        };
+        if repl.source.rx.rx_burst_n(&mut s.rx, MAX_BURST) == 0 {
+            return;
+        }
+        while let Some(m) = s.rx.pop() {
+            let d = m.data();
+            let epoch = EthernetFrame::new_checked(d)
+                .ok()
+                .filter(|e| e.ethertype() == EtherType::LOCKSTEP && d.len() >= ENCAP_LEN)
+                .and_then(|_| ReplicationFrame::new_checked(&d[ETH_LEN..]).ok())
+                .map(|f| f.header().epoch);
+            match epoch {
+                Some(e) if e > st.epoch => {
+                    repl.signals.fence_epoch.fetch_max(e, Ordering::SeqCst);
+                }
+                Some(_) => bump(&self.shared.repl.stale_epoch, 1),
+                None => bump(&self.shared.repl.foreign, 1),
+            }
+        }
+    }
+}
+
+/// Sends one frame on a TX queue now; frees it if refused.
+fn s_push_one(q: &mut crate::dpdk::TxQueue, m: crate::dpdk::Mbuf) -> bool {
+    let mut b = crate::dpdk::TxBatch::<1>::default();
+    let _ = b.push(m);
+    q.tx_burst(&mut b).sent == 1
+}

@@ -1,0 +1,112 @@
+//! What a worker tells the control thread about replication, as single-writer
+//! atomics (the worker stores, everyone else loads).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+
+use super::{NetworkFunction, ReplState, Worker};
+use crate::clock::TscClock;
+
+/// A replicating worker's mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Primary,
+    Backup,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Primary => "primary",
+            Mode::Backup => "backup",
+        }
+    }
+}
+
+/// Replication state and counters of one worker.
+#[derive(Default)]
+pub struct ReplStatus {
+    /// Loop iterations (the watchdog's progress counter).
+    pub loops: AtomicU64,
+    /// 0 = standalone, 1 = primary, 2 = backup.
+    pub mode: AtomicU8,
+    pub epoch: AtomicU32,
+    /// Primary: last sequence assigned. Backup: last sequence processed.
+    pub last_seq: AtomicU64,
+    /// Primary: its own. Backup: the highest heard.
+    pub tx_done: AtomicU64,
+    pub synced: AtomicBool,
+    pub gaps: AtomicU64,
+    pub missing: AtomicU64,
+    pub old_frames: AtomicU64,
+    pub stale_epoch: AtomicU64,
+    pub malformed: AtomicU64,
+    pub foreign: AtomicU64,
+    pub steered: AtomicU64,
+    pub steer_drops: AtomicU64,
+    pub frames_tx: AtomicU64,
+    pub keepalives_tx: AtomicU64,
+    pub frames_rx: AtomicU64,
+    pub keepalives_rx: AtomicU64,
+    /// Local ns of the last frame of the followed epoch (0 = none).
+    pub last_rx_ns: AtomicU64,
+    pub epoch_seen: AtomicU32,
+    pub shadow_len: AtomicU64,
+    pub shadow_overflow: AtomicU64,
+    pub window_len: AtomicU64,
+    pub window_evicted: AtomicU64,
+    /// SWITCHOVER naming this node id arrived on this shard (0 = none).
+    pub switchover_for: AtomicU32,
+    /// The last takeover: shadow entries resent, unreplicated packets
+    /// processed, whether every port's anchor was found, first egress (ns).
+    pub takeover_replayed: AtomicU64,
+    pub takeover_unreplicated: AtomicU64,
+    pub takeover_anchored: AtomicBool,
+    pub takeover_first_egress_ns: AtomicU64,
+    pub takeover_done_ns: AtomicU64,
+    pub announcements: AtomicU64,
+}
+
+impl ReplStatus {
+    pub fn mode(&self) -> Option<Mode> {
+        match self.mode.load(Relaxed) {
+            1 => Some(Mode::Primary),
+            2 => Some(Mode::Backup),
+            _ => None,
+        }
+    }
+}
+
+impl<F: NetworkFunction> Worker<F> {
+    /// Publishes the replication state (a handful of relaxed stores).
+    pub(crate) fn publish(&self, st: &ReplState) {
+        let r = &self.shared.repl;
+        r.mode.store(if st.mode == Mode::Primary { 1 } else { 2 }, Relaxed);
+        r.epoch.store(st.epoch, Relaxed);
+        match st.mode {
+            Mode::Primary => {
+                r.last_seq.store(st.next_seq, Relaxed);
+                r.tx_done.store(st.tx_done, Relaxed);
+            }
+            Mode::Backup => {
+                r.last_seq.store(st.tracker.last(), Relaxed);
+                r.tx_done.store(st.tx_done_seen, Relaxed);
+            }
+        }
+        r.synced.store(st.tracker.synced(), Relaxed);
+        r.gaps.store(st.tracker.gaps, Relaxed);
+        r.missing.store(st.tracker.missing, Relaxed);
+        r.old_frames.store(st.tracker.old, Relaxed);
+        r.shadow_len.store(st.shadow.len() as u64, Relaxed);
+        r.shadow_overflow.store(st.shadow.overflow, Relaxed);
+        r.window_len
+            .store((st.windows[0].len() + st.windows[1].len()) as u64, Relaxed);
+        r.window_evicted
+            .store(st.windows[0].evicted + st.windows[1].evicted, Relaxed);
+        r.switchover_for.store(st.switchover_for, Relaxed);
+    }
+}
+
+/// The local clock in ns (for the control thread, which has no worker clock).
+pub fn local_now_ns() -> u64 {
+    TscClock::system().now_ns()
+}

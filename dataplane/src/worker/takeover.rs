@@ -1,0 +1,134 @@
+//! Mode changes: a backup becomes the primary (takeover), a primary becomes
+//! a backup (fenced, or handing over at a sequence boundary).
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::{Mode, ReplState, Scratch, Worker, MAX_BURST};
+use crate::clock::TscClock;
+use crate::dpdk::Mbuf;
+use crate::nf::{NetworkFunction, Side};
+use crate::replication::seq::SeqTracker;
+use crate::replication::FrameType;
+
+impl<F: NetworkFunction> Worker<F> {
+    /// Becomes the primary of `epoch`. From backup, in this order:
+    /// 1. handle every replication frame still queued (the old primary's
+    ///    last words);
+    /// 2. resend the shadow entries after the last `tx_done` heard (minus
+    ///    `takeover_replay`): the egress the old primary may not have sent;
+    /// 3. continue the old primary's sequence numbers and clock;
+    /// 4. process, as new ingress, what the data ports delivered that the
+    ///    old primary never replicated (the ingress window);
+    /// 5. announce (gratuitous ARP, MAC announcements).
+    pub(crate) fn become_primary(&mut self, epoch: u32, st: &mut ReplState, s: &mut Scratch, clock: &TscClock) {
+        let shared = self.shared.clone();
+        let r = &shared.repl;
+        if st.mode == Mode::Backup {
+            let now = clock.now_ns();
+            for _ in 0..64 {
+                if self.poll_replication(st, s, now) == 0 {
+                    break;
+                }
+            }
+            let replay = self.repl.as_ref().map(|p| p.settings.replay).unwrap_or(0);
+            let resend = st.shadow.drain_after(st.tx_done_seen.saturating_sub(replay));
+            let replayed = resend.len() as u64;
+            let mut first_egress = 0u64;
+            let mut flush = |w: &mut Self, s: &mut Scratch| {
+                if w.transmit(s) > 0 && first_egress == 0 {
+                    first_egress = clock.now_ns();
+                }
+            };
+            for (_, (side, m)) in resend {
+                if s.tx[side.index()].is_full() {
+                    flush(self, s);
+                }
+                let _ = s.tx[side.index()].push(m);
+            }
+            flush(self, s);
+            r.takeover_replayed.store(replayed, Relaxed);
+            r.takeover_first_egress_ns.store(first_egress, Relaxed);
+            st.next_seq = st.tracker.last();
+            st.tx_done = st.next_seq;
+            st.tx_done_sent = 0;
+            if st.last_time_ns != 0 {
+                // New stamps continue the old primary's clock from its last
+                // one, so timeouts driven by replicated time stay monotonic.
+                st.time_offset = st.last_time_ns.wrapping_sub(now);
+            }
+        }
+        st.epoch = epoch;
+        st.mode = Mode::Primary;
+        self.process_unreplicated(st, s, clock);
+        self.announce(st, s);
+        r.takeover_done_ns.store(clock.now_ns(), Relaxed);
+        let now = clock.now_ns();
+        self.send_marker(FrameType::Keepalive, &[], st, now);
+    }
+
+    /// Step 4 of a takeover: the window's unreplicated copies, in arrival
+    /// order, through the primary path.
+    fn process_unreplicated(&mut self, st: &mut ReplState, s: &mut Scratch, clock: &TscClock) {
+        let mut items: Vec<(u64, Side, Mbuf)> = Vec::new();
+        let mut anchored = true;
+        for side in Side::ALL {
+            let anchor = st.anchors[side.index()];
+            let recent = &st.recent;
+            let u = st.windows[side.index()].take_unreplicated(anchor, &|h| recent.contains(h));
+            anchored &= u.anchored || anchor.is_none();
+            items.extend(u.items.into_iter().map(|(t, m)| (t, side, m)));
+        }
+        items.sort_by_key(|(t, _, _)| *t);
+        let n = items.len() as u64;
+        let mut it = items.into_iter().peekable();
+        while let Some((_, side, m)) = it.next() {
+            s.pending.push_back(m);
+            let same_next = it.peek().is_some_and(|(_, sd, _)| *sd == side);
+            if !same_next || s.pending.len() == MAX_BURST {
+                self.shared.counters.rx(side, s.pending.len() as u64);
+                self.primary_ingest(side, st, s, clock.now_ns());
+            }
+        }
+        let r = &self.shared.repl;
+        r.takeover_unreplicated.store(n, Relaxed);
+        r.takeover_anchored.store(anchored, Relaxed);
+        st.anchors = [None, None];
+    }
+
+    /// Stops transmitting and follows the primary of `epoch`.
+    pub(crate) fn become_backup(&mut self, epoch: u32, diverged: bool, st: &mut ReplState, s: &mut Scratch) {
+        if st.mode == Mode::Primary {
+            // Continue numbering from where this primary stopped; a fenced
+            // primary's state may differ from the new primary's.
+            st.tracker = if diverged {
+                SeqTracker::diverged(st.next_seq)
+            } else {
+                SeqTracker::at(st.next_seq)
+            };
+            st.tx_done_seen = st.tx_done;
+            st.last_time_ns = 0;
+            for side in Side::ALL {
+                s.tx[side.index()].clear();
+            }
+        } else if diverged {
+            st.tracker.mark_unsynced();
+        }
+        st.mode = Mode::Backup;
+        st.epoch = st.epoch.max(epoch);
+        st.switchover_for = 0;
+        for m in &mut st.macs {
+            m.clear();
+        }
+    }
+
+    /// Planned switchover: this primary stops at the current sequence
+    /// boundary, tells the backups in-band who takes over, and follows it.
+    pub(crate) fn hand_over(&mut self, target: u32, st: &mut ReplState, s: &mut Scratch, clock: &TscClock) {
+        if st.mode != Mode::Primary {
+            return;
+        }
+        let now = clock.now_ns();
+        self.send_marker(FrameType::Switchover, &target.to_be_bytes(), st, now);
+        self.become_backup(st.epoch, false, st, s);
+    }
+}

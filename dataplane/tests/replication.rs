@@ -1,0 +1,531 @@
+//! Replication on real DPDK, with `net_ring` ports standing in for the NICs:
+//! the test moves the primary's replication frames to the backup's
+//! replication port itself, so it can read, drop or reorder them.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{unbounded, Sender};
+
+use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
+use dataplane::dpdk::ring::RingPort;
+use dataplane::dpdk::{Eal, Mbuf, Mempool, PortConfig};
+use dataplane::nf::{Forward, Side};
+use dataplane::ownership::TxOwnership;
+use dataplane::replication::builder::{build_data, Encap, HEADER_DATA_ROOM};
+use dataplane::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN};
+use dataplane::wire::MacAddr;
+use dataplane::worker::{
+    Announce, DataQueues, Mode, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
+};
+
+fn eal() -> &'static Eal {
+    static EAL: OnceLock<Eal> = OnceLock::new();
+    EAL.get_or_init(|| {
+        let prefix = format!("--file-prefix=ls-repl-test-{}", std::process::id());
+        Eal::init(&[
+            "replication",
+            "-l",
+            "0",
+            "--no-huge",
+            "-m",
+            "256",
+            "--no-pci",
+            "--no-shconf",
+            &prefix,
+            "--log-level=lib.eal:error",
+        ])
+        .expect("EAL init")
+    })
+}
+
+fn pool(name: &str, n: u32, room: u16) -> Arc<Mempool> {
+    eal();
+    Arc::new(Mempool::new(name, n, 0, room, -1).expect("pool"))
+}
+
+fn port(name: &str, p: &Mempool) -> RingPort {
+    let mut r = RingPort::create_split(name, 1024, 1024).expect("ring port");
+    r.port
+        .configure(
+            &PortConfig {
+                queues: 1,
+                rx_desc: 256,
+                tx_desc: 256,
+                promiscuous: false,
+            },
+            p,
+        )
+        .expect("configure");
+    r.port.start().expect("start");
+    r
+}
+
+/// A UDP-looking frame of `len` bytes whose bytes 42.. carry `id`.
+fn frame(p: &Mempool, len: u16, id: u32) -> Mbuf {
+    let mut m = Mbuf::alloc(p).expect("mbuf");
+    let d = m.append(len).expect("room");
+    for (i, b) in d.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    d[12] = 0x08;
+    d[13] = 0x00;
+    d[42..46].copy_from_slice(&id.to_be_bytes());
+    m
+}
+
+fn id_of(bytes: &[u8]) -> u32 {
+    u32::from_be_bytes([bytes[42], bytes[43], bytes[44], bytes[45]])
+}
+
+const ENC: Encap = Encap {
+    dst: MacAddr([0x03, 0x4c, 0x53, 0, 0, 1]),
+    src: MacAddr([2, 0, 0, 0, 0, 9]),
+};
+
+#[test]
+fn replica_shares_the_payload_buffer_and_carries_the_bytes_as_received() {
+    let pkts = pool("zc_pkts", 255, DEFAULT_DATA_ROOM);
+    let headers = pool("zc_hdr", 255, HEADER_DATA_ROOM);
+    let clones = pool("zc_cln", 255, 0);
+    let mut orig = frame(&pkts, 1000, 7);
+    let as_received = orig.data().to_vec();
+    let h = ReplHeader {
+        shard: 0,
+        epoch: 1,
+        seq: 5,
+        tx_done: 4,
+        time_ns: 99,
+        ingress: 0,
+        length: 1000,
+    };
+    let replica = build_data(&orig, &h, 54, &ENC, &headers, &clones).expect("replica");
+
+    assert_eq!(replica.nb_segs(), 2);
+    assert_eq!(replica.pkt_len(), ENCAP_LEN + 1000);
+    assert_eq!(
+        replica.next_segment_buf_addr(),
+        Some(orig.buf_addr()),
+        "payload shared, not copied"
+    );
+    assert_eq!(orig.buffer_refcnt(), 2);
+    assert_eq!(replica.data_len(), ENCAP_LEN + 54, "only the rewrite span is copied");
+
+    // The function rewrites the original inside its span (as a router would).
+    orig.data_mut()[..54].fill(0xee);
+    let wire = replica.copy_to_vec();
+    assert_eq!(&wire[ENCAP_LEN..], &as_received[..], "replica = frame as received");
+    let f = ReplicationFrame::new_checked(&wire[14..]).unwrap();
+    assert_eq!(f.frame_type(), FrameType::Data);
+    assert_eq!(f.header(), h);
+
+    drop(replica);
+    assert_eq!(orig.buffer_refcnt(), 1);
+    drop(orig);
+    assert_eq!((pkts.in_use(), headers.in_use(), clones.in_use()), (0, 0, 0));
+}
+
+#[test]
+fn small_packets_are_copied_whole_into_one_segment() {
+    let pkts = pool("cp_pkts", 63, DEFAULT_DATA_ROOM);
+    let headers = pool("cp_hdr", 63, HEADER_DATA_ROOM);
+    let clones = pool("cp_cln", 63, 0);
+    let orig = frame(&pkts, 64, 1);
+    let h = ReplHeader {
+        length: 64,
+        ..Default::default()
+    };
+    let r = build_data(&orig, &h, 94, &ENC, &headers, &clones).unwrap();
+    assert_eq!((r.nb_segs(), r.pkt_len()), (1, ENCAP_LEN + 64));
+    assert_eq!(&r.data()[ENCAP_LEN..], orig.data());
+    assert_eq!(clones.in_use(), 0);
+}
+
+struct Node {
+    inside: RingPort,
+    outside: RingPort,
+    rep: RingPort,
+    shared: Arc<WorkerShared>,
+    cmd: Sender<WorkerCmd>,
+    ownership: Arc<TxOwnership>,
+    quit: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Node {
+    fn start(tag: &str, node_id: u32, pkts: &Arc<Mempool>, headers: &Arc<Mempool>, clones: &Arc<Mempool>) -> Node {
+        let inside = port(&format!("{tag}_in"), pkts);
+        let outside = port(&format!("{tag}_out"), pkts);
+        let rep = port(&format!("{tag}_rep"), pkts);
+        let shared = WorkerShared::new(0);
+        let (tx, rx) = unbounded();
+        let ownership = Arc::new(TxOwnership::new(1, false));
+        let quit = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            shard: 0,
+            nf: Forward,
+            data: [
+                DataQueues {
+                    rx: inside.port.rx_queue(0),
+                    tx: inside.port.tx_queue(0),
+                },
+                DataQueues {
+                    rx: outside.port.rx_queue(0),
+                    tx: outside.port.tx_queue(0),
+                },
+            ],
+            burst: 32,
+            idle_sleep_us: 50,
+            ownership: ownership.clone(),
+            shared: shared.clone(),
+            quit: quit.clone(),
+            repl: Some(ReplPath {
+                tx: rep.port.tx_queue(0),
+                source: ReplSource {
+                    rx: rep.port.rx_queue(0),
+                    inbox: None,
+                },
+                steer: Vec::new(),
+                encap: ENC,
+                headers: headers.clone(),
+                clones: clones.clone(),
+                pool: pkts.clone(),
+                settings: ReplSettings {
+                    node_id,
+                    shadow: 1024,
+                    window: 1024,
+                    keepalive_ns: 10_000_000,
+                    replay: 0,
+                    announce: Announce {
+                        vmac: Some(MacAddr([2, 0, 0x5e, 0, 1, 1])),
+                        vips: [Some(Ipv4Addr::new(10, 10, 1, 1)), None],
+                    },
+                },
+                signals: Arc::new(NodeSignals::default()),
+            }),
+            commands: Some(rx),
+        };
+        let thread = Some(std::thread::spawn(move || worker.run()));
+        Node {
+            inside,
+            outside,
+            rep,
+            shared,
+            cmd: tx,
+            ownership,
+            quit,
+            thread,
+        }
+    }
+
+    fn command(&self, c: WorkerCmd, owned: bool) {
+        self.ownership.set_all(owned);
+        self.cmd.send(c).unwrap();
+    }
+
+    fn stop(&mut self) {
+        self.quit.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Node {
+    /// The worker stops before the ports it polls are closed.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// What a NIC delivers: the frame in one segment.
+fn linearized(p: &Mempool, frames: Vec<Mbuf>) -> Vec<Mbuf> {
+    frames
+        .into_iter()
+        .map(|m| {
+            let bytes = m.copy_to_vec();
+            let mut out = Mbuf::alloc(p).expect("mbuf");
+            out.append(bytes.len() as u16).expect("room").copy_from_slice(&bytes);
+            out
+        })
+        .collect()
+}
+
+fn seq_of(m: &Mbuf) -> (FrameType, ReplHeader) {
+    let d = m.copy_to_vec();
+    let f = ReplicationFrame::new_checked(&d[14..]).unwrap();
+    (f.frame_type(), f.header())
+}
+
+#[test]
+fn primary_replicates_in_order_and_a_backup_takeover_resends_exactly_what_tx_done_had_not_covered() {
+    let pkts = pool("pb_pkts", 4095, DEFAULT_DATA_ROOM);
+    let headers = pool("pb_hdr", 2047, HEADER_DATA_ROOM);
+    let clones = pool("pb_cln", 2047, 0);
+    let mut p = Node::start("pa", 1, &pkts, &headers, &clones);
+    let mut b = Node::start("pb", 2, &pkts, &headers, &clones);
+    b.command(
+        WorkerCmd::BecomeBackup {
+            epoch: 1,
+            diverged: false,
+        },
+        false,
+    );
+    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
+    wait("primary mode", || p.shared.repl.mode() == Some(Mode::Primary));
+
+    // 40 packets of 600 bytes on the primary's inside port.
+    let sent: Vec<Mbuf> = (1..=40).map(|i| frame(&pkts, 600, i)).collect();
+    assert!(p.inside.inject(sent).is_empty());
+    wait("40 forwarded", || {
+        p.shared.counters.snapshot().tx[Side::Outside.index()] == 40
+    });
+    let egress = p.outside.take_sent(64);
+    assert_eq!(
+        egress.iter().map(|m| id_of(m.data())).collect::<Vec<_>>(),
+        (1..=40).collect::<Vec<_>>()
+    );
+    drop(egress);
+
+    // Its replication frames: DATA 1..=40 in order, then keepalives.
+    wait("replicas", || p.rep.queued() >= 40);
+    std::thread::sleep(Duration::from_millis(20));
+    let frames = p.rep.take_sent(256);
+    let data: Vec<(u64, u64)> = frames
+        .iter()
+        .map(seq_of)
+        .filter(|(t, _)| *t == FrameType::Data)
+        .map(|(_, h)| (h.seq, h.tx_done))
+        .collect();
+    assert_eq!(
+        data.iter().map(|d| d.0).collect::<Vec<_>>(),
+        (1..=40).collect::<Vec<_>>()
+    );
+    assert!(data.windows(2).all(|w| w[0].1 <= w[1].1), "tx_done never goes back");
+    let final_tx_done = frames.iter().map(seq_of).map(|(_, h)| h.tx_done).max().unwrap();
+    assert_eq!(final_tx_done, 40, "an idle primary reports its last tx_done at once");
+
+    // The backup gets every DATA frame but not the keepalives: it believes
+    // the primary transmitted up to the tx_done of the last DATA frame only.
+    let last_data_tx_done = data.last().unwrap().1;
+    let only_data: Vec<Mbuf> = frames.into_iter().filter(|m| seq_of(m).0 == FrameType::Data).collect();
+    assert!(b.rep.inject(linearized(&pkts, only_data)).is_empty());
+    wait("backup processed 40", || {
+        b.shared.repl.last_seq.load(Ordering::Relaxed) == 40
+    });
+    let st = &b.shared.repl;
+    assert!(st.synced.load(Ordering::Relaxed));
+    assert_eq!(st.tx_done.load(Ordering::Relaxed), last_data_tx_done);
+    assert_eq!(st.shadow_len.load(Ordering::Relaxed), 40 - last_data_tx_done);
+    assert!(
+        b.outside.take_sent(64).is_empty() && b.inside.take_sent(64).is_empty(),
+        "a backup transmits nothing"
+    );
+
+    // The primary dies; the backup takes over.
+    p.stop();
+    b.command(WorkerCmd::BecomePrimary { epoch: 2 }, true);
+    wait("takeover", || {
+        b.shared.repl.mode() == Some(Mode::Primary) && b.shared.repl.takeover_done_ns.load(Ordering::Relaxed) > 0
+    });
+    let out = b.outside.take_sent(64);
+    let (resent, announced): (Vec<Mbuf>, Vec<Mbuf>) = out.into_iter().partition(|m| m.data()[12..14] == [0x08, 0x00]);
+    // The MAC seen behind the inside port is announced on the outside one
+    // (RARP, as QEMU does after a migration).
+    assert_eq!(announced.len(), 1);
+    assert_eq!(&announced[0].data()[6..14], &[6, 7, 8, 9, 10, 11, 0x80, 0x35]);
+    drop(announced);
+    assert_eq!(
+        resent.iter().map(|m| id_of(m.data())).collect::<Vec<_>>(),
+        ((last_data_tx_done as u32 + 1)..=40).collect::<Vec<_>>(),
+        "exactly the packets after the last tx_done, in order"
+    );
+    assert_eq!(
+        b.shared.repl.takeover_replayed.load(Ordering::Relaxed),
+        40 - last_data_tx_done
+    );
+    drop(resent);
+    // The gratuitous ARP for the inside VIP went out on the inside port.
+    let garp = b.inside.take_sent(8);
+    assert_eq!(garp.len(), 1);
+    assert_eq!(&garp[0].data()[12..14], &[0x08, 0x06]);
+    drop(garp);
+
+    // New ingress continues the sequence with the new epoch.
+    assert!(b.inside.inject(vec![frame(&pkts, 600, 41)]).is_empty());
+    wait("41 forwarded", || b.outside.queued() == 1);
+    let f = b.rep.take_sent(64);
+    let d: Vec<ReplHeader> = f
+        .iter()
+        .map(seq_of)
+        .filter(|(t, _)| *t == FrameType::Data)
+        .map(|x| x.1)
+        .collect();
+    assert_eq!(d.len(), 1);
+    assert_eq!((d[0].seq, d[0].epoch), (41, 2));
+    drop(f);
+    b.stop();
+}
+
+#[test]
+fn a_lost_replication_frame_is_a_counted_gap_and_unsynchronizes_the_backup() {
+    let pkts = pool("gap_pkts", 2047, DEFAULT_DATA_ROOM);
+    let headers = pool("gap_hdr", 1023, HEADER_DATA_ROOM);
+    let clones = pool("gap_cln", 1023, 0);
+    let mut p = Node::start("ga", 1, &pkts, &headers, &clones);
+    let mut b = Node::start("gb", 2, &pkts, &headers, &clones);
+    b.command(
+        WorkerCmd::BecomeBackup {
+            epoch: 1,
+            diverged: false,
+        },
+        false,
+    );
+    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
+    wait("primary mode", || p.shared.repl.mode() == Some(Mode::Primary));
+    assert!(p
+        .inside
+        .inject((1..=10).map(|i| frame(&pkts, 100, i)).collect())
+        .is_empty());
+    wait("replicas", || p.rep.queued() >= 10);
+    let mut frames: Vec<Mbuf> = p
+        .rep
+        .take_sent(64)
+        .into_iter()
+        .filter(|m| seq_of(m).0 == FrameType::Data)
+        .collect();
+    let lost = frames.remove(4); // seq 5
+    assert_eq!(seq_of(&lost).1.seq, 5);
+    drop(lost);
+    assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
+    wait("backup at 10", || b.shared.repl.last_seq.load(Ordering::Relaxed) == 10);
+    let st = &b.shared.repl;
+    assert!(!st.synced.load(Ordering::Relaxed));
+    assert_eq!(
+        (st.gaps.load(Ordering::Relaxed), st.missing.load(Ordering::Relaxed)),
+        (1, 1)
+    );
+    p.stop();
+    b.stop();
+}
+
+#[test]
+fn a_refused_replica_means_the_packet_is_never_processed_and_its_sequence_is_reused() {
+    let pkts = pool("oc_pkts", 2047, DEFAULT_DATA_ROOM);
+    let headers = pool("oc_hdr", 1023, HEADER_DATA_ROOM);
+    let clones = pool("oc_cln", 1023, 0);
+    let mut p = Node::start("oc", 1, &pkts, &headers, &clones);
+    // Replace the replication TX ring by a tiny one: 16 slots hold 15.
+    p.stop();
+    let tiny = {
+        let mut r = RingPort::create_split("oc_tiny", 1024, 16).unwrap();
+        r.port
+            .configure(
+                &PortConfig {
+                    queues: 1,
+                    rx_desc: 256,
+                    tx_desc: 256,
+                    promiscuous: false,
+                },
+                &pkts,
+            )
+            .unwrap();
+        r.port.start().unwrap();
+        r
+    };
+    let shared = WorkerShared::new(0);
+    let (tx, rx) = unbounded();
+    let quit = Arc::new(AtomicBool::new(false));
+    let ownership = Arc::new(TxOwnership::new(1, true));
+    let w = Worker {
+        shard: 0,
+        nf: Forward,
+        data: [
+            DataQueues {
+                rx: p.inside.port.rx_queue(0),
+                tx: p.inside.port.tx_queue(0),
+            },
+            DataQueues {
+                rx: p.outside.port.rx_queue(0),
+                tx: p.outside.port.tx_queue(0),
+            },
+        ],
+        burst: 32,
+        idle_sleep_us: 50,
+        ownership,
+        shared: shared.clone(),
+        quit: quit.clone(),
+        repl: Some(ReplPath {
+            tx: tiny.port.tx_queue(0),
+            source: ReplSource {
+                rx: tiny.port.rx_queue(0),
+                inbox: None,
+            },
+            steer: Vec::new(),
+            encap: ENC,
+            headers: headers.clone(),
+            clones: clones.clone(),
+            pool: pkts.clone(),
+            settings: ReplSettings {
+                node_id: 1,
+                shadow: 64,
+                window: 64,
+                keepalive_ns: 1_000_000_000,
+                replay: 0,
+                announce: Announce::default(),
+            },
+            signals: Arc::new(NodeSignals::default()),
+        }),
+        commands: Some(rx),
+    };
+    let t = std::thread::spawn(move || w.run());
+    tx.send(WorkerCmd::BecomePrimary { epoch: 1 }).unwrap();
+    wait("primary", || shared.repl.mode() == Some(Mode::Primary));
+    // Drain the takeover keepalive so the ring has its 15 slots.
+    std::thread::sleep(Duration::from_millis(20));
+    drop(tiny.take_sent(16));
+    assert!(p
+        .inside
+        .inject((1..=20).map(|i| frame(&pkts, 100, i)).collect())
+        .is_empty());
+    wait("20 received", || shared.counters.snapshot().rx[0] == 20);
+    std::thread::sleep(Duration::from_millis(20));
+    let c = shared.counters.snapshot();
+    let refused = c.drops[dataplane::nf::DropReason::ReplicationRefused as usize];
+    assert_eq!(refused, 5, "15 replicas fit, 5 refused");
+    assert_eq!(
+        c.tx[Side::Outside.index()],
+        15,
+        "only replicated packets were processed"
+    );
+    assert_eq!(
+        shared.repl.last_seq.load(Ordering::Relaxed),
+        15,
+        "refused packets consumed no sequence number"
+    );
+    let reps = tiny.take_sent(32);
+    assert_eq!(
+        reps.iter().map(|m| seq_of(m).1.seq).collect::<Vec<_>>(),
+        (1..=15).collect::<Vec<_>>()
+    );
+    drop(reps);
+    // The next packet gets sequence 16: no hole for the backup.
+    assert!(p.inside.inject(vec![frame(&pkts, 100, 21)]).is_empty());
+    wait("one more replica", || tiny.queued() >= 1);
+    let next = tiny.take_sent(4);
+    assert_eq!(seq_of(&next[0]).1.seq, 16);
+    drop(next);
+    quit.store(true, Ordering::SeqCst);
+    t.join().unwrap();
+    drop(p);
+}

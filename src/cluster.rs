@@ -1,0 +1,327 @@
+//! The control thread's side of replication: the failure-detection state
+//! machine and its heartbeat link, fed with what the workers report, and the
+//! actions it returns carried out on the data plane (TX ownership, worker
+//! commands). Ticked by the main loop every millisecond.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crossbeam::channel::Sender;
+
+use control::machine::{
+    Action, Alarm, BackupReason, DataPlaneView, Machine, MachineConfig, Peer, Role, StartRole, TakeoverRecord,
+};
+use control::udp::{HeartbeatLink, LinkCounters};
+use dataplane::clock::TscClock;
+use dataplane::worker::{NodeSignals, WorkerCmd};
+
+use crate::config::{self, Config};
+use crate::node::NodeView;
+
+/// A copy of the control plane's state for the prompt and telemetry.
+#[derive(Clone, Debug)]
+pub struct ClusterStatus {
+    pub role: Role,
+    pub epoch: u32,
+    pub eligible: bool,
+    pub peers: Vec<(Peer, u64)>,
+    pub alarms: Vec<(Alarm, u64, bool)>,
+    pub takeovers: u64,
+    pub takeovers_refused: u64,
+    pub step_downs: u64,
+    pub heartbeats_rejected: u64,
+    pub link: LinkCounters,
+    pub last_takeover: Option<TakeoverTimeline>,
+    pub heartbeat_ms: u32,
+    pub dead_ms: u64,
+}
+
+/// A takeover as it happened, in ns on this node's clock.
+#[derive(Clone, Copy, Debug)]
+pub struct TakeoverTimeline {
+    pub record: TakeoverRecord,
+    /// First packet the new primary transmitted (0 = none yet).
+    pub first_egress_ns: u64,
+    pub replayed: u64,
+    pub unreplicated: u64,
+    pub anchored: bool,
+    pub done: bool,
+}
+
+pub struct Cluster {
+    machine: Machine,
+    link: HeartbeatLink,
+    clock: TscClock,
+    view: Arc<NodeView>,
+    signals: Arc<NodeSignals>,
+    commands: Vec<Sender<WorkerCmd>>,
+    /// Per worker: loop counter and when it last moved (the watchdog).
+    progress: Vec<(u64, u64)>,
+    timeline: Option<TakeoverTimeline>,
+    /// Ownership is dropped one tick after a hand-over, once the workers
+    /// stopped at their sequence boundary (dropping it at once would free
+    /// the egress of a burst already replicated).
+    release_ownership_at: Option<u64>,
+}
+
+impl Cluster {
+    pub fn new(
+        cfg: &Config,
+        view: Arc<NodeView>,
+        signals: Arc<NodeSignals>,
+        commands: Vec<Sender<WorkerCmd>>,
+    ) -> Result<Cluster, String> {
+        let m = &cfg.management;
+        let local: SocketAddr = m
+            .address
+            .as_deref()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| "management.address: missing or invalid".to_string())?;
+        let peers: Vec<SocketAddr> = m.peers.iter().filter_map(|p| p.parse().ok()).collect();
+        let key = m
+            .key
+            .as_deref()
+            .and_then(control::heartbeat::parse_key)
+            .ok_or("management.key: missing or invalid")?;
+        let clock = TscClock::system();
+        let now = clock.now_ns();
+        // Wall-clock start time: grows across restarts of this node, which is
+        // what the peers' replay check needs.
+        let boot_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(now);
+        let link =
+            HeartbeatLink::bind(local, peers, key, boot_id).map_err(|e| format!("management.address {local}: {e}"))?;
+        let machine = Machine::new(
+            MachineConfig {
+                node_id: cfg.node.id,
+                priority: cfg.node.priority,
+                heartbeat_ns: m.heartbeat_ms as u64 * 1_000_000,
+                dead_intervals: m.dead_intervals,
+                start_as: match cfg.node.role {
+                    config::Role::Primary => StartRole::Primary,
+                    _ => StartRole::Backup,
+                },
+            },
+            now,
+        );
+        let progress = vec![(0, now); view.workers.len()];
+        Ok(Cluster {
+            machine,
+            link,
+            clock,
+            view,
+            signals,
+            commands,
+            progress,
+            timeline: None,
+            release_ownership_at: None,
+        })
+    }
+
+    /// What the workers report, as the machine wants it.
+    fn dataplane_view(&mut self, now: u64) -> DataPlaneView {
+        let dead = self.machine.config().dead_ns();
+        let mut v = DataPlaneView {
+            synced: true,
+            switchover_received: !self.view.workers.is_empty(),
+            epoch_seen: self.signals.fence_epoch.load(Relaxed),
+            ..Default::default()
+        };
+        let me = self.machine.config().node_id;
+        for (i, w) in self.view.workers.iter().enumerate() {
+            let r = &w.repl;
+            let last = r.last_rx_ns.load(Relaxed);
+            if last != 0 {
+                v.repl_last_rx_ns = Some(v.repl_last_rx_ns.map_or(last, |x: u64| x.max(last)));
+            }
+            v.synced &= r.synced.load(Relaxed);
+            v.epoch_seen = v.epoch_seen.max(r.epoch_seen.load(Relaxed));
+            v.switchover_received &= r.switchover_for.load(Relaxed) == me;
+            let loops = r.loops.load(Relaxed);
+            let p = &mut self.progress[i];
+            if loops != p.0 {
+                *p = (loops, now);
+            } else if now.saturating_sub(p.1) > dead {
+                v.stalled = true;
+            }
+        }
+        v
+    }
+
+    /// One control-plane step.
+    pub fn tick(&mut self) {
+        let now = self.clock.now_ns();
+        self.link.receive(&mut self.machine, now);
+        let dp = self.dataplane_view(now);
+        for a in self.machine.tick(now, &dp) {
+            self.apply(a, now);
+        }
+        if self.release_ownership_at.is_some_and(|t| now >= t) {
+            self.release_ownership_at = None;
+            if self.machine.role() != Role::Primary {
+                self.view.ownership.set_all(false);
+            }
+        }
+        self.link.send_due(&self.machine, now, dp.synced);
+        self.follow_takeover();
+        self.publish(now);
+    }
+
+    fn send_all(&self, cmd: WorkerCmd) {
+        for c in &self.commands {
+            let _ = c.send(cmd);
+        }
+    }
+
+    fn apply(&mut self, a: Action, now: u64) {
+        match a {
+            Action::BecomePrimary { epoch, takeover } => {
+                if takeover {
+                    let record = self.machine.last_takeover().unwrap_or_default();
+                    let ms = |t: u64| (now.saturating_sub(t)) as f64 / 1e6;
+                    log::warn!(
+                        "TAKEOVER: node {} becomes primary, epoch {epoch} ({}): last heartbeat from the old primary {:.1} ms ago, last replication frame {:.1} ms ago",
+                        self.machine.config().node_id,
+                        if record.planned { "planned switchover" } else { "primary lost" },
+                        ms(record.last_heartbeat_ns),
+                        ms(record.last_replication_ns),
+                    );
+                    self.timeline = Some(TakeoverTimeline {
+                        record,
+                        first_egress_ns: 0,
+                        replayed: 0,
+                        unreplicated: 0,
+                        anchored: false,
+                        done: false,
+                    });
+                    for w in &self.view.workers {
+                        w.repl.takeover_done_ns.store(0, Relaxed);
+                    }
+                } else {
+                    log::info!("node {} is primary, epoch {epoch}", self.machine.config().node_id);
+                }
+                self.release_ownership_at = None;
+                // Ownership first: the workers transmit their shadow rings
+                // as soon as they read the command.
+                self.view.ownership.set_all(true);
+                self.send_all(WorkerCmd::BecomePrimary { epoch });
+                self.link.send_now(&self.machine, now, true);
+            }
+            Action::BecomeBackup { epoch, reason } => {
+                let diverged = matches!(
+                    reason,
+                    BackupReason::HigherEpoch(_) | BackupReason::OutrankedPrimary(_) | BackupReason::Watchdog
+                );
+                match reason {
+                    BackupReason::PrimaryPresent | BackupReason::Configured => {
+                        log::info!("node {} is backup, epoch {epoch} ({reason:?})", self.machine.config().node_id)
+                    }
+                    _ => log::warn!("node {} steps down to backup, epoch {epoch}: {reason:?}", self.machine.config().node_id),
+                }
+                self.view.ownership.set_all(false);
+                self.send_all(WorkerCmd::BecomeBackup { epoch, diverged });
+                self.link.send_now(&self.machine, now, false);
+            }
+            Action::HandOver { target, epoch } => {
+                log::warn!("SWITCHOVER: node {} hands over to node {target} (epoch {epoch})", self.machine.config().node_id);
+                self.send_all(WorkerCmd::HandOver { target });
+                self.release_ownership_at = Some(now + self.machine.config().heartbeat_ns);
+                self.link.send_now(&self.machine, now, true);
+            }
+            Action::Alarm(a) => log::warn!("ALARM {}: {}", a.name(), alarm_text(a)),
+            Action::AlarmCleared(a) => log::info!("alarm {} cleared", a.name()),
+            Action::TakeoverRefused => log::error!(
+                "TAKEOVER REFUSED: the primary is gone but this backup is not synchronized (it did not process every shard's stream from sequence 1 without a gap)"
+            ),
+        }
+    }
+
+    /// Logs the takeover's outcome once every worker has carried it out.
+    fn follow_takeover(&mut self) {
+        let Some(t) = self.timeline.as_mut() else { return };
+        if t.done {
+            return;
+        }
+        let workers = &self.view.workers;
+        if !workers.iter().all(|w| w.repl.takeover_done_ns.load(Relaxed) != 0) {
+            return;
+        }
+        t.done = true;
+        t.replayed = workers.iter().map(|w| w.repl.takeover_replayed.load(Relaxed)).sum();
+        t.unreplicated = workers.iter().map(|w| w.repl.takeover_unreplicated.load(Relaxed)).sum();
+        t.anchored = workers.iter().all(|w| w.repl.takeover_anchored.load(Relaxed));
+        t.first_egress_ns = workers
+            .iter()
+            .map(|w| w.repl.takeover_first_egress_ns.load(Relaxed))
+            .filter(|x| *x != 0)
+            .min()
+            .unwrap_or(0);
+        let d = t.record.detected_ns;
+        log::warn!(
+            "TAKEOVER done: {} shadow packets resent, {} unreplicated packets processed ({}), first egress {}",
+            t.replayed,
+            t.unreplicated,
+            if t.anchored { "anchored" } else { "by time" },
+            if t.first_egress_ns == 0 {
+                "none needed".to_string()
+            } else {
+                format!(
+                    "{:.3} ms after detection",
+                    t.first_egress_ns.saturating_sub(d) as f64 / 1e6
+                )
+            }
+        );
+    }
+
+    fn publish(&self, now: u64) {
+        let m = &self.machine;
+        let status = ClusterStatus {
+            role: m.role(),
+            epoch: m.epoch(),
+            eligible: m.eligible(),
+            peers: m.peers().map(|p| (*p, now.saturating_sub(p.last_heard_ns))).collect(),
+            alarms: Alarm::ALL
+                .iter()
+                .map(|a| (*a, m.alarm_count(*a), m.alarm_active(*a)))
+                .collect(),
+            takeovers: m.takeovers,
+            takeovers_refused: m.takeovers_refused,
+            step_downs: m.step_downs,
+            heartbeats_rejected: m.heartbeats_rejected,
+            link: self.link.counters,
+            last_takeover: self.timeline,
+            heartbeat_ms: (m.config().heartbeat_ns / 1_000_000) as u32,
+            dead_ms: m.config().dead_ns() / 1_000_000,
+        };
+        if let Ok(mut c) = self.view.cluster.lock() {
+            *c = Some(status);
+        }
+    }
+
+    /// The operator's planned switchover.
+    pub fn switchover(&mut self) -> Result<String, String> {
+        let now = self.clock.now_ns();
+        let a = self.machine.switchover(now)?;
+        self.apply(a, now);
+        match a {
+            Action::HandOver { target, .. } => Ok(format!("handing over to node {target}")),
+            _ => Ok(String::new()),
+        }
+    }
+
+    /// Testing the watchdog: stall every worker for `ms`.
+    pub fn stall_workers(&self, ms: u64) {
+        self.send_all(WorkerCmd::Stall { ms });
+    }
+}
+
+fn alarm_text(a: Alarm) -> &'static str {
+    match a {
+        Alarm::ManagementDown => "no heartbeat from the primary, but its replication stream is alive: no takeover",
+        Alarm::ReplicationDown => "no replication frame from the primary, but its heartbeats are alive: no takeover",
+        Alarm::Watchdog => "a worker stopped making progress: stepping down",
+    }
+}

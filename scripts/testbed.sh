@@ -9,7 +9,9 @@
 #                                             br-in           br-out
 #   ls-primary in0 ───────────────────────────┤                 ├─────── out0 ls-primary
 #   ls-backup  in0 ───────────────────────────┘                 └─────── out0 ls-backup
-#   ls-primary rep0 ── br-rep ── rep0 ls-backup      (replication link, DPDK)
+#   ls-primary rep0 ── br-rep ── rep0 ls-backup      (replication link, DPDK,
+#                                                     MTU 9000: a replica is its
+#                                                     frame plus 50 bytes)
 #
 # The switch does not learn MACs on the nodes' data ports (learning off), so
 # ingress for anything behind the cluster is flooded to every member: the
@@ -57,6 +59,10 @@ link() {
     ip link add name "$dev" netns "$ns_" type veth peer name "$peer" netns "$SW"
     quiet_offloads "$ns_" "$dev"
     quiet_offloads "$SW" "$peer"
+    if [ "$br" = br-rep ]; then
+        ns "$SW" ip link set "$peer" mtu 9000
+        ns "$ns_" ip link set "$dev" mtu 9000
+    fi
     ns "$SW" ip link set "$peer" master "$br" up
     [ "${4:-}" = flood ] && ns "$SW" bridge link set dev "$peer" learning off
     ns "$ns_" ip link set "$dev" up
@@ -86,6 +92,8 @@ up() {
     new_ns "$SW"
     for br in br-in br-out br-rep br-mgmt; do
         ns "$SW" ip link add "$br" type bridge
+        # Replication frames carry a full frame plus 50 bytes of headers.
+        [ "$br" = br-rep ] && ns "$SW" ip link set "$br" mtu 9000
         # Replication frames go to a group address: flood them to every backup.
         ns "$SW" ip link set "$br" type bridge mcast_snooping 0
         ns "$SW" ip link set "$br" up

@@ -176,6 +176,17 @@ impl Node {
         for p in &mut ports {
             p.start().map_err(|e| e.to_string())?;
         }
+        if let [inside, outside, rep] = &ports[..] {
+            let mtu = |p: &Port| p.info().map(|i| i.mtu).unwrap_or(0);
+            let need = mtu(inside).max(mtu(outside)) as u32 + dataplane::replication::ENCAP_LEN as u32;
+            if (mtu(rep) as u32) < need {
+                log::warn!(
+                    "ports.replication: MTU {} is below the data ports' MTU + {} = {need}: full-size frames cannot be replicated (raise the replication link's MTU)",
+                    mtu(rep),
+                    dataplane::replication::ENCAP_LEN
+                );
+            }
+        }
 
         // A replicating node owns nothing until the control plane says so.
         let ownership = Arc::new(TxOwnership::new(d.workers as usize, !replicating));

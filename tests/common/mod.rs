@@ -358,3 +358,237 @@ pub fn af_packet_vdevs() -> Vec<String> {
         "net_af_packet1,iface=out0,framecnt=4096".into(),
     ]
 }
+
+/// The cluster key the tests use (hex).
+pub const TEST_KEY: &str = "6c6f636b737465702d746573742d6b65792d30303031";
+
+/// Management address of a test-bed node.
+pub fn mgmt_addr(node: &str) -> &'static str {
+    match node {
+        "primary" => "10.10.9.1:7700",
+        "backup" => "10.10.9.2:7700",
+        "backup2" => "10.10.9.3:7700",
+        _ => panic!("unknown node {node}"),
+    }
+}
+
+/// A replicating node's config on the test bed.
+pub fn cluster_config(node: &str, id: u32, priority: u8, role: &str, peers: &[&str]) -> String {
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"{}\"", mgmt_addr(p))).collect();
+    format!(
+        r#"
+[node]
+id = {id}
+priority = {priority}
+role = "{role}"
+virtual_mac = "02:00:5e:00:01:01"
+[ports]
+inside = "net_af_packet0"
+outside = "net_af_packet1"
+replication = "net_af_packet2"
+[dataplane]
+workers = 1
+burst = 32
+mbufs = 16383
+idle_sleep_us = 20
+[function]
+kind = "forward"
+[management]
+address = "{addr}"
+peers = [{peers}]
+heartbeat_ms = 10
+dead_intervals = 3
+key = "{TEST_KEY}"
+[replication]
+shadow_ring = 2048
+ingress_window = 2048
+"#,
+        addr = mgmt_addr(node),
+        peers = peers.join(", ")
+    )
+}
+
+/// Starts a replicating node `node` of the test bed.
+pub fn start_cluster_node(bed: &TestBed, dir: &Path, node: &str, config: &str, tag: &str) -> Lockstep {
+    let cfg = write_config(dir, &format!("{node}-{tag}.toml"), config);
+    let prefix = format!("{}{node}-{tag}", bed.prefix);
+    let mut eal = eal_base(&prefix, "0,1");
+    eal.extend(af_packet_vdevs());
+    eal.push("--vdev".into());
+    eal.push("net_af_packet2,iface=rep0,framecnt=4096".into());
+    Lockstep::start(Some(&bed.ns(node)), &eal, &cfg, dir, &prefix)
+}
+
+/// (role, epoch) from `show sync`.
+pub fn role_of(ls: &mut Lockstep) -> (String, u32) {
+    let text = ls.cmd("show sync");
+    let line = text
+        .lines()
+        .find(|l| l.contains(" priority ") && l.contains(" epoch "))
+        .unwrap_or("");
+    // "  node 1 priority 200: primary epoch 1  (heartbeat ..."
+    let after = line.split(": ").nth(1).unwrap_or("");
+    let mut w = after.split_whitespace();
+    let role = w.next().unwrap_or("").to_string();
+    let epoch = w.nth(1).and_then(|e| e.parse().ok()).unwrap_or(0);
+    (role, epoch)
+}
+
+/// How many times `show sync` says an alarm was raised.
+pub fn alarm_count(ls: &mut Lockstep, alarm: &str) -> u64 {
+    let text = ls.cmd("show sync");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("alarm {alarm}: raised ")))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until `role_of(ls)` is `role`, or panics after `secs`.
+pub fn wait_role(ls: &mut Lockstep, role: &str, secs: u64) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (r, e) = role_of(ls);
+        if r == role {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node never became {role} (is {r}); stderr:\n{}",
+            ls.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The UDP stream of scripts/udpstream.py between client and server.
+pub struct Stream {
+    recv: Child,
+    send: Child,
+    pub report: PathBuf,
+    sent: PathBuf,
+}
+
+impl Stream {
+    /// Starts the receiver on ls-server and a sender at `rate` pps for
+    /// `seconds` on ls-client.
+    pub fn start(bed: &TestBed, dir: &Path, rate: u32, seconds: f64) -> Stream {
+        let report = dir.join("stream-report.json");
+        let sent = dir.join("stream-sent.json");
+        let _ = std::fs::remove_file(&report);
+        let _ = std::fs::remove_file(&sent);
+        let script = repo().join("scripts/udpstream.py");
+        let recv = Command::new("ip")
+            .args(["netns", "exec", &bed.ns("server"), "python3"])
+            .arg(&script)
+            .args(["recv", "9000", "--idle", "2", "--out"])
+            .arg(&report)
+            .arg("--sent")
+            .arg(&sent)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("receiver");
+        std::thread::sleep(Duration::from_millis(300));
+        let out = std::fs::File::create(&sent).expect("sent file");
+        let send = Command::new("ip")
+            .args(["netns", "exec", &bed.ns("client"), "python3"])
+            .arg(&script)
+            .args([
+                "send",
+                "10.10.2.2",
+                "9000",
+                "--rate",
+                &rate.to_string(),
+                "--seconds",
+                &seconds.to_string(),
+            ])
+            .stdout(Stdio::from(out))
+            .spawn()
+            .expect("sender");
+        Stream {
+            recv,
+            send,
+            report,
+            sent,
+        }
+    }
+
+    /// Waits for both ends and returns the receiver's report.
+    pub fn finish(mut self) -> serde_json::Value {
+        let _ = self.send.wait();
+        let _ = self.recv.wait();
+        let text = std::fs::read_to_string(&self.report).unwrap_or_default();
+        let _ = &self.sent;
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("no stream report: '{text}'"))
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        for c in [&mut self.send, &mut self.recv] {
+            if matches!(c.try_wait(), Ok(None)) {
+                signal(c.id(), "KILL");
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// An iperf3 TCP run from client to server, in the background.
+pub struct Iperf {
+    server: Child,
+    client: Child,
+    out: PathBuf,
+}
+
+impl Iperf {
+    pub fn start(bed: &TestBed, dir: &Path, seconds: u32) -> Iperf {
+        let server = Command::new("ip")
+            .args(["netns", "exec", &bed.ns("server"), "iperf3", "-s", "-1", "-p", "5201"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("iperf3 server");
+        std::thread::sleep(Duration::from_millis(400));
+        let out = dir.join("iperf3.json");
+        let f = std::fs::File::create(&out).expect("iperf3 out");
+        let client = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &bed.ns("client"),
+                "iperf3",
+                "-c",
+                "10.10.2.2",
+                "-p",
+                "5201",
+                "-J",
+                "-t",
+                &seconds.to_string(),
+                "-b",
+                "200M",
+            ])
+            .stdout(Stdio::from(f))
+            .spawn()
+            .expect("iperf3 client");
+        Iperf { server, client, out }
+    }
+
+    /// Waits; returns the client's JSON.
+    pub fn finish(mut self) -> serde_json::Value {
+        let _ = self.client.wait();
+        let _ = self.server.wait();
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("iperf3 gave no JSON: '{text}'"))
+    }
+}
+
+impl Drop for Iperf {
+    fn drop(&mut self) {
+        for c in [&mut self.client, &mut self.server] {
+            if matches!(c.try_wait(), Ok(None)) {
+                signal(c.id(), "KILL");
+                let _ = c.wait();
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Failover end to end on the test bed: a primary and backup(s) running
+//! `forward` on `net_af_packet` vdevs, a sequence-numbered UDP stream and
+//! iperf3 TCP between the kernel peers, processes killed with SIGKILL, links
+//! taken down with `ip link`. Run one at a time (`--test-threads=1`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn u(v: &serde_json::Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or(u64::MAX)
+}
+
+#[test]
+fn kill_9_of_the_primary_under_the_stream_loses_no_packet_and_tcp_survives() {
+    let bed = TestBed::up("kill", true, "primary backup");
+    let dir = scratch("kill");
+    let mut p = start_cluster_node(
+        &bed,
+        &dir,
+        "primary",
+        &cluster_config("primary", 1, 200, "primary", &["backup"]),
+        "a",
+    );
+    wait_role(&mut p, "primary", 10);
+    let mut b = start_cluster_node(
+        &bed,
+        &dir,
+        "backup",
+        &cluster_config("backup", 2, 100, "backup", &["primary"]),
+        "a",
+    );
+    wait_role(&mut b, "backup", 10);
+
+    let iperf = Iperf::start(&bed, &dir, 6);
+    let stream = Stream::start(&bed, &dir, 20_000, 5.0);
+    std::thread::sleep(Duration::from_millis(2500));
+    p.kill9();
+    let epoch = wait_role(&mut b, "primary", 5);
+    assert_eq!(epoch, 2);
+
+    let r = stream.finish();
+    let tcp = iperf.finish();
+    assert!(u(&r, "sent") >= 90_000, "{r}");
+    assert_eq!(u(&r, "lost"), 0, "no packet lost: {r}");
+    assert!(u(&r, "duplicates") <= 32, "at most one burst of duplicates: {r}");
+    assert!(tcp.get("error").is_none(), "iperf3 failed: {}", tcp["error"]);
+    assert!(
+        tcp["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0) > 10_000_000,
+        "TCP carried data"
+    );
+    let sync = b.cmd("show sync");
+    assert!(sync.contains("takeovers 1  refused 0"), "{sync}");
+    assert_eq!(
+        alarm_count(&mut b, "replication_down") + alarm_count(&mut b, "management_down"),
+        0,
+        "no false alarm"
+    );
+}
+
+#[test]
+fn management_link_down_alone_raises_an_alarm_and_changes_no_role() {
+    let bed = TestBed::up("mgmt", true, "primary backup");
+    let dir = scratch("mgmt");
+    let mut p = start_cluster_node(
+        &bed,
+        &dir,
+        "primary",
+        &cluster_config("primary", 1, 200, "primary", &["backup"]),
+        "a",
+    );
+    wait_role(&mut p, "primary", 10);
+    let mut b = start_cluster_node(
+        &bed,
+        &dir,
+        "backup",
+        &cluster_config("backup", 2, 100, "backup", &["primary"]),
+        "a",
+    );
+    wait_role(&mut b, "backup", 10);
+
+    bed.run("backup", &["ip", "link", "set", "mgmt0", "down"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(role_of(&mut b).0, "backup");
+    assert_eq!(role_of(&mut p).0, "primary");
+    assert_eq!(alarm_count(&mut b, "management_down"), 1);
+    assert!(b.cmd("show sync").contains("management_down: raised 1 time(s), ACTIVE"));
+
+    bed.run("backup", &["ip", "link", "set", "mgmt0", "up"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!b.cmd("show sync").contains("ACTIVE"), "alarm cleared");
+    assert_eq!(
+        (role_of(&mut p).0, role_of(&mut b).0),
+        ("primary".to_string(), "backup".to_string())
+    );
+}
+
+#[test]
+fn replication_link_down_alone_raises_an_alarm_and_changes_no_role() {
+    let bed = TestBed::up("repl", true, "primary backup");
+    let dir = scratch("repl");
+    let mut p = start_cluster_node(
+        &bed,
+        &dir,
+        "primary",
+        &cluster_config("primary", 1, 200, "primary", &["backup"]),
+        "a",
+    );
+    wait_role(&mut p, "primary", 10);
+    let mut b = start_cluster_node(
+        &bed,
+        &dir,
+        "backup",
+        &cluster_config("backup", 2, 100, "backup", &["primary"]),
+        "a",
+    );
+    wait_role(&mut b, "backup", 10);
+
+    bed.run("backup", &["ip", "link", "set", "rep0", "down"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(role_of(&mut b).0, "backup");
+    assert_eq!(role_of(&mut p).0, "primary");
+    assert_eq!(alarm_count(&mut b, "replication_down"), 1);
+    bed.run("backup", &["ip", "link", "set", "rep0", "up"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        (role_of(&mut p).0, role_of(&mut b).0),
+        ("primary".to_string(), "backup".to_string())
+    );
+}
+
+#[test]
+fn both_links_down_mean_takeover_and_links_back_up_leave_one_primary() {
+    let bed = TestBed::up("both", true, "primary backup");
+    let dir = scratch("both");
+    let mut p = start_cluster_node(
+        &bed,
+        &dir,
+        "primary",
+        &cluster_config("primary", 1, 200, "primary", &["backup"]),
+        "a",
+    );
+    wait_role(&mut p, "primary", 10);
+    let mut b = start_cluster_node(
+        &bed,
+        &dir,
+        "backup",
+        &cluster_config("backup", 2, 100, "backup", &["primary"]),
+        "a",
+    );
+    wait_role(&mut b, "backup", 10);
+
+    bed.run("backup", &["ip", "link", "set", "mgmt0", "down"]);
+    bed.run("backup", &["ip", "link", "set", "rep0", "down"]);
+    assert_eq!(wait_role(&mut b, "primary", 5), 2, "the backup takes over with epoch 2");
+    bed.run("backup", &["ip", "link", "set", "mgmt0", "up"]);
+    bed.run("backup", &["ip", "link", "set", "rep0", "up"]);
+    // The old primary hears epoch 2 and steps down: one primary again.
+    let e = wait_role(&mut p, "backup", 5);
+    assert_eq!(e, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(role_of(&mut b), ("primary".to_string(), 2));
+    let sync = p.cmd("show sync");
+    assert!(sync.contains("step-downs 1"), "{sync}");
+    assert!(
+        sync.contains("synchronized: no"),
+        "a fenced primary is not eligible: {sync}"
+    );
+}
+
+#[test]
+fn a_restarted_old_primary_rejoins_as_backup_and_never_transmits_on_its_data_ports() {
+    let bed = TestBed::up("rejoin", true, "primary backup");
+    let dir = scratch("rejoin");
+    let primary_cfg = cluster_config("primary", 1, 200, "primary", &["backup"]);
+    let mut p = start_cluster_node(&bed, &dir, "primary", &primary_cfg, "a");
+    wait_role(&mut p, "primary", 10);
+    let mut b = start_cluster_node(
+        &bed,
+        &dir,
+        "backup",
+        &cluster_config("backup", 2, 100, "backup", &["primary"]),
+        "a",
+    );
+    wait_role(&mut b, "backup", 10);
+    p.kill9();
+    wait_role(&mut b, "primary", 5);
+
+    // The old primary comes back with its configuration unchanged.
+    let mut p2 = start_cluster_node(&bed, &dir, "primary", &primary_cfg, "b");
+    assert_eq!(wait_role(&mut p2, "backup", 10), 2, "rejoins as backup of epoch 2");
+    p2.cmd("clear port stats all");
+    // Capture what node 1 sends into the switch while traffic flows.
+    let cap = |port: &str| {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &bed.ns("sw"),
+                "tcpdump",
+                "-i",
+                port,
+                "-Q",
+                "in",
+                "-n",
+                "-c",
+                "1000",
+                "-w",
+            ])
+            .arg(dir.join(format!("{port}.pcap")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tcpdump")
+    };
+    let mut caps = [cap("in-primary"), cap("out-primary")];
+    std::thread::sleep(Duration::from_millis(800));
+    let ping = bed.run("client", &["ping", "-c", "20", "-i", "0.05", "-W", "2", "10.10.2.2"]);
+    assert!(
+        String::from_utf8_lossy(&ping.stdout).contains(" 0% packet loss"),
+        "the new primary forwards"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for c in &mut caps {
+        signal(c.id(), "INT");
+        let _ = c.wait();
+    }
+    for port in ["in-primary", "out-primary"] {
+        let out = std::process::Command::new("tcpdump")
+            .args(["-r"])
+            .arg(dir.join(format!("{port}.pcap")))
+            .args(["-n"])
+            .output()
+            .expect("tcpdump -r");
+        let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert_eq!(lines, 0, "node 1 sent {lines} frames on {port} while backup");
+    }
+    let stats = parse_port_stats(&p2.cmd("show port stats all"));
+    assert_eq!((stats["inside"].tx_packets, stats["outside"].tx_packets), (0, 0));
+    assert!(
+        stats["inside"].rx_packets >= 20,
+        "it saw the traffic (its ingress window)"
+    );
+}
+
+#[test]
+fn with_two_backups_the_higher_priority_takes_over_then_the_other_without_loss() {
+    let bed = TestBed::up("two", true, "primary backup backup2");
+    let dir = scratch("two");
+    let mut p = start_cluster_node(
+        &bed,
+        &dir,
+        "primary",
+        &cluster_config("primary", 1, 200, "primary", &["backup", "backup2"]),
+        "a",
+    );
+    wait_role(&mut p, "primary", 10);
+    let mut b1 = start_cluster_node(
+        &bed,
+        &dir,
+        "backup",
+        &cluster_config("backup", 2, 100, "backup", &["primary", "backup2"]),
+        "a",
+    );
+    let mut b2 = start_cluster_node(
+        &bed,
+        &dir,
+        "backup2",
+        &cluster_config("backup2", 3, 150, "backup", &["primary", "backup"]),
+        "a",
+    );
+    wait_role(&mut b1, "backup", 10);
+    wait_role(&mut b2, "backup", 10);
+
+    let stream = Stream::start(&bed, &dir, 10_000, 6.0);
+    std::thread::sleep(Duration::from_millis(1500));
+    p.kill9();
+    assert_eq!(wait_role(&mut b2, "primary", 5), 2, "priority 150 takes over");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        role_of(&mut b1),
+        ("backup".to_string(), 2),
+        "the other follows the new primary"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    b2.kill9();
+    assert_eq!(wait_role(&mut b1, "primary", 5), 3);
+    let r = stream.finish();
+    assert_eq!(u(&r, "lost"), 0, "{r}");
+    assert!(u(&r, "duplicates") <= 64, "{r}");
+}
+
+#[test]
+fn planned_switchover_under_the_stream_loses_nothing_and_duplicates_nothing() {
+    let bed = TestBed::up("swo", true, "primary backup");
+    let dir = scratch("swo");
+    let mut p = start_cluster_node(
+        &bed,
+        &dir,
+        "primary",
+        &cluster_config("primary", 1, 200, "primary", &["backup"]),
+        "a",
+    );
+    wait_role(&mut p, "primary", 10);
+    let mut b = start_cluster_node(
+        &bed,
+        &dir,
+        "backup",
+        &cluster_config("backup", 2, 100, "backup", &["primary"]),
+        "a",
+    );
+    wait_role(&mut b, "backup", 10);
+    let stream = Stream::start(&bed, &dir, 20_000, 4.0);
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = p.cmd("switchover");
+    assert!(out.contains("handing over to node 2"), "{out}");
+    assert_eq!(wait_role(&mut b, "primary", 5), 2);
+    let r = stream.finish();
+    assert_eq!(u(&r, "lost"), 0, "{r}");
+    assert_eq!(u(&r, "duplicates"), 0, "{r}");
+    assert_eq!(role_of(&mut p), ("backup".to_string(), 2));
+    assert!(
+        p.cmd("show sync").contains("synchronized: yes"),
+        "the old primary follows in sync"
+    );
+}

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The main job: the test bed up, a lockstep node between the client and the
-# server, real traffic (ping, iperf3 TCP), and a report of what the
-# endpoints saw, in text and in target/demo/report.json.
+# The main job: the failover demo.
 #
-# Replication and failover are not built yet (issue 3): this demo runs one
-# standalone `forward` node. It will become the failover demo.
+# Test bed up; a primary and a backup lockstep (`forward`) between ls-client
+# and ls-server; a sequence-numbered UDP stream (20 kpps), ping and an iperf3
+# TCP run through them; `kill -9` of the primary mid-stream; the old primary
+# restarted (it rejoins as backup). Then what the receiver saw: packets lost,
+# duplicated, reordered, the longest gap, whether TCP survived; also written
+# to target/demo/report.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=$ROOT/target/demo
+rm -rf "$OUT"
 mkdir -p "$OUT"
 
 [ "$(id -u)" = 0 ] || { echo "demo.sh: needs root (network namespaces)" >&2; exit 1; }
@@ -18,80 +21,121 @@ cargo build --release --locked -p lockstep 2>&1 | tail -1
 BIN=$ROOT/target/release/lockstep
 
 export LS_PREFIX=ls- LS_NODES="primary backup"
-PID=""
+PIDS=()
 cleanup() {
     set +e
-    [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && sleep 1 && kill -9 "$PID" 2>/dev/null
-    exec 3>&- 2>/dev/null
-    rm -f "$OUT/primary.in"
+    for fd in 5 6 7; do eval "exec $fd>&-" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    sleep 1
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
     scripts/testbed.sh down
 }
 trap cleanup EXIT
 
-echo "demo: test bed up (namespaces ls-client, ls-server, ls-primary, ls-backup, ls-sw)"
+# start NAME CONFIG TAG FD: a lockstep in namespace ls-NAME, prompt on fd FD.
+start() {
+    local name=$1 cfg=$2 tag=$3 fd=$4
+    mkfifo "$OUT/$tag.in"
+    ip netns exec "ls-$name" "$BIN" -l 0,1 --no-huge -m 512 --no-pci --no-shconf --file-prefix="ls-demo-$tag" \
+        --vdev net_af_packet0,iface=in0,framecnt=4096 --vdev net_af_packet1,iface=out0,framecnt=4096 \
+        --vdev net_af_packet2,iface=rep0,framecnt=4096 \
+        -- --config "$cfg" -i <"$OUT/$tag.in" >"$OUT/$tag.log" 2>&1 &
+    PIDS+=($!)
+    disown $!
+    eval "exec $fd>\"$OUT/$tag.in\""
+    echo $! >"$OUT/$tag.pid"
+}
+role() { # LOG: the role in the node's latest log line about it
+    grep -oE "node [0-9]+ (is|becomes|steps down to) (primary|backup)" "$1" | tail -1 | awk '{print $NF}'
+}
+wait_role() { # LOG ROLE
+    for _ in $(seq 100); do [ "$(role "$1")" = "$2" ] && return 0; sleep 0.1; done
+    echo "demo: $1 never became $2"; tail -20 "$1"; exit 1
+}
+
+echo "demo: test bed up (ls-client, ls-server, ls-primary, ls-backup; bridges in ls-sw)"
 scripts/testbed.sh up --bump
+start primary configs/failover-primary.toml primary 5
+wait_role "$OUT/primary.log" primary
+start backup configs/failover-backup.toml backup 6
+wait_role "$OUT/backup.log" backup
+echo "demo: node 1 primary in ls-primary, node 2 backup in ls-backup"
 
-rm -f "$OUT/primary.in"; mkfifo "$OUT/primary.in"
-ip netns exec ls-primary "$BIN" -l 0,1 --no-huge -m 512 --no-pci --no-shconf --file-prefix=ls-demo-primary \
-    --vdev net_af_packet0,iface=in0,framecnt=4096 --vdev net_af_packet1,iface=out0,framecnt=4096 \
-    -- --config configs/forward-testbed.toml -i <"$OUT/primary.in" >"$OUT/primary.log" 2>&1 &
-PID=$!
-exec 3>"$OUT/primary.in"
-for _ in $(seq 100); do grep -q 'lockstep> ' "$OUT/primary.log" && break; sleep 0.1; done
-grep -q 'lockstep> ' "$OUT/primary.log" || { echo "demo: lockstep did not start:"; cat "$OUT/primary.log"; exit 1; }
-echo "demo: lockstep running in ls-primary (pid $PID)"
-
-echo "demo: 20 pings ls-client -> ls-server"
-ping_out=$(ip netns exec ls-client ping -c 20 -i 0.05 -W 2 10.10.2.2 | tail -2)
-echo "$ping_out"
-ping_rx=$(echo "$ping_out" | sed -n 's/.* \([0-9]*\) received.*/\1/p')
-ping_rtt=$(echo "$ping_out" | sed -n 's/.*= [0-9.]*\/\([0-9.]*\)\/.*/\1/p')
-
-echo "demo: iperf3 TCP, 5 s"
+echo "demo: traffic for 8 s: UDP stream 20 kpps, ping every 50 ms, iperf3 TCP 200 Mbit/s"
+ip netns exec ls-server python3 scripts/udpstream.py recv 9000 --idle 2 --out "$OUT/udp.json" --sent "$OUT/udp-sent.json" >/dev/null &
+RECV=$!
 ip netns exec ls-server iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
 IPERF_S=$!
 sleep 0.5
-ip netns exec ls-client iperf3 -c 10.10.2.2 -p 5201 -t 5 -J >"$OUT/iperf3.json" || true
+ip netns exec ls-client iperf3 -c 10.10.2.2 -p 5201 -t 8 -b 200M -J >"$OUT/iperf3.json" 2>/dev/null &
+IPERF_C=$!
+ip netns exec ls-client ping -c 160 -i 0.05 -W 1 10.10.2.2 >"$OUT/ping.txt" 2>&1 &
+PING=$!
+ip netns exec ls-client python3 scripts/udpstream.py send 10.10.2.2 9000 --rate 20000 --seconds 8 >"$OUT/udp-sent.json" &
+SEND=$!
+
+sleep 3
+echo "demo: kill -9 of the primary (pid $(cat "$OUT/primary.pid"))"
+kill -9 "$(cat "$OUT/primary.pid")"
+sleep 2
+echo "demo: node 2 is now $(role "$OUT/backup.log"); restarting the old primary"
+exec 5>&-
+start primary configs/failover-primary.toml primary-restarted 7
+wait_role "$OUT/primary-restarted.log" backup
+echo "demo: the old primary rejoined as $(role "$OUT/primary-restarted.log")"
+
+wait $SEND $PING $IPERF_C $RECV 2>/dev/null || true
 wait $IPERF_S 2>/dev/null || true
+echo "show sync" >&6
+echo "show sync" >&7
+sleep 0.5
+echo "quit" >&6
+echo "quit" >&7
+exec 6>&- 7>&-
+sleep 2
 
-echo "show port stats all" >&3
-echo "show latency" >&3
-echo "quit" >&3
-exec 3>&-
-wait "$PID" || true
-PID=""
-
-python3 - "$OUT" "$ping_rx" "$ping_rtt" <<'PY'
+python3 - "$OUT" <<'PY'
 import json, re, sys
-out, ping_rx, ping_rtt = sys.argv[1], int(sys.argv[2] or 0), float(sys.argv[3] or 0)
+out = sys.argv[1]
+udp = json.load(open(f"{out}/udp.json"))
 ip = json.load(open(f"{out}/iperf3.json"))
+ping = open(f"{out}/ping.txt").read()
+m = re.search(r"(\d+) packets transmitted, (\d+) received", ping)
+ping_tx, ping_rx = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 end = ip.get("end", {})
 tcp = {
-    "completed": "error" not in ip,
+    "survived": "error" not in ip and end.get("sum_received", {}).get("bytes", 0) > 0,
     "error": ip.get("error"),
-    "gbit_per_s": round(end.get("sum_received", {}).get("bits_per_second", 0) / 1e9, 3),
     "bytes": end.get("sum_received", {}).get("bytes", 0),
+    "mbit_per_s": round(end.get("sum_received", {}).get("bits_per_second", 0) / 1e6, 1),
     "retransmits": end.get("sum_sent", {}).get("retransmits"),
 }
-log = open(f"{out}/primary.log").read()
-final = log.split("Final statistics:")[-1]
-ports = {}
-for m in re.finditer(r"NIC statistics for port \d+ \((\w+): [^)]*\).*?RX-packets: (\d+).*?TX-packets: (\d+)", final, re.S):
-    ports[m.group(1)] = {"rx_packets": int(m.group(2)), "tx_packets": int(m.group(3))}
+blog = open(f"{out}/backup.log").read()
+take = re.search(r"TAKEOVER: .*last heartbeat from the old primary ([\d.]+) ms ago, last replication frame ([\d.]+) ms ago", blog)
+done = re.search(r"TAKEOVER done: (\d+) shadow packets resent, (\d+) unreplicated packets processed", blog)
+rlog = open(f"{out}/primary-restarted.log").read()
 report = {
-    "function": "forward",
-    "nodes": 1,
-    "failover": "not built yet (issue 3)",
-    "ping": {"sent": 20, "received": ping_rx, "lost": 20 - ping_rx, "avg_rtt_ms": ping_rtt},
-    "iperf3_tcp": tcp,
-    "lockstep_ports": ports,
+    "udp_stream": udp,
+    "ping": {"sent": ping_tx, "received": ping_rx, "lost": ping_tx - ping_rx},
+    "tcp": tcp,
+    "takeover": {
+        "detection_ms_after_last_heartbeat": float(take.group(1)) if take else None,
+        "detection_ms_after_last_replication_frame": float(take.group(2)) if take else None,
+        "shadow_resent": int(done.group(1)) if done else None,
+        "unreplicated_processed": int(done.group(2)) if done else None,
+    },
+    "old_primary_rejoined_as": "backup" if "is backup" in rlog else "unknown",
 }
 json.dump(report, open(f"{out}/report.json", "w"), indent=2)
 print("\n==================== what the receiver saw ====================")
-print(f"  ping      : {ping_rx}/20 replies, {20 - ping_rx} lost, avg rtt {ping_rtt} ms")
-print(f"  iperf3 TCP: {'completed' if tcp['completed'] else 'FAILED: ' + str(tcp['error'])}, "
-      f"{tcp['gbit_per_s']} Gbit/s, {tcp['retransmits']} retransmits")
-for role, p in ports.items():
-    print(f"  lockstep {role:<8}: rx {p['rx_packets']:>9}  tx {p['tx_packets']:>9}")
-print(f"  report    : {out}/report.json")
+print(f"  UDP stream : {udp['sent']} sent, {udp['unique']} received, {udp['lost']} lost, "
+      f"{udp['duplicates']} duplicated, {udp['reordered']} reordered, longest gap {udp['longest_gap_ms']} ms")
+print(f"  ping       : {ping_rx}/{ping_tx} replies")
+print(f"  TCP iperf3 : {'survived' if tcp['survived'] else 'FAILED: ' + str(tcp['error'])}, "
+      f"{tcp['mbit_per_s']} Mbit/s, {tcp['retransmits']} retransmits")
+t = report["takeover"]
+print(f"  takeover   : detected {t['detection_ms_after_last_heartbeat']} ms after the last heartbeat; "
+      f"{t['shadow_resent']} packets resent from the shadow ring, {t['unreplicated_processed']} unreplicated packets processed")
+print(f"  old primary: rejoined as {report['old_primary_rejoined_as']}")
+print(f"  report     : {out}/report.json")
 PY

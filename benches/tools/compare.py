@@ -116,13 +116,14 @@ def run_testpmd(args, source, pcap, run):
     return {"mpps": tx_packets(text, 1) / dt / 1e6}
 
 
-def run_lockstep(args, source, pcap, run, config):
+def run_lockstep(args, source, pcap, run, config, extra_vdevs=()):
     v, src_name = vdevs(source, pcap)
-    cfg_path = f"{args.out}/lockstep-{source}.toml"
+    v = v + list(extra_vdevs)
+    cfg_path = f"{args.out}/lockstep-{source}-{len(extra_vdevs)}.toml"
     with open(cfg_path, "w") as f:
         f.write(config.replace("@INSIDE@", src_name).replace("@OUTSIDE@", "net_null1"))
     argv = [args.lockstep] + eal_common(args, f"bench-ls-{os.getpid()}") + v + ["--", "--config", cfg_path, "-i"]
-    app = Prompt(argv, "lockstep> ", f"{args.out}/lockstep-{source}-{run}.log")
+    app = Prompt(argv, "lockstep> ", f"{args.out}/lockstep-{source}-{run}-{len(extra_vdevs)}.log")
     try:
         time.sleep(args.warmup)
         app.cmd("clear port stats all")
@@ -143,6 +144,29 @@ def run_lockstep(args, source, pcap, run, config):
         "burst_count": int(row[2]),
     }
 
+
+# The primary replicates every packet to a net_null replication port; the
+# management link points at a peer that does not exist, so after listening
+# for one dead interval it becomes primary alone.
+LOCKSTEP_PRIMARY = """
+[node]
+id = 1
+role = "primary"
+[ports]
+inside = "@INSIDE@"
+outside = "@OUTSIDE@"
+replication = "net_null2"
+[dataplane]
+workers = 1
+burst = {burst}
+mbufs = 16383
+[function]
+kind = "forward"
+[management]
+address = "127.0.0.1:{mport}"
+peers = ["127.0.0.1:{pport}"]
+key = "00112233445566778899aabbccddeeff"
+"""
 
 LOCKSTEP_FORWARD = """
 [ports]
@@ -190,11 +214,14 @@ def main():
 
     records = []
     cfg = LOCKSTEP_FORWARD.format(burst=args.burst)
+    prim = LOCKSTEP_PRIMARY.format(burst=args.burst, mport=17000 + os.getpid() % 1000, pport=18000 + os.getpid() % 1000)
+    repl_port = ["--vdev", "net_null2,no-rx=1"]
     for source in ["net_null", "net_pcap"]:
         res = interleaved(
             [
                 ("testpmd-io", lambda r: run_testpmd(args, source, args.pcap, r)),
                 ("lockstep-forward", lambda r: run_lockstep(args, source, args.pcap, r, cfg)),
+                ("lockstep-primary-repl", lambda r: run_lockstep(args, source, args.pcap, r, prim, repl_port)),
             ],
             args.runs,
         )
@@ -226,6 +253,14 @@ def main():
     for r in records:
         lat = f"{r.get('p50_ns', ''):>7} {r.get('p99_ns', ''):>7} {r.get('p999_ns', ''):>7}" if "p50_ns" in r else ""
         print(f"{r['name']:<18} {r['source']:<9} {r['mpps']:>8.2f} {r['ratio']:>6.2f} {r['ns_per_pkt']:>7.1f} {lat}")
+    for source in ["net_null", "net_pcap"]:
+        by = {r["name"]: r for r in records if r["source"] == source}
+        if "lockstep-forward" in by and "lockstep-primary-repl" in by:
+            step = by["lockstep-primary-repl"]["ns_per_pkt"] - by["lockstep-forward"]["ns_per_pkt"]
+            result.setdefault("replication_step_ns_per_pkt", {})[source] = round(step, 2)
+            print(f"replication step ({source}): {step:.1f} ns per packet")
+    with open(f"{args.out}/results.json", "w") as f:
+        json.dump(result, f, indent=2)
     print(f"\nresults: {args.out}/results.json")
 
 

@@ -101,7 +101,7 @@ fn replica_shares_the_payload_buffer_and_carries_the_bytes_as_received() {
         ingress: 0,
         length: 1000,
     };
-    let replica = build_data(&orig, &h, 54, &ENC, &headers, &clones).expect("replica");
+    let replica = build_data(&orig, &h, 54, &ENC, Mbuf::alloc(&headers).unwrap(), &clones).expect("replica");
 
     assert_eq!(replica.nb_segs(), 2);
     assert_eq!(replica.pkt_len(), ENCAP_LEN + 1000);
@@ -137,7 +137,7 @@ fn small_packets_are_copied_whole_into_one_segment() {
         length: 64,
         ..Default::default()
     };
-    let r = build_data(&orig, &h, 94, &ENC, &headers, &clones).unwrap();
+    let r = build_data(&orig, &h, 94, &ENC, Mbuf::alloc(&headers).unwrap(), &clones).unwrap();
     assert_eq!((r.nb_segs(), r.pkt_len()), (1, ENCAP_LEN + 64));
     assert_eq!(&r.data()[ENCAP_LEN..], orig.data());
     assert_eq!(clones.in_use(), 0);

@@ -25,6 +25,28 @@ impl Mbuf {
         NonNull::new(raw).map(|raw| Mbuf { raw })
     }
 
+    /// Fills `out` with fresh mbufs from `pool`, all or none (one trip to the
+    /// pool's per-lcore cache for the whole burst).
+    #[inline]
+    pub fn alloc_bulk(pool: &Mempool, out: &mut Vec<Mbuf>, n: usize) -> bool {
+        const MAX: usize = 256;
+        let n = n.min(MAX);
+        let mut raw = [std::ptr::null_mut::<dpdk_sys::rte_mbuf>(); MAX];
+        // SAFETY: raw has room for n pointers; on success (0) DPDK filled
+        // them with mbufs that are now ours.
+        let ret = unsafe { dpdk_sys::rte_pktmbuf_alloc_bulk(pool.as_ptr(), raw.as_mut_ptr(), n as u32) };
+        if ret != 0 {
+            return false;
+        }
+        for p in &raw[..n] {
+            // SAFETY: each pointer is a fresh mbuf we own.
+            if let Some(m) = unsafe { Mbuf::from_raw(*p) } {
+                out.push(m);
+            }
+        }
+        true
+    }
+
     /// Adopts a raw mbuf.
     ///
     /// # Safety
@@ -131,6 +153,25 @@ impl Mbuf {
         }
         // SAFETY: DPDK just reserved n bytes at p inside the buffer.
         Some(unsafe { std::slice::from_raw_parts_mut(p as *mut u8, n as usize) })
+    }
+
+    /// Extends a single-segment mbuf by `n` bytes at its tail, without a
+    /// call into DPDK (the replication path does this for every packet).
+    #[inline]
+    pub fn extend(&mut self, n: usize) -> Option<&mut [u8]> {
+        let m = self.m_mut();
+        if !m.next.is_null() {
+            return None;
+        }
+        let off = m.data_off as usize + m.data_len as usize;
+        if off + n > m.buf_len as usize {
+            return None;
+        }
+        m.data_len += n as u16;
+        m.pkt_len += n as u32;
+        // SAFETY: [off, off + n) lies inside the buffer (checked against
+        // buf_len above) and belongs to this mbuf's data now.
+        Some(unsafe { std::slice::from_raw_parts_mut((m.buf_addr as *mut u8).add(off), n) })
     }
 
     /// Prepends `n` bytes into the headroom.

@@ -27,9 +27,11 @@ pub struct Encap {
     pub src: MacAddr,
 }
 
-fn header_mbuf(enc: &Encap, t: FrameType, h: &ReplHeader, extra: usize, headers: &Mempool) -> Option<Mbuf> {
-    let mut m = Mbuf::alloc(headers)?;
-    let buf = m.append((ETH_LEN + HEADER_LEN + extra) as u16)?;
+/// Writes the encapsulation into a fresh header mbuf and leaves `extra`
+/// bytes after it for the caller.
+#[inline]
+fn encapsulate(mut m: Mbuf, enc: &Encap, t: FrameType, h: &ReplHeader, extra: usize) -> Option<Mbuf> {
+    let buf = m.extend(ETH_LEN + HEADER_LEN + extra)?;
     let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
     eth.set_dst(enc.dst);
     eth.set_src(enc.src);
@@ -38,26 +40,20 @@ fn header_mbuf(enc: &Encap, t: FrameType, h: &ReplHeader, extra: usize, headers:
     Some(m)
 }
 
-/// The DATA replica of `orig` (whose length `h.length` must already hold).
-/// `None` when a pool is empty (the caller drops the packet, counted).
+/// The DATA replica of `orig` (whose length `h.length` must already hold),
+/// written into `head`, a fresh mbuf of the header pool. `None` when the
+/// clone pool is empty (the caller drops the packet, counted).
 #[inline]
-pub fn build_data(
-    orig: &Mbuf,
-    h: &ReplHeader,
-    span: usize,
-    enc: &Encap,
-    headers: &Mempool,
-    clones: &Mempool,
-) -> Option<Mbuf> {
+pub fn build_data(orig: &Mbuf, h: &ReplHeader, span: usize, enc: &Encap, head: Mbuf, clones: &Mempool) -> Option<Mbuf> {
     let data = orig.data();
     let len = data.len();
     if len <= COPY_MAX {
-        let mut m = header_mbuf(enc, FrameType::Data, h, len, headers)?;
+        let mut m = encapsulate(head, enc, FrameType::Data, h, len)?;
         m.data_mut()[ETH_LEN + HEADER_LEN..].copy_from_slice(data);
         return Some(m);
     }
     let copy = span.min(len).min(COPY_MAX);
-    let mut head = header_mbuf(enc, FrameType::Data, h, copy, headers)?;
+    let mut head = encapsulate(head, enc, FrameType::Data, h, copy)?;
     head.data_mut()[ETH_LEN + HEADER_LEN..].copy_from_slice(&data[..copy]);
     let mut tail = orig.clone_indirect(clones)?;
     if !tail.adj(copy as u16) {
@@ -70,7 +66,7 @@ pub fn build_data(
 pub fn build_marker(t: FrameType, h: &ReplHeader, body: &[u8], enc: &Encap, headers: &Mempool) -> Option<Mbuf> {
     let mut hh = *h;
     hh.length = body.len() as u16;
-    let mut m = header_mbuf(enc, t, &hh, body.len(), headers)?;
+    let mut m = encapsulate(Mbuf::alloc(headers)?, enc, t, &hh, body.len())?;
     m.data_mut()[ETH_LEN + HEADER_LEN..].copy_from_slice(body);
     Some(m)
 }

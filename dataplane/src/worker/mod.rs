@@ -184,6 +184,8 @@ pub(crate) struct Scratch {
     pub pending: VecDeque<Mbuf>,
     /// Replication frames received this iteration.
     pub frames: Vec<Mbuf>,
+    /// Header mbufs allocated for a burst's replicas.
+    pub headers: Vec<Mbuf>,
     pub repl_tx: TxBatch<MAX_BURST>,
     pub tx: [TxBatch<MAX_BURST>; 2],
     pub latency: Histogram<u64>,
@@ -225,6 +227,7 @@ impl<F: NetworkFunction> Worker<F> {
             rx: RxBurst::default(),
             pending: VecDeque::with_capacity(MAX_BURST),
             frames: Vec::with_capacity(MAX_BURST),
+            headers: Vec::with_capacity(MAX_BURST),
             repl_tx: TxBatch::default(),
             tx: [TxBatch::default(), TxBatch::default()],
             latency: new_latency_histogram(),

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use super::{ReplState, Scratch, Worker, MAX_BURST};
 use crate::clock::TscClock;
 use crate::dpdk::eal::rdtsc;
+use crate::dpdk::Mbuf;
 use crate::nf::{DropReason, NetworkFunction, PacketCtx, Side};
 use crate::replication::builder::{build_data, build_marker};
 use crate::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN};
@@ -61,10 +62,15 @@ impl<F: NetworkFunction> Worker<F> {
         // 1. Replicate first. `kept` packets have a replica queued, in order.
         let mut kept = 0usize;
         let n = s.pending.len();
+        s.headers.clear();
+        if !Mbuf::alloc_bulk(&repl.headers, &mut s.headers, n) {
+            counters.drop(DropReason::NoMbuf, n as u64);
+            s.pending.clear();
+            return;
+        }
         for _ in 0..n {
-            let Some(m) = s.pending.pop_front() else {
-                break;
-            };
+            let Some(m) = s.pending.pop_front() else { break };
+            let Some(head) = s.headers.pop() else { break };
             if !F::BURST_VERDICT && m.nb_segs() != 1 {
                 counters.drop(DropReason::MultiSegment, 1);
                 continue;
@@ -78,7 +84,7 @@ impl<F: NetworkFunction> Worker<F> {
                 ingress: side as u16,
                 length: m.pkt_len() as u16,
             };
-            match build_data(&m, &h, span, &repl.encap, &repl.headers, &repl.clones) {
+            match build_data(&m, &h, span, &repl.encap, head, &repl.clones) {
                 Some(r) => {
                     // Room is guaranteed: at most one burst is in flight.
                     let _ = s.repl_tx.push(r);

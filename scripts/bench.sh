@@ -8,6 +8,10 @@
 #
 #   scripts/bench.sh                 5 interleaved runs x 5 s per case, median
 #   BENCH_RUNS=1 BENCH_SECONDS=2 ... quicker
+#   scripts/bench.sh failover        the failover benchmark (benches/tools/failover.py):
+#                                    20 kill -9 runs per timer setting, keepalived +
+#                                    conntrackd on the same test bed, a 10-minute soak
+#                                    (FAILOVER_RUNS, FAILOVER_SOAK to change)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -17,6 +21,11 @@ mkdir -p "$OUT"
 [ "$(id -u)" = 0 ] || { echo "bench.sh: needs root" >&2; exit 1; }
 scripts/setup.sh >/dev/null
 cargo build --release --locked -p lockstep 2>&1 | tail -1
+
+if [ "${1:-}" = failover ]; then
+    exec python3 benches/tools/failover.py --lockstep "$ROOT/target/release/lockstep" --out "$OUT/failover" \
+        --runs "${FAILOVER_RUNS:-20}" --soak "${FAILOVER_SOAK:-600}"
+fi
 
 HUGE=()
 hp=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages

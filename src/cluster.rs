@@ -58,6 +58,7 @@ pub struct Cluster {
     commands: Vec<Sender<WorkerCmd>>,
     /// Per worker: loop counter and when it last moved (the watchdog).
     progress: Vec<(u64, u64)>,
+    watchdog_ns: u64,
     timeline: Option<TakeoverTimeline>,
     /// Ownership is dropped one tick after a hand-over, once the workers
     /// stopped at their sequence boundary (dropping it at once would free
@@ -116,6 +117,8 @@ impl Cluster {
             signals,
             commands,
             progress,
+            watchdog_ns: (m.watchdog_ms as u64 * 1_000_000)
+                .max(m.heartbeat_ms as u64 * m.dead_intervals as u64 * 1_000_000),
             timeline: None,
             release_ownership_at: None,
         })
@@ -123,7 +126,6 @@ impl Cluster {
 
     /// What the workers report, as the machine wants it.
     fn dataplane_view(&mut self, now: u64) -> DataPlaneView {
-        let dead = self.machine.config().dead_ns();
         let mut v = DataPlaneView {
             synced: true,
             switchover_received: !self.view.workers.is_empty(),
@@ -144,7 +146,7 @@ impl Cluster {
             let p = &mut self.progress[i];
             if loops != p.0 {
                 *p = (loops, now);
-            } else if now.saturating_sub(p.1) > dead {
+            } else if now.saturating_sub(p.1) > self.watchdog_ns {
                 v.stalled = true;
             }
         }

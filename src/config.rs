@@ -209,6 +209,11 @@ pub struct ManagementSection {
     /// authenticated with HMAC-SHA256 under it.
     #[serde(default)]
     pub key: Option<String>,
+    /// A primary whose worker made no progress for this long (and at least
+    /// the dead interval) steps down. Longer than the dead interval so that
+    /// a descheduled worker on a busy machine is not mistaken for a hung one.
+    #[serde(default = "default_watchdog_ms")]
+    pub watchdog_ms: u32,
 }
 
 impl Default for ManagementSection {
@@ -219,6 +224,7 @@ impl Default for ManagementSection {
             heartbeat_ms: default_heartbeat_ms(),
             dead_intervals: default_dead_intervals(),
             key: None,
+            watchdog_ms: default_watchdog_ms(),
         }
     }
 }
@@ -278,6 +284,9 @@ fn default_header_mbufs() -> u32 {
 
 fn default_heartbeat_ms() -> u32 {
     10
+}
+fn default_watchdog_ms() -> u32 {
+    200
 }
 fn default_dead_intervals() -> u32 {
     3
@@ -401,6 +410,12 @@ impl Config {
             errs.push(err(
                 "management.dead_intervals",
                 format!("must be 2..=100 (got {})", m.dead_intervals),
+            ));
+        }
+        if m.watchdog_ms == 0 || m.watchdog_ms > 60_000 {
+            errs.push(err(
+                "management.watchdog_ms",
+                format!("must be 1..=60000 (got {})", m.watchdog_ms),
             ));
         }
         if let Some(a) = &m.address {

@@ -173,19 +173,21 @@ impl Node {
             });
             ports.push(p);
         }
-        for p in &mut ports {
-            p.start().map_err(|e| e.to_string())?;
-        }
         if let [inside, outside, rep] = &ports[..] {
             let mtu = |p: &Port| p.info().map(|i| i.mtu).unwrap_or(0);
             let need = mtu(inside).max(mtu(outside)) as u32 + dataplane::replication::ENCAP_LEN as u32;
             if (mtu(rep) as u32) < need {
-                log::warn!(
-                    "ports.replication: MTU {} is below the data ports' MTU + {} = {need}: full-size frames cannot be replicated (raise the replication link's MTU)",
-                    mtu(rep),
-                    dataplane::replication::ENCAP_LEN
-                );
+                if let Err(e) = rep.set_mtu(need as u16) {
+                    log::warn!(
+                        "ports.replication: MTU {} is below the data ports' MTU + {} = {need} and cannot be raised ({e}): make sure the replication link carries {need}-byte frames",
+                        mtu(rep),
+                        dataplane::replication::ENCAP_LEN
+                    );
+                }
             }
+        }
+        for p in &mut ports {
+            p.start().map_err(|e| e.to_string())?;
         }
 
         // A replicating node owns nothing until the control plane says so.

@@ -246,6 +246,13 @@ impl Port {
         DpdkError::check(&format!("rte_eth_dev_close({})", self.name), ret).map(|_| ())
     }
 
+    /// Sets the MTU (the PMD may pass it on to the kernel interface).
+    pub fn set_mtu(&self, mtu: u16) -> Result<(), DpdkError> {
+        // SAFETY: port id is valid.
+        let ret = unsafe { dpdk_sys::rte_eth_dev_set_mtu(self.id, mtu) };
+        DpdkError::check(&format!("rte_eth_dev_set_mtu({}, {mtu})", self.name), ret).map(|_| ())
+    }
+
     pub fn stats(&self) -> Result<PortStats, DpdkError> {
         port_stats(self.id)
     }

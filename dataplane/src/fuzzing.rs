@@ -99,6 +99,70 @@ pub fn replication_frame(data: &[u8]) {
     wire_headers(f.body());
 }
 
+/// Runs arbitrary frames through a router with a NAT: the first byte picks
+/// the ingress side, the next eight the packet time; the rest is the frame.
+/// The property: no panic, and every frame forwarded stays within the
+/// buffer the frame view allows.
+pub fn nat_router(data: &[u8]) {
+    use crate::frame::OwnedFrame;
+    use crate::nf::nat::{NatConfig, Timeouts};
+    use crate::nf::route::{Route, RustLpm};
+    use crate::nf::{NetworkFunction, PacketCtx, Router, RouterConfig, Side};
+    use std::net::Ipv4Addr;
+    use std::sync::{Arc, OnceLock};
+
+    static CFG: OnceLock<Arc<RouterConfig>> = OnceLock::new();
+    let cfg = CFG
+        .get_or_init(|| {
+            let addr = [Ipv4Addr::new(10, 10, 1, 1), Ipv4Addr::new(10, 10, 2, 1)];
+            let mut routes = RouterConfig::all_routes(addr, [24, 24], &[]);
+            routes.push(Route {
+                prefix: Ipv4Addr::UNSPECIFIED,
+                len: 0,
+                side: Side::Outside,
+                via: Some(Ipv4Addr::new(10, 10, 2, 254)),
+            });
+            Arc::new(RouterConfig {
+                vmac: crate::wire::MacAddr([2, 0, 0x5e, 0, 1, 1]),
+                addr,
+                prefix_len: [24, 24],
+                routes,
+                icmp_rate: 10,
+                arp_rate: 10,
+                max_neighbors: 8,
+                nat: Some(NatConfig {
+                    address: u32::from(addr[1]),
+                    port_lo: 1024,
+                    port_hi: 1100,
+                    max_sessions: 16,
+                    timeouts: Timeouts::default(),
+                }),
+            })
+        })
+        .clone();
+    let mut r = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes)));
+    // Several frames per input: split on a marker so state builds up.
+    for part in data.split(|b| *b == 0xa5) {
+        if part.len() < 9 {
+            continue;
+        }
+        let side = if part[0] & 1 == 0 { Side::Inside } else { Side::Outside };
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&part[1..9]);
+        let mut f = OwnedFrame::from_bytes(&part[9..]);
+        let _ = f.with_frame(|fr| {
+            r.process(
+                fr,
+                &PacketCtx {
+                    ingress: side,
+                    now_ns: u64::from_le_bytes(t) >> 8,
+                },
+            )
+        });
+        assert!(f.head + f.len <= f.buf.len());
+    }
+}
+
 /// A deterministic byte generator for the corpus tests (xorshift64*).
 pub struct Corpus(u64);
 
@@ -153,6 +217,24 @@ mod tests {
             82, 82, 104, 0, 0, 14, 0, 46,
         ];
         wire_headers(&crash);
+    }
+
+    #[test]
+    fn the_nat_router_survives_mangled_traffic() {
+        let mut c = Corpus::new(77);
+        for i in 0..20_000u32 {
+            let mut t = IPV4_TCP.to_vec();
+            t[0..6].copy_from_slice(&[2, 0, 0x5e, 0, 1, 1]);
+            match i % 4 {
+                1 => t[23] = IpProtocol::UDP,
+                2 => t[23] = IpProtocol::ICMP,
+                3 => t[12..14].copy_from_slice(&EtherType::ARP.to_be_bytes()),
+                _ => {}
+            }
+            let mut input = vec![(i % 2) as u8, 0, 0, 0, (i >> 4) as u8, 0, 0, 0, 0];
+            input.extend(c.frame(&t));
+            nat_router(&input);
+        }
     }
 
     #[test]

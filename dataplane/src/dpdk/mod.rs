@@ -4,6 +4,7 @@
 pub mod eal;
 pub mod error;
 pub mod lcore;
+pub mod lpm;
 pub mod mbuf;
 pub mod mempool;
 pub mod port;

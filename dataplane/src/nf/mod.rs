@@ -9,9 +9,17 @@
 
 pub mod drop_reason;
 pub mod forward;
+pub mod hash;
+pub mod nat;
+pub mod neighbor;
+pub mod ratelimit;
+pub mod route;
+pub mod router;
+pub mod state;
 
 pub use drop_reason::DropReason;
 pub use forward::Forward;
+pub use router::{Router, RouterConfig};
 
 use crate::frame::Frame;
 
@@ -68,6 +76,9 @@ pub struct PacketCtx {
 pub enum Verdict {
     /// Transmit the (rewritten) frame on this side.
     Forward(Side),
+    /// The packet is dropped for `dropped`, and the frame now carries
+    /// another packet (an ICMP error, an ARP request) to send on `out`.
+    Replaced { out: Side, dropped: DropReason },
     /// Free it and count the reason.
     Drop(DropReason),
     /// The function used it up without an error (e.g. an ARP reply it learned

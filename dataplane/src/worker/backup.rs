@@ -132,6 +132,10 @@ impl<F: NetworkFunction> Worker<F> {
                 };
                 match self.verdict(&mut m, &ctx) {
                     Verdict::Forward(out) => st.shadow.push(h.seq, (out, m)),
+                    Verdict::Replaced { out, dropped } => {
+                        self.shared.counters.drop(dropped, 1);
+                        st.shadow.push(h.seq, (out, m));
+                    }
                     Verdict::Drop(reason) => self.shared.counters.drop(reason, 1),
                     Verdict::Consumed => bump(&self.shared.counters.consumed, 1),
                 }

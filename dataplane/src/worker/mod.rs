@@ -358,6 +358,10 @@ impl<F: NetworkFunction> Worker<F> {
                 Verdict::Forward(out) => {
                     s.tx[out.index()].append_burst(&mut s.rx);
                 }
+                Verdict::Replaced { out, dropped } => {
+                    counters.drop(dropped, s.rx.len() as u64);
+                    s.tx[out.index()].append_burst(&mut s.rx);
+                }
                 Verdict::Drop(r) => counters.drop(r, s.rx.len() as u64),
                 Verdict::Consumed => bump(&counters.consumed, s.rx.len() as u64),
             }
@@ -376,7 +380,7 @@ impl<F: NetworkFunction> Worker<F> {
             let counters = &self.shared.counters;
             let n = s.pending.len() as u64;
             match self.nf.process(&mut Frame::new_in_range(&mut [], 0, 0), ctx) {
-                Verdict::Forward(out) => {
+                Verdict::Forward(out) | Verdict::Replaced { out, .. } => {
                     for m in s.pending.drain(..) {
                         push_or_drop(&mut s.tx[out.index()], m, counters);
                     }
@@ -404,6 +408,10 @@ impl<F: NetworkFunction> Worker<F> {
         let counters = &self.shared.counters;
         match verdict {
             Verdict::Forward(out) => push_or_drop(&mut tx[out.index()], m, counters),
+            Verdict::Replaced { out, dropped } => {
+                counters.drop(dropped, 1);
+                push_or_drop(&mut tx[out.index()], m, counters);
+            }
             Verdict::Drop(r) => counters.drop(r, 1),
             Verdict::Consumed => bump(&counters.consumed, 1),
         }

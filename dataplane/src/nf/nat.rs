@@ -1,0 +1,587 @@
+//! Stateful source NAT (RFC 4787 / 5382 behaviour): inside hosts' TCP, UDP
+//! and ICMP echo leave with the NAT address and a port the NAT allocates;
+//! replies are translated back. Endpoint-dependent mapping: a session is
+//! (protocol, inside address and port, remote address and port), so one
+//! external port serves many remotes and the table scales past 64 K.
+//!
+//! Deterministic (DESIGN.md §3): the external port is the inside port when
+//! free, else the first free one probing from a fixed hash of the session
+//! key; sessions live in a slab reused last-freed-first; timeouts are read
+//! against the packet's (replicated) time; expiry happens on lookup and by
+//! a sweep of two slab entries per packet. No RNG, no clock, no iteration
+//! over a hash map.
+
+use super::hash::{fx, FxHashMap};
+use super::state::{begin_chunk, open_chunk, set_count, SessionState, StateError, StateKind};
+use super::DropReason;
+use crate::wire::icmp::{IcmpPacket, IcmpType};
+use crate::wire::ipv4::{IpProtocol, Ipv4Packet};
+use crate::wire::tcp::{TcpFlags, TcpPacket};
+use crate::wire::udp::UdpPacket;
+
+const SEC: u64 = 1_000_000_000;
+
+/// Idle timeouts, in ns of replicated time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP established (RFC 5382: at least 2 h 4 min).
+    pub tcp_established: u64,
+    /// TCP opening or closing (RFC 5382: at least 4 min).
+    pub tcp_transitory: u64,
+    /// TCP after a RST.
+    pub tcp_reset: u64,
+    /// UDP (RFC 4787: at least 2 min; 5 min recommended).
+    pub udp: u64,
+    pub icmp: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp_established: 7440 * SEC,
+            tcp_transitory: 240 * SEC,
+            tcp_reset: 10 * SEC,
+            udp: 300 * SEC,
+            icmp: 60 * SEC,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatConfig {
+    /// The outside address sessions leave with.
+    pub address: u32,
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub max_sessions: usize,
+    pub timeouts: Timeouts,
+}
+
+/// TCP progress bits of a session.
+mod tcp {
+    pub const SYN_OUT: u8 = 1;
+    pub const ESTABLISHED: u8 = 2;
+    pub const FIN_OUT: u8 = 4;
+    pub const FIN_IN: u8 = 8;
+    pub const RST: u8 = 16;
+}
+
+/// One translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub proto: u8,
+    pub inside_ip: u32,
+    pub inside_port: u16,
+    pub remote_ip: u32,
+    pub remote_port: u16,
+    pub ext_port: u16,
+    /// TCP progress bits (0 for UDP and ICMP).
+    pub tcp: u8,
+    pub last_ns: u64,
+    /// The state generation of the last change.
+    pub gen: u64,
+}
+
+type OutKey = (u8, u32, u16, u32, u16);
+type InKey = (u8, u16, u32, u16);
+
+impl Session {
+    fn out_key(&self) -> OutKey {
+        (
+            self.proto,
+            self.inside_ip,
+            self.inside_port,
+            self.remote_ip,
+            self.remote_port,
+        )
+    }
+
+    fn in_key(&self) -> InKey {
+        (self.proto, self.ext_port, self.remote_ip, self.remote_port)
+    }
+
+    fn timeout(&self, t: &Timeouts) -> u64 {
+        match self.proto {
+            IpProtocol::TCP => {
+                if self.tcp & tcp::RST != 0 {
+                    t.tcp_reset
+                } else if self.tcp & tcp::ESTABLISHED != 0 && self.tcp & (tcp::FIN_IN | tcp::FIN_OUT) == 0 {
+                    t.tcp_established
+                } else {
+                    t.tcp_transitory
+                }
+            }
+            IpProtocol::UDP => t.udp,
+            _ => t.icmp,
+        }
+    }
+
+    fn expired(&self, now: u64, t: &Timeouts) -> bool {
+        now.saturating_sub(self.last_ns) > self.timeout(t)
+    }
+}
+
+/// The session table of one shard.
+pub struct Nat {
+    cfg: NatConfig,
+    slab: Vec<Option<Session>>,
+    free: Vec<u32>,
+    out_map: FxHashMap<OutKey, u32>,
+    in_map: FxHashMap<InKey, u32>,
+    sweep: usize,
+    gen: u64,
+    /// Deleted sessions (generation, key) for deltas, oldest first; bounded.
+    deleted: std::collections::VecDeque<(u64, OutKey)>,
+    pub created: u64,
+    pub expired: u64,
+}
+
+/// Where the L4 identifiers of a packet sit.
+struct L4 {
+    proto: u8,
+    src_port: u16,
+    dst_port: u16,
+    tcp_flags: u8,
+}
+
+const DELETED_LOG: usize = 65536;
+
+impl Nat {
+    pub fn new(cfg: NatConfig) -> Nat {
+        Nat {
+            cfg,
+            slab: Vec::new(),
+            free: Vec::new(),
+            out_map: FxHashMap::default(),
+            in_map: FxHashMap::default(),
+            sweep: 0,
+            gen: 0,
+            deleted: std::collections::VecDeque::new(),
+            created: 0,
+            expired: 0,
+        }
+    }
+
+    pub fn config(&self) -> &NatConfig {
+        &self.cfg
+    }
+
+    pub fn len(&self) -> usize {
+        self.out_map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.out_map.is_empty()
+    }
+
+    /// Live sessions in slab order.
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.slab.iter().flatten()
+    }
+
+    /// Approximate bytes of memory per session (slab slot and both index
+    /// entries, with the maps' load factor).
+    pub fn bytes_per_session() -> usize {
+        std::mem::size_of::<Option<Session>>()
+            + (std::mem::size_of::<(OutKey, u32)>() + std::mem::size_of::<(InKey, u32)>() + 2) * 8 / 7
+    }
+
+    fn next_gen(&mut self) -> u64 {
+        self.gen += 1;
+        self.gen
+    }
+
+    fn remove(&mut self, idx: u32) {
+        if let Some(s) = self.slab.get_mut(idx as usize).and_then(|s| s.take()) {
+            self.out_map.remove(&s.out_key());
+            self.in_map.remove(&s.in_key());
+            self.free.push(idx);
+            let g = self.next_gen();
+            if self.deleted.len() == DELETED_LOG {
+                self.deleted.pop_front();
+            }
+            self.deleted.push_back((g, s.out_key()));
+        }
+    }
+
+    /// Frees two slab entries' worth of expired sessions.
+    fn sweep(&mut self, now: u64) {
+        for _ in 0..2 {
+            if self.slab.is_empty() {
+                return;
+            }
+            self.sweep = (self.sweep + 1) % self.slab.len();
+            let i = self.sweep;
+            if self.slab[i].is_some_and(|s| s.expired(now, &self.cfg.timeouts)) {
+                self.remove(i as u32);
+                self.expired += 1;
+            }
+        }
+    }
+
+    fn insert(&mut self, s: Session) -> u32 {
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = Some(s);
+                i
+            }
+            None => {
+                self.slab.push(Some(s));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.out_map.insert(s.out_key(), idx);
+        self.in_map.insert(s.in_key(), idx);
+        idx
+    }
+
+    fn allocate_port(
+        &self,
+        proto: u8,
+        inside_ip: u32,
+        inside_port: u16,
+        remote_ip: u32,
+        remote_port: u16,
+    ) -> Option<u16> {
+        let (lo, hi) = (self.cfg.port_lo as u32, self.cfg.port_hi as u32);
+        let size = hi - lo + 1;
+        let start = if (lo..=hi).contains(&(inside_port as u32)) {
+            inside_port as u32 - lo
+        } else {
+            (fx(&(proto, inside_ip, inside_port)) % size as u64) as u32
+        };
+        (0..size.min(4096))
+            .map(|i| (lo + (start + i) % size) as u16)
+            .find(|p| !self.in_map.contains_key(&(proto, *p, remote_ip, remote_port)))
+    }
+
+    fn l4(ip: &Ipv4Packet<&mut [u8]>) -> Result<L4, DropReason> {
+        if ip.frag_offset() != 0 {
+            return Err(DropReason::Fragment);
+        }
+        let p = ip.payload();
+        match ip.protocol() {
+            IpProtocol::TCP => {
+                let t = TcpPacket::new_checked(p).map_err(|_| DropReason::Truncated)?;
+                Ok(L4 {
+                    proto: IpProtocol::TCP,
+                    src_port: t.src_port(),
+                    dst_port: t.dst_port(),
+                    tcp_flags: t.flags(),
+                })
+            }
+            IpProtocol::UDP => {
+                let u = UdpPacket::new_checked(p).map_err(|_| DropReason::Truncated)?;
+                Ok(L4 {
+                    proto: IpProtocol::UDP,
+                    src_port: u.src_port(),
+                    dst_port: u.dst_port(),
+                    tcp_flags: 0,
+                })
+            }
+            IpProtocol::ICMP => {
+                let i = IcmpPacket::new_checked(p).map_err(|_| DropReason::Truncated)?;
+                if !i.is_echo() {
+                    return Err(DropReason::UnsupportedProtocol);
+                }
+                // The echo identifier plays the port on both sides.
+                Ok(L4 {
+                    proto: IpProtocol::ICMP,
+                    src_port: i.echo_ident(),
+                    dst_port: i.echo_ident(),
+                    tcp_flags: if i.msg_type() == IcmpType::ECHO_REQUEST { 1 } else { 0 },
+                })
+            }
+            _ => Err(DropReason::UnsupportedProtocol),
+        }
+    }
+
+    /// Translates an inside-to-outside packet (the IPv4 packet, header on)
+    /// in place: source address and port become the session's.
+    pub fn outbound(&mut self, ip_bytes: &mut [u8], now: u64) -> Result<(), DropReason> {
+        self.sweep(now);
+        let mut ip = Ipv4Packet::new_checked(ip_bytes).map_err(|_| DropReason::Malformed)?;
+        let l4 = Self::l4(&ip)?;
+        let (src, dst) = (ip.src_u32(), ip.dst_u32());
+        let remote_port = if l4.proto == IpProtocol::ICMP { 0 } else { l4.dst_port };
+        if l4.proto == IpProtocol::ICMP && l4.tcp_flags == 0 {
+            // An echo reply from inside answers nothing this NAT created.
+            return Err(DropReason::UnsupportedProtocol);
+        }
+        let key: OutKey = (l4.proto, src, l4.src_port, dst, remote_port);
+        let mut idx = self.out_map.get(&key).copied();
+        if let Some(i) = idx {
+            if self.slab[i as usize].is_some_and(|s| s.expired(now, &self.cfg.timeouts)) {
+                self.remove(i);
+                self.expired += 1;
+                idx = None;
+            }
+        }
+        let idx = match idx {
+            Some(i) => i,
+            None => {
+                if l4.proto == IpProtocol::TCP
+                    && l4.tcp_flags & (TcpFlags::SYN | TcpFlags::ACK | TcpFlags::RST) != TcpFlags::SYN
+                {
+                    return Err(DropReason::NoSession);
+                }
+                if self.out_map.len() >= self.cfg.max_sessions {
+                    return Err(DropReason::TableFull);
+                }
+                let ext = self
+                    .allocate_port(l4.proto, src, l4.src_port, dst, remote_port)
+                    .ok_or(DropReason::PortsExhausted)?;
+                let gen = self.next_gen();
+                self.created += 1;
+                self.insert(Session {
+                    proto: l4.proto,
+                    inside_ip: src,
+                    inside_port: l4.src_port,
+                    remote_ip: dst,
+                    remote_port,
+                    ext_port: ext,
+                    tcp: 0,
+                    last_ns: now,
+                    gen,
+                })
+            }
+        };
+        let gen = self.next_gen();
+        let Some(s) = self.slab[idx as usize].as_mut() else {
+            return Err(DropReason::NoSession);
+        };
+        if s.proto == IpProtocol::TCP {
+            s.tcp |= tcp_bits(l4.tcp_flags, true);
+        }
+        s.last_ns = now;
+        s.gen = gen;
+        let (ext, nat_ip) = (s.ext_port, self.cfg.address);
+        let old_src = ip.rewrite_src(nat_ip);
+        rewrite_l4(&mut ip, l4.proto, true, l4.src_port, ext, old_src, nat_ip);
+        Ok(())
+    }
+
+    /// Translates an outside-to-inside packet addressed to the NAT address;
+    /// returns the inside destination it now carries.
+    pub fn inbound(&mut self, ip_bytes: &mut [u8], now: u64) -> Result<u32, DropReason> {
+        self.sweep(now);
+        let mut ip = Ipv4Packet::new_checked(ip_bytes).map_err(|_| DropReason::Malformed)?;
+        let l4 = Self::l4(&ip)?;
+        if l4.proto == IpProtocol::ICMP && l4.tcp_flags != 0 {
+            // An echo request to the NAT address is the router's to answer.
+            return Err(DropReason::NoSession);
+        }
+        let remote_port = if l4.proto == IpProtocol::ICMP { 0 } else { l4.src_port };
+        let key: InKey = (l4.proto, l4.dst_port, ip.src_u32(), remote_port);
+        let idx = self.in_map.get(&key).copied().ok_or(DropReason::NoSession)?;
+        if self.slab[idx as usize].is_some_and(|s| s.expired(now, &self.cfg.timeouts)) {
+            self.remove(idx);
+            self.expired += 1;
+            return Err(DropReason::NoSession);
+        }
+        let gen = self.next_gen();
+        let Some(s) = self.slab[idx as usize].as_mut() else {
+            return Err(DropReason::NoSession);
+        };
+        if s.proto == IpProtocol::TCP {
+            s.tcp |= tcp_bits(l4.tcp_flags, false);
+        }
+        s.last_ns = now;
+        s.gen = gen;
+        let (inside_ip, inside_port) = (s.inside_ip, s.inside_port);
+        let old_dst = ip.rewrite_dst(inside_ip);
+        rewrite_l4(&mut ip, l4.proto, false, l4.dst_port, inside_port, old_dst, inside_ip);
+        Ok(inside_ip)
+    }
+
+    /// The session of an inside flow, if any (for tests and `show sessions`).
+    pub fn lookup_outbound(
+        &self,
+        proto: u8,
+        inside_ip: u32,
+        inside_port: u16,
+        remote_ip: u32,
+        remote_port: u16,
+    ) -> Option<&Session> {
+        let i = *self
+            .out_map
+            .get(&(proto, inside_ip, inside_port, remote_ip, remote_port))?;
+        self.slab.get(i as usize)?.as_ref()
+    }
+}
+
+fn tcp_bits(flags: u8, outbound: bool) -> u8 {
+    let mut b = 0;
+    if flags & TcpFlags::RST != 0 {
+        b |= tcp::RST;
+    }
+    if flags & TcpFlags::SYN != 0 && outbound {
+        b |= tcp::SYN_OUT;
+    }
+    // Any ACK from the remote after our SYN: the three-way handshake is
+    // done as far as a NAT needs to know.
+    if flags & TcpFlags::ACK != 0 && !outbound {
+        b |= tcp::ESTABLISHED;
+    }
+    if flags & TcpFlags::FIN != 0 {
+        b |= if outbound { tcp::FIN_OUT } else { tcp::FIN_IN };
+    }
+    b
+}
+
+/// Rewrites the source (outbound) or destination (inbound) port of the L4
+/// header and patches its checksum for the port and the address change.
+fn rewrite_l4(
+    ip: &mut Ipv4Packet<&mut [u8]>,
+    proto: u8,
+    source: bool,
+    old_port: u16,
+    new_port: u16,
+    old_ip: u32,
+    new_ip: u32,
+) {
+    let p = ip.payload_mut();
+    match proto {
+        IpProtocol::TCP => {
+            let mut t = TcpPacket::new_unchecked(p);
+            if source {
+                t.set_src_port(new_port);
+            } else {
+                t.set_dst_port(new_port);
+            }
+            t.patch_checksum16(old_port, new_port);
+            t.patch_checksum32(old_ip, new_ip);
+        }
+        IpProtocol::UDP => {
+            let mut u = UdpPacket::new_unchecked(p);
+            if source {
+                u.set_src_port(new_port);
+            } else {
+                u.set_dst_port(new_port);
+            }
+            u.patch_checksum16(old_port, new_port);
+            u.patch_checksum32(old_ip, new_ip);
+        }
+        _ => {
+            // ICMP's checksum covers no pseudo-header: only the identifier.
+            IcmpPacket::new_unchecked(p).rewrite_echo_ident(new_port);
+        }
+    }
+}
+
+/// Session record: proto 1 | inside ip 4 | inside port 2 | remote ip 4 |
+/// remote port 2 | ext port 2 | tcp 1 | last_ns 8 | live 1 = 25 bytes.
+pub const SESSION_RECORD: usize = 25;
+
+fn put_session(out: &mut Vec<u8>, s: &Session, live: bool) {
+    out.push(s.proto);
+    out.extend_from_slice(&s.inside_ip.to_be_bytes());
+    out.extend_from_slice(&s.inside_port.to_be_bytes());
+    out.extend_from_slice(&s.remote_ip.to_be_bytes());
+    out.extend_from_slice(&s.remote_port.to_be_bytes());
+    out.extend_from_slice(&s.ext_port.to_be_bytes());
+    out.push(s.tcp);
+    out.extend_from_slice(&s.last_ns.to_be_bytes());
+    out.push(live as u8);
+}
+
+fn get_session(r: &[u8]) -> (Session, bool) {
+    let u16_at = |i: usize| u16::from_be_bytes([r[i], r[i + 1]]);
+    let u32_at = |i: usize| u32::from_be_bytes([r[i], r[i + 1], r[i + 2], r[i + 3]]);
+    let mut last = [0u8; 8];
+    last.copy_from_slice(&r[16..24]);
+    (
+        Session {
+            proto: r[0],
+            inside_ip: u32_at(1),
+            inside_port: u16_at(5),
+            remote_ip: u32_at(7),
+            remote_port: u16_at(11),
+            ext_port: u16_at(13),
+            tcp: r[15],
+            last_ns: u64::from_be_bytes(last),
+            gen: 0,
+        },
+        r[24] != 0,
+    )
+}
+
+impl SessionState for Nat {
+    fn snapshot_chunk(&self, cursor: usize, max_records: usize, out: &mut Vec<u8>) -> Option<usize> {
+        let at = begin_chunk(out, StateKind::NatSessions);
+        let mut n = 0u32;
+        let mut i = cursor;
+        while i < self.slab.len() && (n as usize) < max_records {
+            if let Some(s) = &self.slab[i] {
+                put_session(out, s, true);
+                n += 1;
+            }
+            i += 1;
+        }
+        set_count(out, at, n);
+        (i < self.slab.len()).then_some(i)
+    }
+
+    fn install_chunk(&mut self, chunk: &[u8]) -> Result<usize, StateError> {
+        let (n, body) = open_chunk(chunk, StateKind::NatSessions, SESSION_RECORD)?;
+        for r in body.chunks_exact(SESSION_RECORD) {
+            let (mut s, live) = get_session(r);
+            if let Some(i) = self.out_map.get(&s.out_key()).copied() {
+                self.remove(i);
+            }
+            if live {
+                if self.out_map.len() >= self.cfg.max_sessions || self.in_map.contains_key(&s.in_key()) {
+                    return Err(StateError::Rejected);
+                }
+                s.gen = self.next_gen();
+                self.insert(s);
+            }
+        }
+        Ok(n)
+    }
+
+    fn generation(&self) -> u64 {
+        self.gen
+    }
+
+    fn changed_since(&self, generation: u64, out: &mut Vec<u8>) -> usize {
+        let at = begin_chunk(out, StateKind::NatSessions);
+        let mut n = 0;
+        for (g, key) in &self.deleted {
+            if *g > generation && !self.out_map.contains_key(key) {
+                let (proto, inside_ip, inside_port, remote_ip, remote_port) = *key;
+                let tomb = Session {
+                    proto,
+                    inside_ip,
+                    inside_port,
+                    remote_ip,
+                    remote_port,
+                    ext_port: 0,
+                    tcp: 0,
+                    last_ns: 0,
+                    gen: 0,
+                };
+                put_session(out, &tomb, false);
+                n += 1;
+            }
+        }
+        for s in self.sessions().filter(|s| s.gen > generation) {
+            put_session(out, s, true);
+            n += 1;
+        }
+        set_count(out, at, n as u32);
+        n
+    }
+
+    fn digest(&self, slice: u32, of: u32) -> u64 {
+        let of = of.max(1) as u64;
+        // XOR of per-session hashes: independent of slab order.
+        self.sessions()
+            .filter(|s| fx(&s.out_key()) % of == slice as u64)
+            .fold(0u64, |d, s| {
+                let mut rec = Vec::with_capacity(SESSION_RECORD);
+                put_session(&mut rec, s, true);
+                d ^ fx(&rec)
+            })
+    }
+}

@@ -1,0 +1,388 @@
+//! `router` (and, with a NAT, `nat`): IPv4 forwarding between the two data
+//! ports of the node, as the gateway of both segments.
+//!
+//! Per frame: ARP for the interface addresses is answered from the virtual
+//! MAC and teaches the neighbour table; IPv4 is checked (lengths, header
+//! checksum), TTL-checked (ICMP time exceeded), NAT-translated when a NAT is
+//! configured (inside to outside: source; outside to the NAT address:
+//! destination), routed by longest-prefix match (ICMP destination
+//! unreachable when no route), and sent to the next hop's MAC with TTL
+//! decremented and the checksum patched (RFC 1624). An unknown next hop gets
+//! an ARP request in place of the packet. ICMP errors and ARP requests are
+//! rate-limited on replicated time. Echo requests to the interface
+//! addresses are answered.
+//!
+//! Everything is rewritten in place inside [`Router::REWRITE_SPAN`] bytes
+//! (or grown into the headroom for ICMP errors), so the replica of the
+//! frame, which shares the rest of the buffer, stays as received.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use super::nat::{Nat, NatConfig};
+use super::neighbor::Neighbors;
+use super::ratelimit::TokenBucket;
+use super::route::{mask, Route, RouteLookup};
+use super::{DropReason, NetworkFunction, PacketCtx, Side, Verdict};
+use crate::frame::Frame;
+use crate::wire::arp::{ArpOp, ArpPacket, PACKET_LEN as ARP_LEN};
+use crate::wire::checksum;
+use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
+use crate::wire::icmp::{IcmpPacket, IcmpType};
+use crate::wire::ipv4::{IpProtocol, Ipv4Packet, MAX_HEADER_LEN};
+use crate::wire::{MacAddr, WireError};
+
+/// The router's static configuration (shared by every shard).
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    pub vmac: MacAddr,
+    /// Interface address and prefix length per side (the virtual IPs).
+    pub addr: [Ipv4Addr; 2],
+    pub prefix_len: [u8; 2],
+    /// Every route, the connected ones included (see [`RouterConfig::all_routes`]).
+    pub routes: Vec<Route>,
+    /// ICMP errors per second.
+    pub icmp_rate: u32,
+    /// ARP requests per second per shard.
+    pub arp_rate: u32,
+    pub max_neighbors: usize,
+    pub nat: Option<NatConfig>,
+}
+
+impl RouterConfig {
+    /// The configured routes plus one connected route per interface.
+    pub fn all_routes(addr: [Ipv4Addr; 2], prefix_len: [u8; 2], configured: &[Route]) -> Vec<Route> {
+        let mut v: Vec<Route> = Side::ALL
+            .iter()
+            .map(|s| Route {
+                prefix: Ipv4Addr::from(u32::from(addr[s.index()]) & mask(prefix_len[s.index()])),
+                len: prefix_len[s.index()],
+                side: *s,
+                via: None,
+            })
+            .collect();
+        v.extend_from_slice(configured);
+        v
+    }
+
+    fn on_link(&self, side: Side, ip: u32) -> bool {
+        let m = mask(self.prefix_len[side.index()]);
+        ip & m == u32::from(self.addr[side.index()]) & m
+    }
+}
+
+/// ICMP header + quoted IP header and 8 bytes: what an error adds in front.
+const ICMP_ERR_PREFIX: usize = 20 + 8;
+
+pub struct Router<L: RouteLookup> {
+    cfg: Arc<RouterConfig>,
+    lpm: Arc<L>,
+    pub neighbors: Neighbors,
+    icmp: TokenBucket,
+    arp: TokenBucket,
+    nat: Option<Nat>,
+}
+
+impl<L: RouteLookup> Router<L> {
+    /// Ethernet + the longest IPv4 header + the first 20 bytes of TCP (ports
+    /// and checksum, which the NAT rewrites).
+    pub const REWRITE_SPAN: usize = ETH_LEN + MAX_HEADER_LEN + 20;
+
+    pub fn new(cfg: Arc<RouterConfig>, lpm: Arc<L>) -> Router<L> {
+        Router {
+            neighbors: Neighbors::new(cfg.max_neighbors),
+            icmp: TokenBucket::new(cfg.icmp_rate),
+            arp: TokenBucket::new(cfg.arp_rate),
+            nat: cfg.nat.map(Nat::new),
+            cfg,
+            lpm,
+        }
+    }
+
+    pub fn nat(&self) -> Option<&Nat> {
+        self.nat.as_ref()
+    }
+
+    pub fn nat_mut(&mut self) -> Option<&mut Nat> {
+        self.nat.as_mut()
+    }
+
+    fn arp_in(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
+        let side = ctx.ingress;
+        let our = u32::from(self.cfg.addr[side.index()]);
+        let (op, sha, spa, tpa) = {
+            let Some(body) = frame.data().get(ETH_LEN..) else {
+                return Verdict::Drop(DropReason::Truncated);
+            };
+            match ArpPacket::new_checked(body) {
+                Ok(a) => (
+                    a.operation(),
+                    a.sender_mac(),
+                    u32::from(a.sender_ip()),
+                    u32::from(a.target_ip()),
+                ),
+                Err(WireError::Truncated) => return Verdict::Drop(DropReason::Truncated),
+                Err(_) => return Verdict::Drop(DropReason::Malformed),
+            }
+        };
+        let for_us = tpa == our;
+        if self.cfg.on_link(side, spa) && spa != our && !sha.is_multicast() && (for_us || self.neighbors.contains(spa))
+        {
+            self.neighbors.learn(spa, sha, side, ctx.now_ns);
+        }
+        if !for_us {
+            return Verdict::Drop(DropReason::NotForUs);
+        }
+        if op != ArpOp::REQUEST {
+            return Verdict::Consumed;
+        }
+        // The reply, in place of the request.
+        let vmac = self.cfg.vmac;
+        let d = frame.data_mut();
+        let mut eth = EthernetFrame::new_unchecked(&mut d[..]);
+        eth.set_dst(sha);
+        eth.set_src(vmac);
+        ArpPacket::new_unchecked(&mut d[ETH_LEN..ETH_LEN + ARP_LEN]).emit(
+            ArpOp::REPLY,
+            vmac,
+            Ipv4Addr::from(our),
+            sha,
+            Ipv4Addr::from(spa),
+        );
+        Verdict::Forward(side)
+    }
+
+    /// Turns the frame into an ARP request for `ip` on `side`.
+    fn arp_request(&mut self, frame: &mut Frame<'_>, side: Side, ip: u32, now: u64) -> Verdict {
+        if !self.arp.take(now) {
+            return Verdict::Drop(DropReason::ArpPending);
+        }
+        let want = 60;
+        if frame.len() < want && !frame.append(want - frame.len()) {
+            return Verdict::Drop(DropReason::ArpPending);
+        }
+        frame.truncate(want);
+        let vmac = self.cfg.vmac;
+        let our = self.cfg.addr[side.index()];
+        let d = frame.data_mut();
+        d[ETH_LEN + ARP_LEN..].fill(0);
+        let mut eth = EthernetFrame::new_unchecked(&mut d[..]);
+        eth.set_dst(MacAddr::BROADCAST);
+        eth.set_src(vmac);
+        eth.set_ethertype(EtherType::ARP);
+        ArpPacket::new_unchecked(&mut d[ETH_LEN..ETH_LEN + ARP_LEN]).emit(
+            ArpOp::REQUEST,
+            vmac,
+            our,
+            MacAddr::ZERO,
+            Ipv4Addr::from(ip),
+        );
+        Verdict::Replaced {
+            out: side,
+            dropped: DropReason::ArpPending,
+        }
+    }
+
+    /// Turns the frame into an ICMP error about it, back out of the ingress
+    /// port, or drops it when the error budget is spent.
+    fn icmp_error(
+        &mut self,
+        frame: &mut Frame<'_>,
+        ctx: &PacketCtx,
+        icmp_type: u8,
+        code: u8,
+        reason: DropReason,
+    ) -> Verdict {
+        if !self.icmp.take(ctx.now_ns) {
+            return Verdict::Drop(DropReason::RateLimited);
+        }
+        let (prev_hop, orig_src, quote) = {
+            let d = frame.data();
+            let eth = EthernetFrame::new_unchecked(d);
+            let ip = Ipv4Packet::new_unchecked(&d[ETH_LEN..]);
+            (eth.src(), ip.src(), (ip.header_len() + 8).min(ip.total_len()))
+        };
+        // Never answer an error with an error, nor a broadcast source.
+        if orig_src.is_broadcast() || orig_src.is_multicast() || orig_src.is_unspecified() {
+            return Verdict::Drop(reason);
+        }
+        // The original IP header stays where it is and becomes the quote;
+        // the new Ethernet, IP and ICMP headers grow into the headroom over
+        // the old Ethernet header.
+        if !frame.prepend(ICMP_ERR_PREFIX) {
+            return Verdict::Drop(reason);
+        }
+        frame.truncate(ETH_LEN + ICMP_ERR_PREFIX + quote);
+        let vmac = self.cfg.vmac;
+        let our = self.cfg.addr[ctx.ingress.index()];
+        let d = frame.data_mut();
+        let mut eth = EthernetFrame::new_unchecked(&mut d[..]);
+        eth.set_dst(prev_hop);
+        eth.set_src(vmac);
+        eth.set_ethertype(EtherType::IPV4);
+        let total = (20 + 8 + quote) as u16;
+        {
+            let mut ip = Ipv4Packet::new_unchecked(&mut d[ETH_LEN..ETH_LEN + 20]);
+            ip.set_version_and_header_len(20);
+            ip.set_tos(0xc0);
+            ip.set_total_len(total);
+            ip.set_ident(0);
+            ip.set_flags_frag_raw(0);
+            ip.set_ttl(64);
+            ip.set_protocol(IpProtocol::ICMP);
+            ip.set_src(our);
+            ip.set_dst(orig_src);
+            ip.fill_checksum();
+        }
+        let mut icmp = IcmpPacket::new_unchecked(&mut d[ETH_LEN + 20..]);
+        icmp.set_msg_type(icmp_type);
+        icmp.set_code(code);
+        icmp.set_unused();
+        icmp.fill_checksum();
+        Verdict::Replaced {
+            out: ctx.ingress,
+            dropped: reason,
+        }
+    }
+
+    /// Answers an echo request to one of our addresses in place.
+    fn local(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
+        let d = frame.data_mut();
+        let (ihl, total) = {
+            let ip = Ipv4Packet::new_unchecked(&d[ETH_LEN..]);
+            if ip.protocol() != IpProtocol::ICMP || ip.is_fragment() {
+                return Verdict::Drop(DropReason::NotForUs);
+            }
+            (ip.header_len(), ip.total_len())
+        };
+        let l4 = ETH_LEN + ihl..ETH_LEN + total;
+        match IcmpPacket::new_checked(&d[l4.clone()]) {
+            Ok(i) if i.msg_type() == IcmpType::ECHO_REQUEST && i.code() == 0 => {}
+            Ok(_) => return Verdict::Drop(DropReason::NotForUs),
+            Err(_) => return Verdict::Drop(DropReason::Truncated),
+        }
+        {
+            let mut icmp = IcmpPacket::new_unchecked(&mut d[l4]);
+            // Type 8 -> 0 changes the first 16-bit word of the message.
+            icmp.set_msg_type(IcmpType::ECHO_REPLY);
+            let c = checksum::update16(icmp.checksum(), (IcmpType::ECHO_REQUEST as u16) << 8, 0);
+            icmp.set_checksum(c);
+        }
+        {
+            let mut ip = Ipv4Packet::new_unchecked(&mut d[ETH_LEN..ETH_LEN + ihl]);
+            let (src, dst) = (ip.src(), ip.dst());
+            // Swapping two words leaves the one's-complement sum unchanged.
+            ip.set_src(dst);
+            ip.set_dst(src);
+            let old = u16::from_be_bytes([ip.ttl(), ip.protocol()]);
+            ip.set_ttl(64);
+            let c = checksum::update16(ip.checksum(), old, u16::from_be_bytes([64, IpProtocol::ICMP]));
+            ip.set_checksum(c);
+        }
+        let mut eth = EthernetFrame::new_unchecked(&mut d[..]);
+        let peer = eth.src();
+        eth.set_dst(peer);
+        eth.set_src(self.cfg.vmac);
+        Verdict::Forward(ctx.ingress)
+    }
+
+    fn ipv4(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
+        let (dst, ttl) = {
+            let d = frame.data();
+            if EthernetFrame::new_unchecked(d).dst() != self.cfg.vmac {
+                return Verdict::Drop(DropReason::NotForUs);
+            }
+            let ip = match Ipv4Packet::new_checked(&d[ETH_LEN..]) {
+                Ok(ip) => ip,
+                Err(WireError::Truncated) => return Verdict::Drop(DropReason::Truncated),
+                Err(_) => return Verdict::Drop(DropReason::Malformed),
+            };
+            if !ip.verify_checksum() {
+                return Verdict::Drop(DropReason::BadChecksum);
+            }
+            (ip.dst_u32(), ip.ttl())
+        };
+        let ingress = ctx.ingress;
+        let outside_addr = u32::from(self.cfg.addr[Side::Outside.index()]);
+        let mut dst = dst;
+        let mut inbound_translated = false;
+        if let Some(nat) = self.nat.as_mut() {
+            if ingress == Side::Outside && dst == nat.config().address {
+                match nat.inbound(&mut frame.data_mut()[ETH_LEN..], ctx.now_ns) {
+                    Ok(inside) => {
+                        dst = inside;
+                        inbound_translated = true;
+                    }
+                    // No session: an echo request is for the router itself;
+                    // anything else was not asked for.
+                    Err(DropReason::NoSession) if dst == outside_addr => {
+                        return match self.local(frame, ctx) {
+                            Verdict::Drop(DropReason::NotForUs) => Verdict::Drop(DropReason::NoSession),
+                            v => v,
+                        };
+                    }
+                    Err(r) => return Verdict::Drop(r),
+                }
+            }
+        }
+        if !inbound_translated && self.cfg.addr.iter().any(|a| u32::from(*a) == dst) {
+            return self.local(frame, ctx);
+        }
+        if ttl <= 1 {
+            return self.icmp_error(frame, ctx, IcmpType::TIME_EXCEEDED, 0, DropReason::TtlExpired);
+        }
+        let Some(route) = self
+            .lpm
+            .lookup(dst)
+            .and_then(|i| self.cfg.routes.get(i as usize).copied())
+        else {
+            return self.icmp_error(frame, ctx, IcmpType::DEST_UNREACHABLE, 0, DropReason::NoRoute);
+        };
+        let out = route.side;
+        if let Some(nat) = self.nat.as_mut() {
+            if ingress == Side::Inside && out == Side::Outside {
+                if let Err(r) = nat.outbound(&mut frame.data_mut()[ETH_LEN..], ctx.now_ns) {
+                    return Verdict::Drop(r);
+                }
+            }
+        }
+        let next_hop = route.via.map(u32::from).unwrap_or(dst);
+        let Some(mac) = self.neighbors.get(next_hop, out) else {
+            return self.arp_request(frame, out, next_hop, ctx.now_ns);
+        };
+        let vmac = self.cfg.vmac;
+        let d = frame.data_mut();
+        Ipv4Packet::new_unchecked(&mut d[ETH_LEN..]).decrement_ttl();
+        let mut eth = EthernetFrame::new_unchecked(&mut d[..]);
+        eth.set_dst(mac);
+        eth.set_src(vmac);
+        Verdict::Forward(out)
+    }
+}
+
+impl<L: RouteLookup> NetworkFunction for Router<L> {
+    fn name(&self) -> &'static str {
+        if self.nat.is_some() {
+            "nat"
+        } else {
+            "router"
+        }
+    }
+
+    fn rewrite_span(&self) -> usize {
+        Self::REWRITE_SPAN
+    }
+
+    #[inline]
+    fn process(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
+        let ethertype = match EthernetFrame::new_checked(frame.data()) {
+            Ok(e) => e.ethertype(),
+            Err(_) => return Verdict::Drop(DropReason::Truncated),
+        };
+        match ethertype {
+            EtherType::IPV4 => self.ipv4(frame, ctx),
+            EtherType::ARP => self.arp_in(frame, ctx),
+            _ => Verdict::Drop(DropReason::NotIpv4),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The session context a function exposes to the checkpoint protocol
+//! (DESIGN.md §5): snapshot a shard in chunks, install a chunk, list what
+//! changed since a point, digest a slice for the in-band sync audit.
+//!
+//! Encoding (stable, versioned, big-endian):
+//!
+//! ```text
+//! chunk  = magic "LSST" | version u16 | kind u8 | count u32 | record*
+//! record = the kind's fixed-size record (see each function)
+//! ```
+//! A record whose payload is all-zero after its key is a tombstone (the
+//! session was deleted) in a delta.
+
+use std::fmt;
+
+pub const MAGIC: [u8; 4] = *b"LSST";
+pub const VERSION: u16 = 1;
+pub const CHUNK_HEADER: usize = 11;
+
+/// What a chunk carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StateKind {
+    NatSessions = 1,
+    Neighbors = 2,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateError {
+    Truncated,
+    BadMagic,
+    /// A version this build cannot read.
+    Version(u16),
+    WrongKind(u8),
+    /// A record no table could hold (full, or invalid values).
+    Rejected,
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateError::Truncated => f.write_str("truncated chunk"),
+            StateError::BadMagic => f.write_str("not a state chunk"),
+            StateError::Version(v) => write!(f, "state version {v} not supported"),
+            StateError::WrongKind(k) => write!(f, "chunk of kind {k} for another table"),
+            StateError::Rejected => f.write_str("record rejected"),
+        }
+    }
+}
+
+impl std::error::Error for StateError {}
+
+/// A function's flow state, seen by the checkpoint protocol.
+pub trait SessionState {
+    /// Appends a chunk with up to `max_records` records starting at
+    /// `cursor` (0 = start); returns the cursor of the next chunk, or None
+    /// when this chunk ends the table.
+    fn snapshot_chunk(&self, cursor: usize, max_records: usize, out: &mut Vec<u8>) -> Option<usize>;
+    /// Installs a chunk (full or delta); returns how many records it held.
+    fn install_chunk(&mut self, chunk: &[u8]) -> Result<usize, StateError>;
+    /// A counter that grows with every change to the state.
+    fn generation(&self) -> u64;
+    /// Appends a delta chunk of what changed after `generation` (records of
+    /// live entries, tombstones of deleted ones); returns how many.
+    fn changed_since(&self, generation: u64, out: &mut Vec<u8>) -> usize;
+    /// A digest of the entries whose key falls in slice `slice` of `of`,
+    /// independent of insertion order.
+    fn digest(&self, slice: u32, of: u32) -> u64;
+}
+
+/// Writes a chunk header; returns the offset of its count for later patching.
+pub fn begin_chunk(out: &mut Vec<u8>, kind: StateKind) -> usize {
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_be_bytes());
+    out.push(kind as u8);
+    let at = out.len();
+    out.extend_from_slice(&0u32.to_be_bytes());
+    at
+}
+
+pub fn set_count(out: &mut [u8], at: usize, n: u32) {
+    out[at..at + 4].copy_from_slice(&n.to_be_bytes());
+}
+
+/// Validates a chunk header; returns (count, records).
+pub fn open_chunk(chunk: &[u8], kind: StateKind, record_len: usize) -> Result<(usize, &[u8]), StateError> {
+    if chunk.len() < CHUNK_HEADER {
+        return Err(StateError::Truncated);
+    }
+    if chunk[..4] != MAGIC {
+        return Err(StateError::BadMagic);
+    }
+    let v = u16::from_be_bytes([chunk[4], chunk[5]]);
+    if v != VERSION {
+        return Err(StateError::Version(v));
+    }
+    if chunk[6] != kind as u8 {
+        return Err(StateError::WrongKind(chunk[6]));
+    }
+    let n = u32::from_be_bytes([chunk[7], chunk[8], chunk[9], chunk[10]]) as usize;
+    let body = &chunk[CHUNK_HEADER..];
+    if body.len() < n.saturating_mul(record_len) {
+        return Err(StateError::Truncated);
+    }
+    Ok((n, &body[..n * record_len]))
+}

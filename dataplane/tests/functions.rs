@@ -1,0 +1,429 @@
+//! The router and the NAT on frames built by scapy
+//! (`tests/fixtures/make_fixtures.py`): each output is compared byte for
+//! byte with the frame scapy built for it, so every incremental checksum
+//! update is checked against scapy's own computation. No EAL needed.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use dataplane::frame::OwnedFrame;
+use dataplane::nf::nat::{NatConfig, Timeouts};
+use dataplane::nf::route::{Route, RustLpm};
+use dataplane::nf::state::SessionState;
+use dataplane::nf::{DropReason, NetworkFunction, PacketCtx, Router, RouterConfig, Side, Verdict};
+use dataplane::wire::MacAddr;
+
+/// The frames of a classic pcap file.
+fn pcap(name: &str) -> Vec<Vec<u8>> {
+    let path = format!("{}/tests/fixtures/{name}.pcap", env!("CARGO_MANIFEST_DIR"));
+    let b = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= b.len() {
+        let len = u32::from_le_bytes([b[at + 8], b[at + 9], b[at + 10], b[at + 11]]) as usize;
+        out.push(b[at + 16..at + 16 + len].to_vec());
+        at += 16 + len;
+    }
+    out
+}
+
+fn one(name: &str) -> Vec<u8> {
+    pcap(name).remove(0)
+}
+
+const SEC: u64 = 1_000_000_000;
+
+fn config(nat: bool) -> Arc<RouterConfig> {
+    let addr = [Ipv4Addr::new(10, 10, 1, 1), Ipv4Addr::new(10, 10, 2, 1)];
+    Arc::new(RouterConfig {
+        vmac: MacAddr([2, 0, 0x5e, 0, 1, 1]),
+        addr,
+        prefix_len: [24, 24],
+        routes: RouterConfig::all_routes(addr, [24, 24], &[]),
+        icmp_rate: 100,
+        arp_rate: 100,
+        max_neighbors: 1024,
+        nat: nat.then_some(NatConfig {
+            address: u32::from(addr[1]),
+            port_lo: 1024,
+            port_hi: 65535,
+            max_sessions: 65536,
+            timeouts: Timeouts::default(),
+        }),
+    })
+}
+
+fn router(nat: bool) -> Router<RustLpm> {
+    let cfg = config(nat);
+    let lpm = Arc::new(RustLpm::new(&cfg.routes));
+    Router::new(cfg, lpm)
+}
+
+/// Runs one frame through `r`; returns the verdict and the bytes after.
+fn run(r: &mut Router<RustLpm>, bytes: &[u8], ingress: Side, now_ns: u64) -> (Verdict, Vec<u8>) {
+    let mut f = OwnedFrame::from_bytes(bytes);
+    let v = f.with_frame(|fr| r.process(fr, &PacketCtx { ingress, now_ns }));
+    (v, f.data().to_vec())
+}
+
+/// A router that already knows the server's MAC.
+fn router_knowing_server(nat: bool) -> Router<RustLpm> {
+    let mut r = router(nat);
+    let (v, _) = run(&mut r, &one("arp_reply_from_server"), Side::Outside, 0);
+    assert_eq!(v, Verdict::Consumed);
+    r
+}
+
+#[test]
+fn arp_for_the_gateway_is_answered_from_the_virtual_mac_and_the_asker_is_learned() {
+    let mut r = router(false);
+    let (v, out) = run(&mut r, &one("arp_who_has_gw"), Side::Inside, 0);
+    assert_eq!(v, Verdict::Forward(Side::Inside));
+    assert_eq!(out, one("expect_arp_reply_gw"));
+    assert_eq!(
+        r.neighbors.get(u32::from(Ipv4Addr::new(10, 10, 1, 2)), Side::Inside),
+        Some(MacAddr([2, 0, 0, 0, 1, 2]))
+    );
+}
+
+#[test]
+fn a_packet_to_an_unknown_next_hop_becomes_an_arp_request() {
+    let mut r = router(false);
+    let (v, out) = run(&mut r, &one("echo_client_to_server"), Side::Inside, 0);
+    assert_eq!(
+        v,
+        Verdict::Replaced {
+            out: Side::Outside,
+            dropped: DropReason::ArpPending
+        }
+    );
+    assert_eq!(out, one("expect_arp_request_server"));
+}
+
+#[test]
+fn a_routed_packet_gets_ttl_minus_one_the_next_hop_mac_and_a_valid_checksum() {
+    let mut r = router_knowing_server(false);
+    let (v, out) = run(&mut r, &one("echo_client_to_server"), Side::Inside, 1);
+    assert_eq!(v, Verdict::Forward(Side::Outside));
+    assert_eq!(out, one("expect_echo_forwarded"));
+}
+
+#[test]
+fn an_echo_request_to_the_gateway_is_answered() {
+    let mut r = router(false);
+    let (v, out) = run(&mut r, &one("echo_client_to_gw"), Side::Inside, 0);
+    assert_eq!(v, Verdict::Forward(Side::Inside));
+    assert_eq!(out, one("expect_echo_reply_gw"));
+}
+
+#[test]
+fn ttl_one_gets_an_icmp_time_exceeded_quoting_the_header_and_eight_bytes() {
+    let mut r = router_knowing_server(false);
+    let (v, out) = run(&mut r, &one("udp_ttl1"), Side::Inside, 0);
+    assert_eq!(
+        v,
+        Verdict::Replaced {
+            out: Side::Inside,
+            dropped: DropReason::TtlExpired
+        }
+    );
+    assert_eq!(out, one("expect_time_exceeded"));
+}
+
+#[test]
+fn no_route_gets_an_icmp_net_unreachable() {
+    let mut r = router(false);
+    let (v, out) = run(&mut r, &one("udp_no_route"), Side::Inside, 0);
+    assert_eq!(
+        v,
+        Verdict::Replaced {
+            out: Side::Inside,
+            dropped: DropReason::NoRoute
+        }
+    );
+    assert_eq!(out, one("expect_net_unreachable"));
+}
+
+#[test]
+fn icmp_errors_are_rate_limited_on_packet_time() {
+    let mut r = router(false);
+    let frame = one("udp_ttl1");
+    let verdicts: Vec<Verdict> = (0..150).map(|_| run(&mut r, &frame, Side::Inside, 5 * SEC).0).collect();
+    let sent = verdicts
+        .iter()
+        .filter(|v| matches!(v, Verdict::Replaced { .. }))
+        .count();
+    assert_eq!(sent, 100, "the bucket holds one second of errors");
+    assert_eq!(
+        verdicts
+            .iter()
+            .filter(|v| **v == Verdict::Drop(DropReason::RateLimited))
+            .count(),
+        50
+    );
+    assert!(
+        matches!(
+            run(&mut r, &frame, Side::Inside, 5 * SEC + SEC / 100).0,
+            Verdict::Replaced { .. }
+        ),
+        "10 ms refill one"
+    );
+}
+
+#[test]
+fn malformed_frames_are_dropped_by_reason() {
+    let mut r = router(false);
+    for (name, reason) in [
+        ("bad_ip_checksum", DropReason::BadChecksum),
+        ("bad_ihl", DropReason::Malformed),
+        ("truncated_ip", DropReason::Truncated),
+        ("not_for_us", DropReason::NotForUs),
+    ] {
+        assert_eq!(
+            run(&mut r, &one(name), Side::Inside, 0).0,
+            Verdict::Drop(reason),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn nat_translates_a_tcp_syn_out_and_its_syn_ack_back_preserving_the_port() {
+    let mut r = router_knowing_server(true);
+    run(&mut r, &one("arp_who_has_gw"), Side::Inside, 0);
+    let (v, out) = run(&mut r, &one("nat_syn_out"), Side::Inside, SEC);
+    assert_eq!(v, Verdict::Forward(Side::Outside));
+    assert_eq!(out, one("expect_nat_syn_out"));
+    let (v, back) = run(&mut r, &one("nat_synack_in"), Side::Outside, SEC + 1000);
+    assert_eq!(v, Verdict::Forward(Side::Inside));
+    assert_eq!(back, one("expect_nat_synack_in"));
+    assert_eq!(r.nat().unwrap().len(), 1);
+}
+
+#[test]
+fn nat_translates_udp_and_icmp_echo_both_ways() {
+    let mut r = router_knowing_server(true);
+    run(&mut r, &one("arp_who_has_gw"), Side::Inside, 0);
+    for (out_name, in_name) in [("nat_udp_out", "nat_udp_in"), ("nat_echo_out", "nat_echo_in")] {
+        let (v, out) = run(&mut r, &one(out_name), Side::Inside, SEC);
+        assert_eq!(v, Verdict::Forward(Side::Outside), "{out_name}");
+        assert_eq!(out, one(&format!("expect_{out_name}")), "{out_name}");
+        let (v, back) = run(&mut r, &one(in_name), Side::Outside, SEC + 1);
+        assert_eq!(v, Verdict::Forward(Side::Inside), "{in_name}");
+        assert_eq!(back, one(&format!("expect_{in_name}")), "{in_name}");
+    }
+}
+
+#[test]
+fn nat_drops_what_matches_no_session() {
+    let mut r = router_knowing_server(true);
+    assert_eq!(
+        run(&mut r, &one("nat_udp_unsolicited"), Side::Outside, 0).0,
+        Verdict::Drop(DropReason::NoSession)
+    );
+    assert_eq!(
+        run(&mut r, &one("nat_ack_without_session"), Side::Inside, 0).0,
+        Verdict::Drop(DropReason::NoSession)
+    );
+}
+
+#[test]
+fn an_idle_udp_session_expires_on_replicated_time() {
+    let mut r = router_knowing_server(true);
+    run(&mut r, &one("arp_who_has_gw"), Side::Inside, 0);
+    run(&mut r, &one("nat_udp_out"), Side::Inside, SEC);
+    assert_eq!(
+        run(&mut r, &one("nat_udp_in"), Side::Outside, 300 * SEC).0,
+        Verdict::Forward(Side::Inside)
+    );
+    // 300 s after the last packet (the reply refreshed it at t = 300 s).
+    assert_eq!(
+        run(&mut r, &one("nat_udp_in"), Side::Outside, 601 * SEC).0,
+        Verdict::Drop(DropReason::NoSession)
+    );
+}
+
+/// A frame from client `c` (10.10.1.c) port `p` to the server, proto UDP.
+fn udp_from(c: u8, p: u16, now_id: u16) -> Vec<u8> {
+    let mut f = one("nat_udp_out");
+    f[29] = c; // source address, last byte
+    f[34..36].copy_from_slice(&p.to_be_bytes());
+    f[18..20].copy_from_slice(&now_id.to_be_bytes());
+    // Recompute the IP header checksum; zero the UDP checksum (allowed).
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = dataplane::wire::checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f[40..42].copy_from_slice(&[0, 0]);
+    f
+}
+
+#[test]
+fn a_taken_port_makes_the_allocator_probe_deterministically_and_a_full_table_refuses() {
+    let cfg = {
+        let mut c = (*config(true)).clone();
+        if let Some(n) = c.nat.as_mut() {
+            n.max_sessions = 3;
+        }
+        Arc::new(c)
+    };
+    let mut r = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes)));
+    run(&mut r, &one("arp_reply_from_server"), Side::Outside, 0);
+    for c in [2u8, 3, 4] {
+        assert_eq!(
+            run(&mut r, &udp_from(c, 50000, 1), Side::Inside, 0).0,
+            Verdict::Forward(Side::Outside)
+        );
+    }
+    let ports: Vec<u16> = {
+        let nat = r.nat().unwrap();
+        [2u8, 3, 4]
+            .iter()
+            .map(|c| {
+                nat.lookup_outbound(
+                    17,
+                    u32::from(Ipv4Addr::new(10, 10, 1, *c)),
+                    50000,
+                    u32::from(Ipv4Addr::new(10, 10, 2, 2)),
+                    9000,
+                )
+                .unwrap()
+                .ext_port
+            })
+            .collect()
+    };
+    assert_eq!(
+        ports,
+        vec![50000, 50001, 50002],
+        "the first keeps its port, the others probe upward"
+    );
+    assert_eq!(
+        run(&mut r, &udp_from(5, 50000, 1), Side::Inside, 0).0,
+        Verdict::Drop(DropReason::TableFull)
+    );
+}
+
+/// A deterministic mixed workload: TCP opens and closes, UDP, echo, from
+/// 50 clients, with replies, over 20 s of packet time.
+fn workload() -> Vec<(Side, u64, Vec<u8>)> {
+    let syn = one("nat_syn_out");
+    let synack = one("nat_synack_in");
+    let mut v = Vec::new();
+    let mut t = SEC;
+    for i in 0..2000u32 {
+        let c = 2 + (i % 50) as u8;
+        let port = 40000 + (i % 300) as u16;
+        t += 10_000_000;
+        match i % 4 {
+            0 => {
+                let mut f = syn.clone();
+                f[29] = c;
+                f[34..36].copy_from_slice(&port.to_be_bytes());
+                fix_tcp(&mut f);
+                v.push((Side::Inside, t, f));
+            }
+            1 => {
+                let mut f = synack.clone();
+                f[36..38].copy_from_slice(&port.to_be_bytes());
+                fix_tcp(&mut f);
+                v.push((Side::Outside, t, f));
+            }
+            2 => v.push((Side::Inside, t, udp_from(c, port, i as u16))),
+            _ => v.push((Side::Inside, t, one("nat_echo_out"))),
+        }
+    }
+    v
+}
+
+fn fix_tcp(f: &mut [u8]) {
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = dataplane::wire::checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    let src: [u8; 4] = f[26..30].try_into().unwrap();
+    let dst: [u8; 4] = f[30..34].try_into().unwrap();
+    dataplane::wire::tcp::TcpPacket::new_unchecked(&mut f[34..]).fill_checksum(src, dst);
+}
+
+fn snapshot(r: &Router<RustLpm>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut cursor = Some(0);
+    while let Some(c) = cursor {
+        cursor = r.nat().unwrap().snapshot_chunk(c, 100, &mut out);
+    }
+    r.neighbors.snapshot_chunk(0, usize::MAX, &mut out);
+    out
+}
+
+#[test]
+fn two_nats_fed_the_same_packets_end_in_byte_identical_state() {
+    let (mut a, mut b) = (router_knowing_server(true), router_knowing_server(true));
+    let mut outputs = (Vec::new(), Vec::new());
+    for (side, t, f) in workload() {
+        outputs.0.push(run(&mut a, &f, side, t));
+        outputs.1.push(run(&mut b, &f, side, t));
+    }
+    assert_eq!(outputs.0, outputs.1, "same verdicts and bytes");
+    assert!(a.nat().unwrap().len() > 100);
+    assert_eq!(snapshot(&a), snapshot(&b));
+    for slice in 0..8 {
+        assert_eq!(a.nat().unwrap().digest(slice, 8), b.nat().unwrap().digest(slice, 8));
+    }
+}
+
+#[test]
+fn a_snapshot_installed_elsewhere_reproduces_the_state_and_deltas_follow_changes() {
+    let mut a = router_knowing_server(true);
+    let w = workload();
+    let (first, rest) = w.split_at(1000);
+    for (side, t, f) in first {
+        run(&mut a, f, *side, *t);
+    }
+    let mut b = router_knowing_server(true);
+    let mut snap = Vec::new();
+    let mut cursor = Some(0);
+    while let Some(c) = cursor {
+        let start = snap.len();
+        cursor = a.nat().unwrap().snapshot_chunk(c, 64, &mut snap);
+        b.nat_mut().unwrap().install_chunk(&snap[start..]).unwrap();
+    }
+    let digests = |r: &Router<RustLpm>| (0..4).map(|s| r.nat().unwrap().digest(s, 4)).collect::<Vec<_>>();
+    assert_eq!(digests(&a), digests(&b), "installed copy matches");
+    let mark = a.nat().unwrap().generation();
+    for (side, t, f) in rest {
+        run(&mut a, f, *side, *t);
+    }
+    let mut delta = Vec::new();
+    let n = a.nat().unwrap().changed_since(mark, &mut delta);
+    assert!(n > 0);
+    b.nat_mut().unwrap().install_chunk(&delta).unwrap();
+    assert_eq!(digests(&a), digests(&b), "delta applied");
+    assert_eq!(a.nat().unwrap().len(), b.nat().unwrap().len());
+}
+
+#[test]
+fn a_corrupt_state_chunk_is_refused_with_a_reason() {
+    let mut r = router(true);
+    let nat = r.nat_mut().unwrap();
+    assert!(nat.install_chunk(b"LSST").is_err());
+    assert!(nat.install_chunk(b"XXXX\0\x01\x01\0\0\0\0").is_err());
+    assert!(nat.install_chunk(b"LSST\0\x09\x01\0\0\0\0").is_err());
+    assert!(
+        nat.install_chunk(b"LSST\0\x01\x01\0\0\0\x05").is_err(),
+        "count beyond the body"
+    );
+}
+
+#[test]
+fn the_rust_lpm_and_route_parsing_agree_on_a_default_route() {
+    let cfg = config(false);
+    let mut routes = cfg.routes.clone();
+    routes.push(Route {
+        prefix: Ipv4Addr::UNSPECIFIED,
+        len: 0,
+        side: Side::Outside,
+        via: Some(Ipv4Addr::new(10, 10, 2, 254)),
+    });
+    let lpm = RustLpm::new(&routes);
+    use dataplane::nf::route::RouteLookup;
+    assert_eq!(lpm.lookup(u32::from(Ipv4Addr::new(192, 0, 2, 9))), Some(2));
+    assert_eq!(lpm.lookup(u32::from(Ipv4Addr::new(10, 10, 1, 9))), Some(0));
+}

@@ -24,6 +24,90 @@ pub struct Config {
     pub management: ManagementSection,
     #[serde(default)]
     pub replication: ReplicationSection,
+    #[serde(default)]
+    pub router: Option<RouterSection>,
+    #[serde(default)]
+    pub nat: Option<NatSection>,
+}
+
+/// The router's interfaces and routes (`function.kind = "router"` or `"nat"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSection {
+    /// Inside interface address, CIDR (the inside virtual IP).
+    pub inside: String,
+    /// Outside interface address, CIDR (the outside virtual IP).
+    pub outside: String,
+    /// Routes beyond the two connected subnets.
+    #[serde(default)]
+    pub routes: Vec<RouteEntry>,
+    /// ICMP errors per second (time exceeded, unreachable).
+    #[serde(default = "default_icmp_rate")]
+    pub icmp_rate: u32,
+    /// ARP requests per second.
+    #[serde(default = "default_icmp_rate")]
+    pub arp_rate: u32,
+    #[serde(default = "default_max_neighbors")]
+    pub max_neighbors: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteEntry {
+    /// `a.b.c.d/len`
+    pub prefix: String,
+    /// Next hop (omit for a directly connected destination).
+    #[serde(default)]
+    pub via: Option<String>,
+    /// `inside` or `outside`.
+    pub port: String,
+}
+
+/// Source NAT of the inside to the outside (`function.kind = "nat"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatSection {
+    /// Address sessions leave with (default: the router's outside address).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// External port range, `lo-hi`.
+    #[serde(default = "default_nat_ports")]
+    pub ports: String,
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: u32,
+    #[serde(default = "default_tcp_established_s")]
+    pub tcp_established_timeout_s: u32,
+    #[serde(default = "default_tcp_transitory_s")]
+    pub tcp_transitory_timeout_s: u32,
+    #[serde(default = "default_udp_s")]
+    pub udp_timeout_s: u32,
+    #[serde(default = "default_icmp_s")]
+    pub icmp_timeout_s: u32,
+}
+
+fn default_icmp_rate() -> u32 {
+    100
+}
+fn default_max_neighbors() -> u32 {
+    4096
+}
+fn default_nat_ports() -> String {
+    "1024-65535".to_string()
+}
+fn default_max_sessions() -> u32 {
+    262_144
+}
+fn default_tcp_established_s() -> u32 {
+    7440
+}
+fn default_tcp_transitory_s() -> u32 {
+    240
+}
+fn default_udp_s() -> u32 {
+    300
+}
+fn default_icmp_s() -> u32 {
+    60
 }
 
 /// Who this node is.
@@ -180,12 +264,16 @@ pub struct FunctionSection {
 pub enum FunctionKind {
     #[default]
     Forward,
+    Router,
+    Nat,
 }
 
 impl FunctionKind {
     pub fn name(self) -> &'static str {
         match self {
             FunctionKind::Forward => "forward",
+            FunctionKind::Router => "router",
+            FunctionKind::Nat => "nat",
         }
     }
 }
@@ -432,6 +520,7 @@ impl Config {
             }
         }
         self.validate_replication(&mut errs);
+        self.validate_function(&mut errs);
         if errs.is_empty() {
             Ok(())
         } else {
@@ -440,7 +529,134 @@ impl Config {
     }
 }
 
+/// `a.b.c.d/len` with a host address kept (interface addresses).
+pub fn parse_cidr(s: &str) -> Option<(std::net::Ipv4Addr, u8)> {
+    let (a, l) = s.split_once('/')?;
+    let a: std::net::Ipv4Addr = a.trim().parse().ok()?;
+    let l: u8 = l.trim().parse().ok()?;
+    (1..=32).contains(&l).then_some((a, l))
+}
+
+/// `lo-hi`
+pub fn parse_port_range(s: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = s.split_once('-')?;
+    let (lo, hi): (u16, u16) = (lo.trim().parse().ok()?, hi.trim().parse().ok()?);
+    (lo >= 1 && lo <= hi).then_some((lo, hi))
+}
+
 impl Config {
+    fn validate_function(&self, errs: &mut Vec<ConfigError>) {
+        let kind = self.function.kind;
+        if kind == FunctionKind::Forward {
+            return;
+        }
+        if self.node.virtual_mac.is_none() {
+            errs.push(err(
+                "node.virtual_mac",
+                format!("is required by function.kind = \"{}\"", kind.name()),
+            ));
+        }
+        if self.dataplane.workers != 1 {
+            errs.push(err(
+                "dataplane.workers",
+                format!("function.kind = \"{}\" runs on one worker for now (its neighbour and session tables are per shard)", kind.name()),
+            ));
+        }
+        let Some(r) = &self.router else {
+            errs.push(err(
+                "router",
+                format!("section [router] is required by function.kind = \"{}\"", kind.name()),
+            ));
+            return;
+        };
+        for (name, v) in [("router.inside", &r.inside), ("router.outside", &r.outside)] {
+            if parse_cidr(v).is_none() {
+                errs.push(err(
+                    name,
+                    format!("must be an address with its prefix length, a.b.c.d/len (got '{v}')"),
+                ));
+            }
+        }
+        for (i, route) in r.routes.iter().enumerate() {
+            if dataplane::nf::route::Route::parse_prefix(&route.prefix).is_none() {
+                errs.push(err(
+                    &format!("router.routes[{i}].prefix"),
+                    format!("must be a.b.c.d/len (got '{}')", route.prefix),
+                ));
+            }
+            if let Some(v) = &route.via {
+                if v.parse::<std::net::Ipv4Addr>().is_err() {
+                    errs.push(err(
+                        &format!("router.routes[{i}].via"),
+                        format!("must be an IPv4 address (got '{v}')"),
+                    ));
+                }
+            }
+            if !matches!(route.port.as_str(), "inside" | "outside") {
+                errs.push(err(
+                    &format!("router.routes[{i}].port"),
+                    format!("must be inside or outside (got '{}')", route.port),
+                ));
+            }
+        }
+        if r.icmp_rate == 0 || r.icmp_rate > 1_000_000 {
+            errs.push(err(
+                "router.icmp_rate",
+                format!("must be 1..=1000000 (got {})", r.icmp_rate),
+            ));
+        }
+        if r.arp_rate == 0 || r.arp_rate > 1_000_000 {
+            errs.push(err(
+                "router.arp_rate",
+                format!("must be 1..=1000000 (got {})", r.arp_rate),
+            ));
+        }
+        if r.max_neighbors == 0 {
+            errs.push(err("router.max_neighbors", "must be >= 1"));
+        }
+        if kind == FunctionKind::Nat {
+            let default = NatSection {
+                address: None,
+                ports: default_nat_ports(),
+                max_sessions: default_max_sessions(),
+                tcp_established_timeout_s: default_tcp_established_s(),
+                tcp_transitory_timeout_s: default_tcp_transitory_s(),
+                udp_timeout_s: default_udp_s(),
+                icmp_timeout_s: default_icmp_s(),
+            };
+            let n = self.nat.as_ref().unwrap_or(&default);
+            if let Some(a) = &n.address {
+                if a.parse::<std::net::Ipv4Addr>().is_err() {
+                    errs.push(err("nat.address", format!("must be an IPv4 address (got '{a}')")));
+                }
+            }
+            if parse_port_range(&n.ports).is_none() {
+                errs.push(err(
+                    "nat.ports",
+                    format!("must be lo-hi with 1 <= lo <= hi <= 65535 (got '{}')", n.ports),
+                ));
+            }
+            if n.max_sessions == 0 || n.max_sessions > 16_000_000 {
+                errs.push(err(
+                    "nat.max_sessions",
+                    format!("must be 1..=16000000 (got {})", n.max_sessions),
+                ));
+            }
+            for (name, v) in [
+                ("nat.tcp_established_timeout_s", n.tcp_established_timeout_s),
+                ("nat.tcp_transitory_timeout_s", n.tcp_transitory_timeout_s),
+                ("nat.udp_timeout_s", n.udp_timeout_s),
+                ("nat.icmp_timeout_s", n.icmp_timeout_s),
+            ] {
+                if v == 0 {
+                    errs.push(err(name, "must be >= 1"));
+                }
+            }
+        } else if self.nat.is_some() {
+            errs.push(err("nat", "section [nat] needs function.kind = \"nat\""));
+        }
+    }
+
     /// Whether this node replicates (primary or backup).
     pub fn replicating(&self) -> bool {
         matches!(self.node.role, Role::Primary | Role::Backup)

@@ -9,6 +9,7 @@
 mod args;
 mod cluster;
 mod config;
+mod functions;
 mod node;
 mod prompt;
 mod show;

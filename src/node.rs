@@ -10,10 +10,11 @@ use std::time::Instant;
 use crossbeam::channel::{unbounded, Sender};
 
 use dataplane::dpdk::lcore::{self, LcoreHandle};
+use dataplane::dpdk::lpm::DpdkLpm;
 use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
 use dataplane::dpdk::ring::MbufRing;
 use dataplane::dpdk::{Eal, Mempool, Port, PortConfig};
-use dataplane::nf::{Forward, NetworkFunction, Side};
+use dataplane::nf::{Forward, NetworkFunction, Router, Side};
 use dataplane::ownership::TxOwnership;
 use dataplane::replication::builder::{Encap, HEADER_DATA_ROOM};
 use dataplane::stats::CounterSnapshot;
@@ -239,9 +240,29 @@ impl Node {
             replay: cfg.replication.takeover_replay as u64,
             announce: Announce {
                 vmac: cfg.node.virtual_mac.as_deref().and_then(MacAddr::parse),
+                // The router's interface addresses are the virtual IPs unless
+                // the node names others.
                 vips: [
-                    cfg.node.inside_vip.as_deref().and_then(|s| s.parse::<Ipv4Addr>().ok()),
-                    cfg.node.outside_vip.as_deref().and_then(|s| s.parse::<Ipv4Addr>().ok()),
+                    cfg.node
+                        .inside_vip
+                        .as_deref()
+                        .and_then(|s| s.parse::<Ipv4Addr>().ok())
+                        .or_else(|| {
+                            cfg.router
+                                .as_ref()
+                                .and_then(|r| crate::config::parse_cidr(&r.inside))
+                                .map(|c| c.0)
+                        }),
+                    cfg.node
+                        .outside_vip
+                        .as_deref()
+                        .and_then(|s| s.parse::<Ipv4Addr>().ok())
+                        .or_else(|| {
+                            cfg.router
+                                .as_ref()
+                                .and_then(|r| crate::config::parse_cidr(&r.outside))
+                                .map(|c| c.0)
+                        }),
                 ],
             },
         };
@@ -290,11 +311,27 @@ impl Node {
             });
         }
 
+        // One route table for every shard (rte_lpm readers need no lock).
+        let router = match cfg.function.kind {
+            FunctionKind::Forward => None,
+            _ => {
+                let rc = Arc::new(crate::functions::router_config(cfg)?);
+                let lpm =
+                    Arc::new(DpdkLpm::new("lockstep_routes", &rc.routes).map_err(|e| format!("router.routes: {e}"))?);
+                Some((rc, lpm))
+            }
+        };
+
         let mut handles = Vec::new();
         for (part, lcore) in parts.into_iter().zip(lcores.iter()) {
             let shared = workers[part.shard as usize].clone();
-            let h = match cfg.function.kind {
-                FunctionKind::Forward => launch_worker(eal, *lcore, Forward, part, cfg, &ownership, shared, &quit),
+            let h = match (cfg.function.kind, &router) {
+                (FunctionKind::Forward, _) => launch_worker(eal, *lcore, Forward, part, cfg, &ownership, shared, &quit),
+                (_, Some((rc, lpm))) => {
+                    let nf = Router::new(rc.clone(), lpm.clone());
+                    launch_worker(eal, *lcore, nf, part, cfg, &ownership, shared, &quit)
+                }
+                (_, None) => Err("router configuration missing".to_string()),
             };
             match h {
                 Ok(h) => handles.push(h),

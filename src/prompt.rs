@@ -46,6 +46,7 @@ pub fn execute(line: &str, view: &NodeView, cluster: Option<&mut Cluster>, mem: 
         ["show", "worker", "stats"] => show::worker_stats_text(view),
         ["show", "latency"] => show::latency_text(view),
         ["show", "sync"] => show::sync_text(view),
+        ["show", "sessions"] => show::sessions_text(view),
         ["switchover"] => match cluster {
             Some(c) => match c.switchover() {
                 Ok(s) => format!("  {s}\n"),

@@ -171,6 +171,7 @@ commands:
   show port info <id>|all    device, driver, MAC, link, queues
   show worker stats          per-worker counters, drops by reason
   show latency               per-burst rx->tx latency percentiles per worker
+  show sessions              the function's state: neighbours, NAT sessions (first 256 per worker)
   show sync                  role, epoch, peers, alarms, per-shard replication state, last takeover
   switchover                 planned switchover to the best synchronized backup (primary only)
   debug stall <ms>           make every worker sleep (tests the watchdog)
@@ -279,6 +280,33 @@ pub fn sync_text(view: &NodeView) -> String {
             t.replayed,
             t.unreplicated
         );
+    }
+    out
+}
+
+/// `show sessions`: asks each worker for its function's state.
+pub fn sessions_text(view: &NodeView) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::new();
+    for w in &view.workers {
+        if let Ok(mut d) = w.description.lock() {
+            *d = None;
+        }
+        w.describe_request.store(true, Relaxed);
+    }
+    for w in &view.workers {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        let text = loop {
+            if let Some(t) = w.description.lock().ok().and_then(|mut d| d.take()) {
+                break t;
+            }
+            if std::time::Instant::now() > deadline {
+                break "  (no answer: forwarding stopped?)\n".to_string();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
+        let _ = writeln!(out, "  worker {} ({}):", w.shard, view.function.name());
+        out.push_str(if text.is_empty() { "  (stateless)\n" } else { &text });
     }
     out
 }

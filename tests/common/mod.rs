@@ -372,8 +372,47 @@ pub fn mgmt_addr(node: &str) -> &'static str {
     }
 }
 
+/// The `[function]` part of a config running the router or the NAT as the
+/// gateway of the test bed (10.10.1.1 and 10.10.2.1).
+pub fn gateway_function(kind: &str) -> String {
+    format!(
+        r#"
+[function]
+kind = "{kind}"
+[router]
+inside = "10.10.1.1/24"
+outside = "10.10.2.1/24"
+icmp_rate = 100
+"#
+    )
+}
+
+/// A standalone gateway (router or nat) on the test bed.
+pub fn gateway_config(kind: &str) -> String {
+    format!(
+        r#"
+[node]
+role = "standalone"
+virtual_mac = "02:00:5e:00:01:01"
+[ports]
+inside = "net_af_packet0"
+outside = "net_af_packet1"
+[dataplane]
+workers = 1
+mbufs = 8191
+idle_sleep_us = 20
+{}"#,
+        gateway_function(kind)
+    )
+}
+
 /// A replicating node's config on the test bed.
 pub fn cluster_config(node: &str, id: u32, priority: u8, role: &str, peers: &[&str]) -> String {
+    cluster_config_with(node, id, priority, role, peers, "[function]\nkind = \"forward\"\n")
+}
+
+/// A replicating node's config with the given `[function]` (and `[router]`) part.
+pub fn cluster_config_with(node: &str, id: u32, priority: u8, role: &str, peers: &[&str], function: &str) -> String {
     let peers: Vec<String> = peers.iter().map(|p| format!("\"{}\"", mgmt_addr(p))).collect();
     format!(
         r#"
@@ -391,8 +430,7 @@ workers = 1
 burst = 32
 mbufs = 16383
 idle_sleep_us = 20
-[function]
-kind = "forward"
+{function}
 [management]
 address = "{addr}"
 peers = [{peers}]

@@ -109,6 +109,12 @@ pub trait NetworkFunction: Send + 'static {
     /// saw behind each port so learning switches move them.
     const TRANSPARENT_L2: bool = false;
 
+    /// A human-readable listing of the function's state, at most `max`
+    /// lines (`show sessions`).
+    fn describe(&self, _max: usize) -> String {
+        String::new()
+    }
+
     /// Processes one frame.
     fn process(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict;
 }

@@ -373,6 +373,44 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
         Self::REWRITE_SPAN
     }
 
+    fn describe(&self, max: usize) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "  neighbours: {}", self.neighbors.len());
+        for (ip, n) in self.neighbors.sorted().iter().take(max) {
+            let _ = writeln!(out, "    {:<15} {}  {}", Ipv4Addr::from(*ip), n.mac, n.side.name());
+        }
+        if let Some(nat) = &self.nat {
+            let _ = writeln!(
+                out,
+                "  nat sessions: {} (created {}, expired {})",
+                nat.len(),
+                nat.created,
+                nat.expired
+            );
+            let proto = |p: u8| match p {
+                IpProtocol::TCP => "tcp",
+                IpProtocol::UDP => "udp",
+                _ => "icmp",
+            };
+            for s in nat.sessions().take(max) {
+                let _ = writeln!(
+                    out,
+                    "    {:<4} {}:{} -> {}:{}  via :{}  tcp-state {:#04x}  last {:.3} s",
+                    proto(s.proto),
+                    Ipv4Addr::from(s.inside_ip),
+                    s.inside_port,
+                    Ipv4Addr::from(s.remote_ip),
+                    s.remote_port,
+                    s.ext_port,
+                    s.tcp,
+                    s.last_ns as f64 / 1e9
+                );
+            }
+        }
+        out
+    }
+
     #[inline]
     fn process(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
         let ethertype = match EthernetFrame::new_checked(frame.data()) {

@@ -65,6 +65,10 @@ pub struct WorkerShared {
     /// `start`/`stop` of the interactive prompt: when false the worker does
     /// not poll its queues.
     pub forwarding: AtomicBool,
+    /// `show sessions`: the control thread raises the flag, the worker
+    /// answers with its function's description (between bursts).
+    pub describe_request: AtomicBool,
+    pub description: std::sync::Mutex<Option<String>>,
 }
 
 impl WorkerShared {
@@ -75,6 +79,8 @@ impl WorkerShared {
             latency: LatencyShared::default(),
             repl: ReplStatus::default(),
             forwarding: AtomicBool::new(true),
+            describe_request: AtomicBool::new(false),
+            description: std::sync::Mutex::new(None),
         })
     }
 }
@@ -260,6 +266,12 @@ impl<F: NetworkFunction> Worker<F> {
 
         while !self.quit.load(Ordering::Relaxed) {
             bump(&self.shared.repl.loops, 1);
+            if self.shared.describe_request.load(Ordering::Relaxed) {
+                self.shared.describe_request.store(false, Ordering::Relaxed);
+                if let Ok(mut d) = self.shared.description.lock() {
+                    *d = Some(self.nf.describe(256));
+                }
+            }
             if let Some(st) = st.as_mut() {
                 self.poll_commands(st, &mut s, &clock);
             }

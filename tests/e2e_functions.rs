@@ -1,0 +1,280 @@
+//! The router and the NAT on the test bed, as the gateway of both segments
+//! (no on-link shortcuts): kernel peers resolve the gateway by ARP, ping,
+//! iperf3 TCP and UDP cross, checksums are checked by tshark, and a NAT pair
+//! keeps 50 TCP connections and a UDP stream through `kill -9`.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn start_gateway(bed: &TestBed, dir: &std::path::Path, kind: &str) -> Lockstep {
+    let cfg = write_config(dir, &format!("{kind}.toml"), &gateway_config(kind));
+    let prefix = format!("{}{kind}", bed.prefix);
+    let mut eal = eal_base(&prefix, "0,1");
+    eal.extend(af_packet_vdevs());
+    Lockstep::start(Some(&bed.ns("primary")), &eal, &cfg, dir, &prefix)
+}
+
+/// The first packet to an unresolved next hop is dropped while the router
+/// asks for it (counted `arp_pending`); warm both directions up.
+fn warm_up(bed: &TestBed) {
+    bed.run("client", &["ping", "-c", "2", "-i", "0.2", "-W", "1", "10.10.2.2"]);
+    bed.run("server", &["ping", "-c", "1", "-W", "1", "10.10.2.1"]);
+}
+
+fn iperf(bed: &TestBed, args: &[&str]) -> (serde_json::Value, serde_json::Value) {
+    let server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &bed.ns("server"),
+            "iperf3",
+            "-s",
+            "-1",
+            "-J",
+            "-p",
+            "5201",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("iperf3 -s");
+    std::thread::sleep(Duration::from_millis(400));
+    let mut a = vec!["iperf3", "-c", "10.10.2.2", "-p", "5201", "-J"];
+    a.extend_from_slice(args);
+    let client = bed.run("client", &a);
+    let s = server.wait_with_output().expect("iperf3 server");
+    (
+        serde_json::from_slice(&client.stdout).expect("client JSON"),
+        serde_json::from_slice(&s.stdout).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn kernel_learned_gateway(bed: &TestBed, node: &str, gw: &str) -> bool {
+    let out = bed.run(node, &["ip", "neigh", "show", gw]);
+    String::from_utf8_lossy(&out.stdout).contains("lladdr 02:00:5e:00:01:01")
+}
+
+#[test]
+fn router_carries_ping_tcp_and_udp_and_the_kernel_peers_learn_it_by_arp() {
+    let bed = TestBed::up("router", false, "primary");
+    let dir = scratch("router");
+    let mut node = start_gateway(&bed, &dir, "router");
+    warm_up(&bed);
+    assert!(
+        kernel_learned_gateway(&bed, "client", "10.10.1.1"),
+        "client resolved its gateway by ARP"
+    );
+    assert!(
+        kernel_learned_gateway(&bed, "server", "10.10.2.1"),
+        "server resolved its gateway by ARP"
+    );
+    let ping = bed.run("client", &["ping", "-c", "20", "-i", "0.05", "-W", "2", "10.10.2.2"]);
+    let text = String::from_utf8_lossy(&ping.stdout);
+    assert!(text.contains("20 received, 0% packet loss"), "{text}");
+    assert!(text.contains("ttl=63"), "one router hop: {text}");
+
+    let (tcp, srv) = iperf(&bed, &["-t", "2"]);
+    assert!(tcp.get("error").is_none(), "{}", tcp["error"]);
+    assert!(tcp["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0) > 1_000_000);
+    assert_eq!(
+        srv["start"]["connected"][0]["remote_host"], "10.10.1.2",
+        "routed, not translated"
+    );
+    let (udp, _) = iperf(&bed, &["-u", "-b", "20M", "-t", "2"]);
+    assert!(udp.get("error").is_none(), "{}", udp["error"]);
+    assert!(
+        udp["end"]["sum"]["packets"].as_u64().unwrap_or(0) > 1000,
+        "{}",
+        udp["end"]["sum"]
+    );
+
+    let sessions = node.cmd("show sessions");
+    assert!(
+        sessions.contains("10.10.1.2") && sessions.contains("10.10.2.2"),
+        "{sessions}"
+    );
+    let (st, _) = node.quit(Duration::from_secs(20));
+    assert!(st.success());
+}
+
+#[test]
+fn nat_carries_tcp_and_udp_from_the_nat_address_with_checksums_tshark_accepts() {
+    let bed = TestBed::up("nat", false, "primary");
+    let dir = scratch("nat");
+    let mut node = start_gateway(&bed, &dir, "nat");
+    warm_up(&bed);
+    let pcap = dir.join("server.pcap");
+    let mut cap = Command::new("ip")
+        .args(["netns", "exec", &bed.ns("server"), "tcpdump", "-i", "eth0", "-n", "-w"])
+        .arg(&pcap)
+        .args(["ip"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    std::thread::sleep(Duration::from_millis(500));
+    let ping = bed.run("client", &["ping", "-c", "10", "-i", "0.05", "-W", "2", "10.10.2.2"]);
+    assert!(String::from_utf8_lossy(&ping.stdout).contains("10 received"));
+    // Paced, so the whole capture (full frames, for tshark) stays small.
+    let (tcp, srv) = iperf(&bed, &["-t", "2", "-b", "50M"]);
+    assert!(tcp.get("error").is_none(), "{}", tcp["error"]);
+    assert_eq!(
+        srv["start"]["connected"][0]["remote_host"], "10.10.2.1",
+        "the server sees the NAT address"
+    );
+    let (udp, usrv) = iperf(&bed, &["-u", "-b", "10M", "-t", "2"]);
+    assert!(udp.get("error").is_none(), "{}", udp["error"]);
+    assert_eq!(usrv["start"]["connected"][0]["remote_host"], "10.10.2.1");
+    std::thread::sleep(Duration::from_millis(300));
+    signal(cap.id(), "INT");
+    let _ = cap.wait();
+
+    // tshark recomputes every IP, TCP, UDP and ICMP checksum the server got.
+    let fields = |filter: &str| {
+        let out = Command::new("tshark")
+            .args(["-r"])
+            .arg(&pcap)
+            .args([
+                "-o",
+                "ip.check_checksum:TRUE",
+                "-o",
+                "tcp.check_checksum:TRUE",
+                "-o",
+                "udp.check_checksum:TRUE",
+                "-Y",
+                filter,
+                "-T",
+                "fields",
+                "-e",
+                "frame.number",
+            ])
+            .output()
+            .expect("tshark");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let from_nat = fields("ip.src == 10.10.2.1 && (tcp || udp || icmp)");
+    // Status 0 is "Bad" (1 good, 2 unverified). Only what lockstep
+    // translated: the server's own packets are the kernel's business.
+    let bad = fields("ip.src == 10.10.2.1 && (ip.checksum.status == 0 || tcp.checksum.status == 0 || udp.checksum.status == 0 || icmp.checksum.status == 0)");
+    let good = fields("ip.src == 10.10.2.1 && ip.checksum.status == 1 && (tcp.checksum.status == 1 || udp.checksum.status == 1 || icmp.checksum.status == 1)");
+    let from_client = fields("ip.src == 10.10.1.2");
+    assert!(from_nat > 1000, "translated packets captured: {from_nat}");
+    assert_eq!(bad, 0, "packets with a bad checksum");
+    assert_eq!(good, from_nat, "every translated packet verified good at L3 and L4");
+    assert_eq!(from_client, 0, "no untranslated inside address leaked");
+    let sessions = node.cmd("show sessions");
+    assert!(sessions.contains("nat sessions:"), "{sessions}");
+    let (st, _) = node.quit(Duration::from_secs(20));
+    assert!(st.success());
+}
+
+#[test]
+fn a_nat_pair_keeps_50_tcp_connections_and_a_udp_stream_through_kill_9_with_the_same_ports() {
+    let bed = TestBed::up("natfo", false, "primary backup");
+    let dir = scratch("natfo");
+    let f = gateway_function("nat");
+    let pc = cluster_config_with("primary", 1, 200, "primary", &["backup"], &f);
+    let bc = cluster_config_with("backup", 2, 100, "backup", &["primary"], &f);
+    let mut p = start_cluster_node(&bed, &dir, "primary", &pc, "a");
+    wait_role(&mut p, "primary", 10);
+    let mut b = start_cluster_node(&bed, &dir, "backup", &bc, "a");
+    wait_role(&mut b, "backup", 10);
+    warm_up(&bed);
+
+    // Capture SYNs and RSTs at the server: a failover must create no new
+    // connection and reset none.
+    let pcap = dir.join("syn.pcap");
+    let mut cap = Command::new("ip")
+        .args(["netns", "exec", &bed.ns("server"), "tcpdump", "-i", "eth0", "-n", "-w"])
+        .arg(&pcap)
+        .args(["tcp[tcpflags] & (tcp-syn|tcp-rst) != 0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    std::thread::sleep(Duration::from_millis(400));
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &bed.ns("server"), "iperf3", "-s", "-1", "-p", "5201"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("iperf3 -s");
+    std::thread::sleep(Duration::from_millis(400));
+    let out = dir.join("iperf50.json");
+    let mut client = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &bed.ns("client"),
+            "iperf3",
+            "-c",
+            "10.10.2.2",
+            "-p",
+            "5201",
+            "-J",
+            "-P",
+            "50",
+            "-t",
+            "6",
+            "-b",
+            "400K",
+        ])
+        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
+        .spawn()
+        .expect("iperf3 -c");
+    let stream = Stream::start(&bed, &dir, 5_000, 5.0);
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = p.cmd("show sessions");
+    p.kill9();
+    assert_eq!(wait_role(&mut b, "primary", 5), 2);
+    let after = b.cmd("show sessions");
+    let r = stream.finish();
+    let _ = client.wait();
+    let _ = server.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    signal(cap.id(), "INT");
+    let _ = cap.wait();
+
+    let tcp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap_or_default()).expect("iperf3 JSON");
+    assert!(tcp.get("error").is_none(), "iperf3: {}", tcp["error"]);
+    assert_eq!(tcp["end"]["streams"].as_array().map(|a| a.len()), Some(50));
+    assert_eq!(r["lost"], 0, "{r}");
+    // 50 data connections + iperf3's control connection, each one SYN (the
+    // server's SYN-ACKs are outbound and not captured), and no RST.
+    let syns = Command::new("tcpdump")
+        .args(["-r"])
+        .arg(&pcap)
+        .args(["-n", "tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack == 0"])
+        .output()
+        .unwrap();
+    let rsts = Command::new("tcpdump")
+        .args(["-r"])
+        .arg(&pcap)
+        .args(["-n", "tcp[tcpflags] & tcp-rst != 0"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&syns.stdout).lines().count(),
+        51,
+        "no connection was re-opened"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&rsts.stdout).lines().count(),
+        0,
+        "no connection was reset"
+    );
+    // The new primary holds the same translations the old one had.
+    let ports = |s: &str| -> std::collections::BTreeSet<String> {
+        s.lines()
+            .filter(|l| l.contains("10.10.2.2:5201"))
+            .filter_map(|l| l.split("via :").nth(1))
+            .map(|p| p.split_whitespace().next().unwrap_or("").to_string())
+            .collect()
+    };
+    let (pb, pa) = (ports(&before), ports(&after));
+    assert!(pb.len() >= 40, "sessions listed before: {}", pb.len());
+    assert!(pb.is_subset(&pa), "same external ports after failover");
+}

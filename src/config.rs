@@ -49,6 +49,18 @@ pub struct RouterSection {
     pub arp_rate: u32,
     #[serde(default = "default_max_neighbors")]
     pub max_neighbors: u32,
+    /// Neighbours known without ARP (static entries).
+    #[serde(default)]
+    pub neighbors: Vec<NeighborEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighborEntry {
+    pub ip: String,
+    pub mac: String,
+    /// `inside` or `outside`.
+    pub port: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -596,6 +608,26 @@ impl Config {
                 errs.push(err(
                     &format!("router.routes[{i}].port"),
                     format!("must be inside or outside (got '{}')", route.port),
+                ));
+            }
+        }
+        for (i, n) in r.neighbors.iter().enumerate() {
+            if n.ip.parse::<std::net::Ipv4Addr>().is_err() {
+                errs.push(err(
+                    &format!("router.neighbors[{i}].ip"),
+                    format!("must be an IPv4 address (got '{}')", n.ip),
+                ));
+            }
+            if dataplane::wire::MacAddr::parse(&n.mac).is_none() {
+                errs.push(err(
+                    &format!("router.neighbors[{i}].mac"),
+                    format!("must be a MAC address (got '{}')", n.mac),
+                ));
+            }
+            if !matches!(n.port.as_str(), "inside" | "outside") {
+                errs.push(err(
+                    &format!("router.neighbors[{i}].port"),
+                    format!("must be inside or outside (got '{}')", n.port),
                 ));
             }
         }

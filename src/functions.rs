@@ -61,7 +61,23 @@ pub fn router_config(cfg: &Config) -> Result<RouterConfig, String> {
         }
         _ => None,
     };
+    let static_neighbors = r
+        .neighbors
+        .iter()
+        .filter_map(|n| {
+            Some((
+                n.ip.parse::<Ipv4Addr>().ok()?,
+                MacAddr::parse(&n.mac)?,
+                if n.port == "inside" {
+                    Side::Inside
+                } else {
+                    Side::Outside
+                },
+            ))
+        })
+        .collect();
     Ok(RouterConfig {
+        static_neighbors,
         vmac,
         addr: [ia, oa],
         prefix_len: [il, ol],

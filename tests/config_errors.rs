@@ -8,6 +8,9 @@ use std::process::Command;
 use common::*;
 
 const PORTS: &str = "[ports]\ninside = \"net_null0\"\noutside = \"net_null1\"\n";
+const ROUTER: &str = "[router]\ninside = \"10.10.1.1/24\"\noutside = \"10.10.2.1/24\"\n";
+/// A router node up to its [router] section.
+const GW: &str = "[node]\nvirtual_mac = \"02:00:5e:00:01:01\"\n[ports]\ninside = \"net_null0\"\noutside = \"net_null1\"\n[function]\nkind = \"router\"\n";
 
 /// Runs lockstep with EAL arguments and `config`; returns (status, stderr).
 fn run_with(config: &str, extra: &[&str]) -> (i32, String) {
@@ -88,6 +91,20 @@ rejects! {
     bad_management_address_is_rejected: format!("{PORTS}[management]\naddress = \"10.10.9.1\"\n") => "management.address";
     bad_peer_is_rejected: format!("{PORTS}[management]\npeers = [\"x\"]\n") => "management.peers[0]";
     toml_syntax_error_is_rejected: format!("{PORTS}[dataplane\n") => "line";
+    router_without_router_section_is_rejected: format!("[node]\nvirtual_mac = \"02:00:5e:00:01:01\"\n{PORTS}[function]\nkind = \"router\"\n") => "router";
+    router_without_virtual_mac_is_rejected: format!("{PORTS}[function]\nkind = \"router\"\n{ROUTER}") => "node.virtual_mac";
+    router_inside_without_prefix_is_rejected: format!("{GW}[router]\ninside = \"10.10.1.1\"\noutside = \"10.10.2.1/24\"\n") => "router.inside";
+    route_with_bad_port_is_rejected: format!("{GW}{ROUTER}routes = [{{ prefix = \"0.0.0.0/0\", via = \"10.10.2.254\", port = \"up\" }}]\n") => "router.routes[0].port";
+    route_with_bad_prefix_is_rejected: format!("{GW}{ROUTER}routes = [{{ prefix = \"10.0.0.0\", port = \"inside\" }}]\n") => "router.routes[0].prefix";
+    static_neighbor_with_bad_mac_is_rejected: format!("{GW}{ROUTER}neighbors = [{{ ip = \"10.10.2.2\", mac = \"zz\", port = \"outside\" }}]\n") => "router.neighbors[0].mac";
+    router_on_two_workers_is_rejected: format!("[node]\nvirtual_mac = \"02:00:5e:00:01:01\"\n{PORTS}[dataplane]\nworkers = 2\nmbufs = 16383\n[function]\nkind = \"router\"\n{ROUTER}") => "dataplane.workers";
+    nat_port_range_backwards_is_rejected: format!("[node]\nvirtual_mac = \"02:00:5e:00:01:01\"\n{PORTS}[function]\nkind = \"nat\"\n{ROUTER}[nat]\nports = \"2000-1000\"\n") => "nat.ports";
+    nat_zero_udp_timeout_is_rejected: format!("[node]\nvirtual_mac = \"02:00:5e:00:01:01\"\n{PORTS}[function]\nkind = \"nat\"\n{ROUTER}[nat]\nudp_timeout_s = 0\n") => "nat.udp_timeout_s";
+    nat_section_for_a_router_is_rejected: format!("{GW}{ROUTER}[nat]\nports = \"1024-2048\"\n") => "nat";
+    replicating_without_key_is_rejected: format!("[node]\nrole = \"primary\"\n{PORTS}replication = \"net_null2\"\n[management]\naddress = \"127.0.0.1:7000\"\npeers = [\"127.0.0.1:7001\"]\n") => "management.key";
+    replicating_without_replication_port_is_rejected: format!("[node]\nrole = \"backup\"\n{PORTS}[management]\naddress = \"127.0.0.1:7000\"\npeers = [\"127.0.0.1:7001\"]\nkey = \"00112233445566778899aabbccddeeff\"\n") => "ports.replication";
+    short_key_is_rejected: format!("[node]\nrole = \"primary\"\n{PORTS}replication = \"net_null2\"\n[management]\naddress = \"127.0.0.1:7000\"\npeers = [\"127.0.0.1:7001\"]\nkey = \"0011\"\n") => "management.key";
+    bad_group_mac_is_rejected: format!("{PORTS}[replication]\ngroup_mac = \"01:02\"\n") => "replication.group_mac";
 }
 
 #[test]

@@ -119,11 +119,12 @@ def run_testpmd(args, source, pcap, run):
 def run_lockstep(args, source, pcap, run, config, extra_vdevs=()):
     v, src_name = vdevs(source, pcap)
     v = v + list(extra_vdevs)
-    cfg_path = f"{args.out}/lockstep-{source}-{len(extra_vdevs)}.toml"
+    cfg_path = f"{args.out}/lockstep-{source}-{abs(hash(config)) % 10000}.toml"
     with open(cfg_path, "w") as f:
         f.write(config.replace("@INSIDE@", src_name).replace("@OUTSIDE@", "net_null1"))
     argv = [args.lockstep] + eal_common(args, f"bench-ls-{os.getpid()}") + v + ["--", "--config", cfg_path, "-i"]
-    app = Prompt(argv, "lockstep> ", f"{args.out}/lockstep-{source}-{run}-{len(extra_vdevs)}.log")
+    tag = abs(hash(config)) % 10000
+    app = Prompt(argv, "lockstep> ", f"{args.out}/lockstep-{source}-{run}-{tag}.log")
     try:
         time.sleep(args.warmup)
         app.cmd("clear port stats all")
@@ -132,10 +133,14 @@ def run_lockstep(args, source, pcap, run, config, extra_vdevs=()):
         text = app.cmd("show port stats all")
         dt = time.time() - t0
         lat = app.cmd("show latency")
+        drops = app.cmd("show worker stats")
     finally:
         app.quit()
     # "  worker  lcore  bursts  p50  p99  p99.9  max"
     row = [l.split() for l in lat.splitlines() if re.match(r"\s+0\s+\d+\s+\d+", l)][0]
+    if "drops total 0" not in drops:
+        print(f"  note: {config.split('kind = ')[1].split()[0]} dropped packets: "
+              + " ".join(l.strip() for l in drops.splitlines() if "drop " in l), flush=True)
     return {
         "mpps": tx_packets(text, 1) / dt / 1e6,
         "p50_ns": int(row[3]),
@@ -166,6 +171,31 @@ kind = "forward"
 address = "127.0.0.1:{mport}"
 peers = ["127.0.0.1:{pport}"]
 key = "00112233445566778899aabbccddeeff"
+"""
+
+# The router and the NAT as the gateway: the pcap's frames go to the virtual
+# MAC from 10.10.1.2 to 10.10.2.2 (1024 UDP flows); the next hop is a static
+# neighbour, since the sink answers no ARP.
+GATEWAY = """
+[node]
+id = 1
+role = "{role}"
+virtual_mac = "02:00:5e:00:01:01"
+[ports]
+inside = "@INSIDE@"
+outside = "@OUTSIDE@"
+{repl_port}
+[dataplane]
+workers = 1
+burst = {burst}
+mbufs = 16383
+[function]
+kind = "{kind}"
+[router]
+inside = "10.10.1.1/24"
+outside = "10.10.2.1/24"
+neighbors = [{{ ip = "10.10.2.2", mac = "02:00:00:00:02:02", port = "outside" }}]
+{management}
 """
 
 LOCKSTEP_FORWARD = """
@@ -216,15 +246,26 @@ def main():
     cfg = LOCKSTEP_FORWARD.format(burst=args.burst)
     prim = LOCKSTEP_PRIMARY.format(burst=args.burst, mport=17000 + os.getpid() % 1000, pport=18000 + os.getpid() % 1000)
     repl_port = ["--vdev", "net_null2,no-rx=1"]
+    mgmt = (f'[management]\naddress = "127.0.0.1:{17500 + os.getpid() % 400}"\n'
+            f'peers = ["127.0.0.1:{18500 + os.getpid() % 400}"]\nkey = "00112233445566778899aabbccddeeff"')
+    gw = {
+        (kind, repl): GATEWAY.format(role="primary" if repl else "standalone", kind=kind, burst=args.burst,
+                                     repl_port='replication = "net_null2"' if repl else "",
+                                     management=mgmt if repl else "")
+        for kind in ("router", "nat") for repl in (False, True)
+    }
     for source in ["net_null", "net_pcap"]:
-        res = interleaved(
-            [
-                ("testpmd-io", lambda r: run_testpmd(args, source, args.pcap, r)),
-                ("lockstep-forward", lambda r: run_lockstep(args, source, args.pcap, r, cfg)),
-                ("lockstep-primary-repl", lambda r: run_lockstep(args, source, args.pcap, r, prim, repl_port)),
-            ],
-            args.runs,
-        )
+        cases = [
+            ("testpmd-io", lambda r: run_testpmd(args, source, args.pcap, r)),
+            ("lockstep-forward", lambda r: run_lockstep(args, source, args.pcap, r, cfg)),
+            ("lockstep-primary-repl", lambda r: run_lockstep(args, source, args.pcap, r, prim, repl_port)),
+        ]
+        if source == "net_pcap":
+            # net_null's frames are all zeros: a router only drops them.
+            for kind in ("router", "nat"):
+                cases.append((f"lockstep-{kind}", lambda r, k=kind: run_lockstep(args, source, args.pcap, r, gw[(k, False)])))
+                cases.append((f"lockstep-{kind}-repl", lambda r, k=kind: run_lockstep(args, source, args.pcap, r, gw[(k, True)], repl_port)))
+        res = interleaved(cases, args.runs)
         tp = res["testpmd-io"]
         records.append({"name": "testpmd-io", "source": source, "mpps": round(tp["mpps"], 3),
                         "ratio": 1.0, "ns_per_pkt": round(1e3 / tp["mpps"], 2), "runs_mpps": tp["runs_mpps"]})
@@ -246,13 +287,17 @@ def main():
         "cores": "main lcore 0, forwarding lcore 1",
         "records": records,
     }
+    for extra in ("nat_scale", "lpm"):
+        p = f"{args.out}/{extra}.json"
+        if os.path.exists(p):
+            result[extra] = json.load(open(p))
     with open(f"{args.out}/results.json", "w") as f:
         json.dump(result, f, indent=2)
 
-    print(f"\n{'case':<18} {'source':<9} {'Mpps':>8} {'ratio':>6} {'ns/pkt':>7} {'p50':>7} {'p99':>7} {'p99.9':>7}   (latency: per-burst rx->tx, ns)")
+    print(f"\n{'case':<24} {'source':<9} {'Mpps':>8} {'ratio':>6} {'ns/pkt':>7} {'p50':>7} {'p99':>7} {'p99.9':>7}   (latency: per-burst rx->tx, ns)")
     for r in records:
         lat = f"{r.get('p50_ns', ''):>7} {r.get('p99_ns', ''):>7} {r.get('p999_ns', ''):>7}" if "p50_ns" in r else ""
-        print(f"{r['name']:<18} {r['source']:<9} {r['mpps']:>8.2f} {r['ratio']:>6.2f} {r['ns_per_pkt']:>7.1f} {lat}")
+        print(f"{r['name']:<24} {r['source']:<9} {r['mpps']:>8.2f} {r['ratio']:>6.2f} {r['ns_per_pkt']:>7.1f} {lat}")
     for source in ["net_null", "net_pcap"]:
         by = {r["name"]: r for r in records if r["source"] == source}
         if "lockstep-forward" in by and "lockstep-primary-repl" in by:

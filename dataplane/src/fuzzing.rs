@@ -130,6 +130,7 @@ pub fn nat_router(data: &[u8]) {
                 icmp_rate: 10,
                 arp_rate: 10,
                 max_neighbors: 8,
+                static_neighbors: Vec::new(),
                 nat: Some(NatConfig {
                     address: u32::from(addr[1]),
                     port_lo: 1024,

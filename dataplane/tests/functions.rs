@@ -43,6 +43,7 @@ fn config(nat: bool) -> Arc<RouterConfig> {
         icmp_rate: 100,
         arp_rate: 100,
         max_neighbors: 1024,
+        static_neighbors: Vec::new(),
         nat: nat.then_some(NatConfig {
             address: u32::from(addr[1]),
             port_lo: 1024,
@@ -258,7 +259,7 @@ fn udp_from(c: u8, p: u16, now_id: u16) -> Vec<u8> {
 }
 
 #[test]
-fn a_taken_port_makes_the_allocator_probe_deterministically_and_a_full_table_refuses() {
+fn a_taken_port_is_replaced_by_a_hash_chosen_one_and_a_full_table_refuses() {
     let cfg = {
         let mut c = (*config(true)).clone();
         if let Some(n) = c.nat.as_mut() {

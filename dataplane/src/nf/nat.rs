@@ -235,6 +235,9 @@ impl Nat {
         idx
     }
 
+    /// The inside port itself when free (port preservation), else the first
+    /// free port probing from a fixed hash of the session (so preserved
+    /// ports of many hosts do not pile up into one long probe run).
     fn allocate_port(
         &self,
         proto: u8,
@@ -244,15 +247,13 @@ impl Nat {
         remote_port: u16,
     ) -> Option<u16> {
         let (lo, hi) = (self.cfg.port_lo as u32, self.cfg.port_hi as u32);
+        let free = |p: u16| !self.in_map.contains_key(&(proto, p, remote_ip, remote_port));
+        if (lo..=hi).contains(&(inside_port as u32)) && free(inside_port) {
+            return Some(inside_port);
+        }
         let size = hi - lo + 1;
-        let start = if (lo..=hi).contains(&(inside_port as u32)) {
-            inside_port as u32 - lo
-        } else {
-            (fx(&(proto, inside_ip, inside_port)) % size as u64) as u32
-        };
-        (0..size.min(4096))
-            .map(|i| (lo + (start + i) % size) as u16)
-            .find(|p| !self.in_map.contains_key(&(proto, *p, remote_ip, remote_port)))
+        let start = (fx(&(proto, inside_ip, inside_port, remote_ip, remote_port)) % size as u64) as u32;
+        (0..size).map(|i| (lo + (start + i) % size) as u16).find(|p| free(*p))
     }
 
     fn l4(ip: &Ipv4Packet<&mut [u8]>) -> Result<L4, DropReason> {

@@ -46,6 +46,8 @@ pub struct RouterConfig {
     /// ARP requests per second per shard.
     pub arp_rate: u32,
     pub max_neighbors: usize,
+    /// Neighbours configured rather than learned.
+    pub static_neighbors: Vec<(Ipv4Addr, MacAddr, Side)>,
     pub nat: Option<NatConfig>,
 }
 
@@ -89,8 +91,13 @@ impl<L: RouteLookup> Router<L> {
     pub const REWRITE_SPAN: usize = ETH_LEN + MAX_HEADER_LEN + 20;
 
     pub fn new(cfg: Arc<RouterConfig>, lpm: Arc<L>) -> Router<L> {
+        let mut neighbors = Neighbors::new(cfg.max_neighbors);
+        for (ip, mac, side) in &cfg.static_neighbors {
+            // Confirmed at the end of time: the last to be evicted.
+            neighbors.learn(u32::from(*ip), *mac, *side, u64::MAX);
+        }
         Router {
-            neighbors: Neighbors::new(cfg.max_neighbors),
+            neighbors,
             icmp: TokenBucket::new(cfg.icmp_rate),
             arp: TokenBucket::new(cfg.arp_rate),
             nat: cfg.nat.map(Nat::new),

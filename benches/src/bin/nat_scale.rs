@@ -1,0 +1,125 @@
+//! The NAT with a million sessions: how fast sessions are created, how many
+//! packets per second pass through the full table, and the memory each
+//! session costs. One core, pure code (no EAL, no NIC).
+//!
+//!   nat_scale [SESSIONS] [LOOKUPS] > nat_scale.json
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use benches::{rss_bytes, Lcg};
+use dataplane::frame::Frame;
+use dataplane::nf::nat::{Nat, NatConfig, Timeouts};
+use dataplane::nf::route::RustLpm;
+use dataplane::nf::{NetworkFunction, PacketCtx, Router, RouterConfig, Side, Verdict};
+use dataplane::wire::checksum;
+use dataplane::wire::MacAddr;
+
+/// A 64-byte UDP frame from 10.10.x.y:port to 10.10.2.2:9000, to the VMAC.
+fn template() -> Vec<u8> {
+    let mut f = vec![0u8; 60];
+    f[0..6].copy_from_slice(&[2, 0, 0x5e, 0, 1, 1]);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 1, 2]);
+    f[12..14].copy_from_slice(&[8, 0]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&46u16.to_be_bytes());
+    f[22] = 64;
+    f[23] = 17;
+    f[30..34].copy_from_slice(&[10, 10, 2, 2]);
+    f[36..38].copy_from_slice(&9000u16.to_be_bytes());
+    f[38..40].copy_from_slice(&26u16.to_be_bytes());
+    f
+}
+
+/// Writes flow `i` into the frame: source 10.10.h.h:port, destination
+/// 10.10.2.2 on one of 64 ports (a NAT port serves each remote once, so a
+/// million sessions need several remotes).
+fn set_flow(f: &mut [u8], i: u32) {
+    let host = 2 + (i / 60_000) % 200;
+    let port = 1024 + (i % 60_000) as u16;
+    let remote_port = 9000 + (i % 64) as u16;
+    f[26..30].copy_from_slice(&[10, 10, 3 + (host >> 8) as u8, host as u8]);
+    f[34..36].copy_from_slice(&port.to_be_bytes());
+    f[36..38].copy_from_slice(&remote_port.to_be_bytes());
+    f[22] = 64;
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f[40..42].copy_from_slice(&[0, 0]);
+}
+
+fn main() {
+    let sessions: u32 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let lookups: u32 = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000_000);
+    let addr = [Ipv4Addr::new(10, 10, 1, 1), Ipv4Addr::new(10, 10, 2, 1)];
+    // Inside hosts live in 10.10.0.0/16 here (many source addresses).
+    let cfg = Arc::new(RouterConfig {
+        vmac: MacAddr([2, 0, 0x5e, 0, 1, 1]),
+        addr,
+        prefix_len: [16, 24],
+        routes: RouterConfig::all_routes([Ipv4Addr::new(10, 10, 1, 1), addr[1]], [16, 24], &[]),
+        icmp_rate: 100,
+        arp_rate: 100,
+        max_neighbors: 16,
+        static_neighbors: vec![(Ipv4Addr::new(10, 10, 2, 2), MacAddr([2, 0, 0, 0, 2, 2]), Side::Outside)],
+        nat: Some(NatConfig {
+            address: u32::from(addr[1]),
+            port_lo: 1024,
+            port_hi: 65535,
+            max_sessions: sessions as usize + 16,
+            timeouts: Timeouts::default(),
+        }),
+    });
+    let mut r = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes)));
+    let mut buf = vec![0u8; 512];
+    let tpl = template();
+    let mut run = |r: &mut Router<RustLpm>, i: u32, t: u64| -> Verdict {
+        buf[128..188].copy_from_slice(&tpl);
+        set_flow(&mut buf[128..188], i);
+        let mut fr = Frame::new(&mut buf, 128, 60);
+        r.process(
+            &mut fr,
+            &PacketCtx {
+                ingress: Side::Inside,
+                now_ns: t,
+            },
+        )
+    };
+
+    let rss0 = rss_bytes();
+    let t0 = Instant::now();
+    for i in 0..sessions {
+        let v = run(&mut r, i, 1_000_000_000 + i as u64);
+        assert_eq!(v, Verdict::Forward(Side::Outside), "flow {i}");
+    }
+    let insert_s = t0.elapsed().as_secs_f64();
+    let rss1 = rss_bytes();
+    let n = r.nat().map(Nat::len).unwrap_or(0);
+    assert_eq!(n, sessions as usize);
+
+    let mut lcg = Lcg(42);
+    let t1 = Instant::now();
+    for k in 0..lookups {
+        let i = (lcg.next() % sessions as u64) as u32;
+        let v = run(&mut r, i, 2_000_000_000 + k as u64);
+        debug_assert_eq!(v, Verdict::Forward(Side::Outside));
+    }
+    let lookup_s = t1.elapsed().as_secs_f64();
+
+    let measured = (rss1.saturating_sub(rss0)) as f64 / sessions as f64;
+    println!(
+        "{{\"sessions\": {n}, \"insert_per_s\": {:.0}, \"mpps_full_table\": {:.3}, \"ns_per_packet\": {:.1}, \"bytes_per_session_computed\": {}, \"bytes_per_session_rss\": {:.1}}}",
+        sessions as f64 / insert_s,
+        lookups as f64 / lookup_s / 1e6,
+        lookup_s * 1e9 / lookups as f64,
+        Nat::bytes_per_session(),
+        measured
+    );
+}

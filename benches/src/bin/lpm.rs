@@ -51,8 +51,8 @@ fn main() {
         via: Some(Ipv4Addr::new(10, 10, 2, 254)),
     }];
     while routes.len() < n_routes {
-        let len = 8 + (lcg.next() % 21) as u8; // /8 .. /28
-        let p = (lcg.next() as u32) & mask(len);
+        let len = 8 + (lcg.next_u64() % 21) as u8; // /8 .. /28
+        let p = (lcg.next_u64() as u32) & mask(len);
         routes.push(Route {
             prefix: Ipv4Addr::from(p),
             len,
@@ -64,10 +64,10 @@ fn main() {
     let addrs: Vec<u32> = (0..n_lookups)
         .map(|i| {
             if i % 2 == 0 {
-                let r = &routes[(lcg.next() as usize) % routes.len()];
-                u32::from(r.prefix) | (lcg.next() as u32 & !mask(r.len))
+                let r = &routes[(lcg.next_u64() as usize) % routes.len()];
+                u32::from(r.prefix) | (lcg.next_u64() as u32 & !mask(r.len))
             } else {
-                lcg.next() as u32
+                lcg.next_u64() as u32
             }
         })
         .collect();

@@ -107,7 +107,7 @@ fn main() {
     let mut lcg = Lcg(42);
     let t1 = Instant::now();
     for k in 0..lookups {
-        let i = (lcg.next() % sessions as u64) as u32;
+        let i = (lcg.next_u64() % sessions as u64) as u32;
         let v = run(&mut r, i, 2_000_000_000 + k as u64);
         debug_assert_eq!(v, Verdict::Forward(Side::Outside));
     }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Throughput benchmark: dpdk-testpmd io forwarding and lockstep, same vdevs,
+# Throughput benchmark: dpdk-testpmd io forwarding and lockstep (forward,
+# forward with replication, router, NAT), same vdevs,
 # same pinned cores (main lcore 0, one forwarding lcore 1), in one run, from
 # two sources: net_null (framework cost) and net_pcap replaying a generated
 # 64-byte UDP pcap (real packets), into net_null sinks. Prints Mpps, the ratio
@@ -20,7 +21,7 @@ mkdir -p "$OUT"
 
 [ "$(id -u)" = 0 ] || { echo "bench.sh: needs root" >&2; exit 1; }
 scripts/setup.sh >/dev/null
-cargo build --release --locked -p lockstep 2>&1 | tail -1
+cargo build --release --locked -p lockstep -p benches 2>&1 | tail -1
 
 if [ "${1:-}" = failover ]; then
     exec python3 benches/tools/failover.py --lockstep "$ROOT/target/release/lockstep" --out "$OUT/failover" \
@@ -36,6 +37,11 @@ else
 fi
 
 [ -f "$OUT/udp64.pcap" ] || /usr/bin/python3 benches/tools/gen_pcap.py udp64 "$OUT/udp64.pcap" 1024
+
+echo "bench: NAT with a million sessions (one core, no NIC)"
+taskset -c 1 "$ROOT/target/release/nat_scale" 1000000 10000000 | tee "$OUT/nat_scale.json"
+echo "bench: rte_lpm against the Rust route table (10 000 routes)"
+taskset -c 1 "$ROOT/target/release/lpm" 10000 10000000 2>/dev/null | tee "$OUT/lpm.json"
 
 python3 benches/tools/compare.py --lockstep "$ROOT/target/release/lockstep" --pcap "$OUT/udp64.pcap" \
     --out "$OUT" --runs "${BENCH_RUNS:-5}" --seconds "${BENCH_SECONDS:-5}" \

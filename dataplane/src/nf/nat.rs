@@ -204,18 +204,23 @@ impl Nat {
         }
     }
 
-    /// Frees two slab entries' worth of expired sessions.
+    /// Looks at one slab entry per packet and frees it if expired: the
+    /// cursor goes round the table once per `len` packets, far more often
+    /// than the shortest timeout elapses at any useful rate.
+    #[inline]
     fn sweep(&mut self, now: u64) {
-        for _ in 0..2 {
-            if self.slab.is_empty() {
-                return;
-            }
-            self.sweep = (self.sweep + 1) % self.slab.len();
-            let i = self.sweep;
-            if self.slab[i].is_some_and(|s| s.expired(now, &self.cfg.timeouts)) {
-                self.remove(i as u32);
-                self.expired += 1;
-            }
+        self.sweep += 1;
+        if self.sweep >= self.slab.len() {
+            self.sweep = 0;
+        }
+        let i = self.sweep;
+        if self
+            .slab
+            .get(i)
+            .is_some_and(|s| s.is_some_and(|s| s.expired(now, &self.cfg.timeouts)))
+        {
+            self.remove(i as u32);
+            self.expired += 1;
         }
     }
 

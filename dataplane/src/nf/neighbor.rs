@@ -20,6 +20,9 @@ pub struct Neighbors {
     max: usize,
     map: FxHashMap<u32, Neighbor>,
     gen: u64,
+    /// The last answer (ip, side, mac, generation it was read at): most
+    /// packets go to the same next hop, and a hit costs two compares.
+    last: std::cell::Cell<Option<(u32, Side, MacAddr, u64)>>,
 }
 
 impl Neighbors {
@@ -28,11 +31,20 @@ impl Neighbors {
             max: max.max(1),
             map: FxHashMap::default(),
             gen: 0,
+            last: std::cell::Cell::new(None),
         }
     }
 
+    #[inline]
     pub fn get(&self, ip: u32, side: Side) -> Option<MacAddr> {
-        self.map.get(&ip).filter(|n| n.side == side).map(|n| n.mac)
+        if let Some((lip, lside, mac, gen)) = self.last.get() {
+            if lip == ip && lside == side && gen == self.gen {
+                return Some(mac);
+            }
+        }
+        let mac = self.map.get(&ip).filter(|n| n.side == side).map(|n| n.mac)?;
+        self.last.set(Some((ip, side, mac, self.gen)));
+        Some(mac)
     }
 
     pub fn contains(&self, ip: u32) -> bool {

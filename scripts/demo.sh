@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job: the failover demo.
 #
+#   scripts/demo.sh [forward|router|nat]     (default: forward)
+#
 # Test bed up; a primary and a backup lockstep (`forward`) between ls-client
 # and ls-server; a sequence-numbered UDP stream (20 kpps), ping and an iperf3
 # TCP run through them; `kill -9` of the primary mid-stream; the old primary
@@ -19,6 +21,16 @@ scripts/setup.sh >/dev/null
 echo "demo: building lockstep (release)"
 cargo build --release --locked -p lockstep 2>&1 | tail -1
 BIN=$ROOT/target/release/lockstep
+
+FUNCTION=${1:-forward}
+case $FUNCTION in forward|router|nat) ;; *) echo "usage: $0 [forward|router|nat]" >&2; exit 2 ;; esac
+# The node configs: configs/failover-*.toml, with the function swapped in.
+for node in primary backup; do
+    sed "s/^kind = \"forward\"/kind = \"$FUNCTION\"/" "configs/failover-$node.toml" >"$OUT/$node.toml"
+    if [ "$FUNCTION" != forward ]; then
+        printf '\n[router]\ninside = "10.10.1.1/24"\noutside = "10.10.2.1/24"\n' >>"$OUT/$node.toml"
+    fi
+done
 
 export LS_PREFIX=ls- LS_NODES="primary backup"
 PIDS=()
@@ -54,12 +66,19 @@ wait_role() { # LOG ROLE
 }
 
 echo "demo: test bed up (ls-client, ls-server, ls-primary, ls-backup; bridges in ls-sw)"
-scripts/testbed.sh up --bump
-start primary configs/failover-primary.toml primary 5
+if [ "$FUNCTION" = forward ]; then
+    scripts/testbed.sh up --bump   # a bump in the wire: the endpoints talk on-link
+else
+    scripts/testbed.sh up          # lockstep is the gateway of both segments
+fi
+start primary "$OUT/primary.toml" primary 5
 wait_role "$OUT/primary.log" primary
-start backup configs/failover-backup.toml backup 6
+start backup "$OUT/backup.toml" backup 6
 wait_role "$OUT/backup.log" backup
-echo "demo: node 1 primary in ls-primary, node 2 backup in ls-backup"
+echo "demo: node 1 primary in ls-primary, node 2 backup in ls-backup, function $FUNCTION"
+# Resolve the neighbours first (a router drops the first packet to an
+# unresolved next hop while it asks for it).
+ip netns exec ls-client ping -c 2 -i 0.2 -W 1 10.10.2.2 >/dev/null || true
 
 echo "demo: traffic for 8 s: UDP stream 20 kpps, ping every 50 ms, iperf3 TCP 200 Mbit/s"
 ip netns exec ls-server python3 scripts/udpstream.py recv 9000 --idle 2 --out "$OUT/udp.json" --sent "$OUT/udp-sent.json" >/dev/null &
@@ -80,7 +99,7 @@ kill -9 "$(cat "$OUT/primary.pid")"
 sleep 2
 echo "demo: node 2 is now $(role "$OUT/backup.log"); restarting the old primary"
 exec 5>&-
-start primary configs/failover-primary.toml primary-restarted 7
+start primary "$OUT/primary.toml" primary-restarted 7
 wait_role "$OUT/primary-restarted.log" backup
 echo "demo: the old primary rejoined as $(role "$OUT/primary-restarted.log")"
 
@@ -94,7 +113,7 @@ echo "quit" >&7
 exec 6>&- 7>&-
 sleep 2
 
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" "$FUNCTION" <<'PY'
 import json, re, sys
 out = sys.argv[1]
 udp = json.load(open(f"{out}/udp.json"))
@@ -115,6 +134,7 @@ take = re.search(r"TAKEOVER: .*last heartbeat from the old primary ([\d.]+) ms a
 done = re.search(r"TAKEOVER done: (\d+) shadow packets resent, (\d+) unreplicated packets processed", blog)
 rlog = open(f"{out}/primary-restarted.log").read()
 report = {
+    "function": sys.argv[2],
     "udp_stream": udp,
     "ping": {"sent": ping_tx, "received": ping_rx, "lost": ping_tx - ping_rx},
     "tcp": tcp,
@@ -127,7 +147,7 @@ report = {
     "old_primary_rejoined_as": "backup" if "is backup" in rlog else "unknown",
 }
 json.dump(report, open(f"{out}/report.json", "w"), indent=2)
-print("\n==================== what the receiver saw ====================")
+print(f"\n==================== what the receiver saw ({sys.argv[2]}) ====================")
 print(f"  UDP stream : {udp['sent']} sent, {udp['unique']} received, {udp['lost']} lost, "
       f"{udp['duplicates']} duplicated, {udp['reordered']} reordered, longest gap {udp['longest_gap_ms']} ms")
 print(f"  ping       : {ping_rx}/{ping_tx} replies")

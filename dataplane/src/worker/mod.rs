@@ -443,10 +443,11 @@ impl<F: NetworkFunction> Worker<F> {
     }
 
     /// Sends each egress batch if this node owns the queue; frees it if not.
+    /// Returns (sent, refused by the NIC).
     #[inline]
-    fn transmit(&mut self, s: &mut Scratch) -> usize {
+    fn transmit(&mut self, s: &mut Scratch) -> (usize, usize) {
         let shard = self.shard as usize;
-        let mut sent = 0;
+        let (mut sent, mut refused) = (0, 0);
         for out in Side::ALL {
             let batch = &mut s.tx[out.index()];
             if batch.is_empty() {
@@ -460,11 +461,12 @@ impl<F: NetworkFunction> Worker<F> {
             let r = self.data[out.index()].tx.tx_burst(batch);
             self.shared.counters.tx(out, r.sent as u64);
             sent += r.sent;
+            refused += r.refused;
             if r.refused > 0 {
                 self.shared.counters.drop(DropReason::TxRefused, r.refused as u64);
             }
         }
-        sent
+        (sent, refused)
     }
 }
 

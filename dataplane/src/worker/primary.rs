@@ -111,8 +111,14 @@ impl<F: NetworkFunction> Worker<F> {
         // 2. Process, 3. transmit.
         let ctx = PacketCtx { ingress: side, now_ns };
         self.process_pending(&ctx, s);
-        self.transmit(s);
-        st.tx_done = st.next_seq;
+        let (_, refused) = self.transmit(s);
+        // tx_done covers only egress the NIC took: after a refusal it stays
+        // at the previous burst, so a takeover now would resend this one.
+        if refused == 0 {
+            st.tx_done = st.next_seq;
+        } else {
+            st.tx_done = base;
+        }
     }
 
     /// Sends a KEEPALIVE / SWITCHOVER marker carrying the last sequence and

@@ -35,7 +35,7 @@ impl<F: NetworkFunction> Worker<F> {
             let replayed = resend.len() as u64;
             let mut first_egress = 0u64;
             let mut flush = |w: &mut Self, s: &mut Scratch| {
-                if w.transmit(s) > 0 && first_egress == 0 {
+                if w.transmit(s).0 > 0 && first_egress == 0 {
                     first_egress = clock.now_ns();
                 }
             };

@@ -45,7 +45,9 @@ pub struct TakeoverTimeline {
     pub first_egress_ns: u64,
     pub replayed: u64,
     pub unreplicated: u64,
-    pub anchored: bool,
+    /// Window copies evicted before their replica came (0: the window saw
+    /// everything it had to).
+    pub window_evicted: u64,
     pub done: bool,
 }
 
@@ -196,7 +198,7 @@ impl Cluster {
                         first_egress_ns: 0,
                         replayed: 0,
                         unreplicated: 0,
-                        anchored: false,
+                        window_evicted: 0,
                         done: false,
                     });
                     for w in &self.view.workers {
@@ -254,7 +256,7 @@ impl Cluster {
         t.done = true;
         t.replayed = workers.iter().map(|w| w.repl.takeover_replayed.load(Relaxed)).sum();
         t.unreplicated = workers.iter().map(|w| w.repl.takeover_unreplicated.load(Relaxed)).sum();
-        t.anchored = workers.iter().all(|w| w.repl.takeover_anchored.load(Relaxed));
+        t.window_evicted = workers.iter().map(|w| w.repl.window_evicted.load(Relaxed)).sum();
         t.first_egress_ns = workers
             .iter()
             .map(|w| w.repl.takeover_first_egress_ns.load(Relaxed))
@@ -263,10 +265,10 @@ impl Cluster {
             .unwrap_or(0);
         let d = t.record.detected_ns;
         log::warn!(
-            "TAKEOVER done: {} shadow packets resent, {} unreplicated packets processed ({}), first egress {}",
+            "TAKEOVER done: {} shadow packets resent, {} unreplicated packets processed ({} window evictions so far), first egress {}",
             t.replayed,
             t.unreplicated,
-            if t.anchored { "anchored" } else { "by time" },
+            t.window_evicted,
             if t.first_egress_ns == 0 {
                 "none needed".to_string()
             } else {

@@ -336,8 +336,11 @@ pub struct ReplicationSection {
     /// Backup egress kept per shard until the primary's `tx_done` frees it.
     #[serde(default = "default_shadow_ring")]
     pub shadow_ring: u32,
-    /// Copies of its own ingress a backup keeps per data port and shard, to
-    /// process what the primary never replicated (the detection interval).
+    /// Copies of its own ingress a backup keeps per data port and shard
+    /// until their replicas arrive, to process after a takeover what the
+    /// primary never replicated. Must cover the primary's RX ring depth (a
+    /// primary falling behind in a burst holds that much unreplicated) plus
+    /// the traffic of one dead interval.
     #[serde(default = "default_ingress_window")]
     pub ingress_window: u32,
     /// KEEPALIVE on an idle shard after this long (default: heartbeat_ms).
@@ -373,7 +376,7 @@ fn default_shadow_ring() -> u32 {
     2048
 }
 fn default_ingress_window() -> u32 {
-    1024
+    8192
 }
 fn default_group_mac() -> String {
     "03:4c:53:00:00:01".to_string()

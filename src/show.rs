@@ -248,7 +248,7 @@ pub fn sync_text(view: &NodeView) -> String {
         let r = &w.repl;
         let _ = writeln!(
             out,
-            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {} gaps {} (missing {}) shadow {} window {} frames tx {} rx {} keepalives tx {} rx {} stale {}",
+            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {} gaps {} (missing {}) shadow {} window {} (evicted {} unmatched {}) frames tx {} rx {} keepalives tx {} rx {} stale {}",
             w.shard,
             r.mode().map(|m| m.name()).unwrap_or("standalone"),
             r.epoch.load(Relaxed),
@@ -259,6 +259,8 @@ pub fn sync_text(view: &NodeView) -> String {
             r.missing.load(Relaxed),
             r.shadow_len.load(Relaxed),
             r.window_len.load(Relaxed),
+            r.window_evicted.load(Relaxed),
+            r.window_unmatched.load(Relaxed),
             r.frames_tx.load(Relaxed),
             r.frames_rx.load(Relaxed),
             r.keepalives_tx.load(Relaxed),

@@ -54,7 +54,7 @@ replication = "net_af_packet2"
 [dataplane]
 workers = 1
 burst = 32
-mbufs = 16383
+mbufs = 32767
 idle_sleep_us = 10
 [function]
 kind = "forward"
@@ -66,7 +66,7 @@ dead_intervals = 3
 key = "{KEY}"
 [replication]
 shadow_ring = 2048
-ingress_window = 2048
+ingress_window = 8192
 """
 
 

@@ -428,7 +428,7 @@ replication = "net_af_packet2"
 [dataplane]
 workers = 1
 burst = 32
-mbufs = 16383
+mbufs = 32767
 idle_sleep_us = 20
 {function}
 [management]
@@ -439,7 +439,7 @@ dead_intervals = 3
 key = "{TEST_KEY}"
 [replication]
 shadow_ring = 2048
-ingress_window = 2048
+ingress_window = 8192
 "#,
         addr = mgmt_addr(node),
         peers = peers.join(", ")

@@ -10,7 +10,6 @@ use crate::clock::TscClock;
 use crate::dpdk::Mbuf;
 use crate::nf::{NetworkFunction, PacketCtx, Side, Verdict};
 use crate::replication::seq::SeqVerdict;
-use crate::replication::window::Anchor;
 use crate::replication::{frame_hash, FrameType, ReplicationFrame, ENCAP_LEN};
 use crate::stats::bump;
 use crate::wire::ethernet::{EtherType, EthernetFrame};
@@ -19,7 +18,15 @@ impl<F: NetworkFunction> Worker<F> {
     /// One backup iteration. Returns whether anything arrived.
     pub(crate) fn poll_backup(&mut self, st: &mut ReplState, s: &mut Scratch, clock: &TscClock) -> bool {
         let now = clock.now_ns();
+        // Data ports first: a frame's own copy must be in the window before
+        // its replica comes to retire it.
+        let windowed = self.window_data_ports(st, s, now);
         let got = self.poll_replication(st, s, now);
+        got + windowed > 0
+    }
+
+    /// Moves what the data ports received into the ingress windows.
+    pub(crate) fn window_data_ports(&mut self, st: &mut ReplState, s: &mut Scratch, now: u64) -> usize {
         let mut windowed = 0;
         for side in Side::ALL {
             let n = self.data[side.index()].rx.rx_burst_n(&mut s.rx, MAX_BURST);
@@ -33,7 +40,7 @@ impl<F: NetworkFunction> Worker<F> {
             }
         }
         bump(&self.shared.counters.ignored_not_owner, windowed as u64);
-        got + windowed > 0
+        windowed
     }
 
     /// Reads and handles this shard's pending replication frames.
@@ -117,9 +124,7 @@ impl<F: NetworkFunction> Worker<F> {
                     bump(&r.malformed, 1);
                     return;
                 }
-                let hash = frame_hash(m.data());
-                st.anchors[side.index()] = Some(Anchor { hash, rx_ns: now });
-                st.recent.insert(hash);
+                st.windows[side.index()].replicated(frame_hash(m.data()));
                 if F::TRANSPARENT_L2 {
                     if let Ok(e) = EthernetFrame::new_checked(m.data()) {
                         st.macs[side.index()].learn(e.src());

@@ -44,7 +44,7 @@ use crate::replication::builder::Encap;
 use crate::replication::learn::MacTable;
 use crate::replication::seq::SeqTracker;
 use crate::replication::shadow::ShadowRing;
-use crate::replication::window::{Anchor, IngressWindow, RecentHashes};
+use crate::replication::window::IngressWindow;
 use crate::stats::{bump, new_latency_histogram, LatencyShared, WorkerCounters};
 use crate::wire::MacAddr;
 
@@ -220,8 +220,6 @@ pub(crate) struct ReplState {
     pub last_time_ns: u64,
     pub shadow: ShadowRing<(Side, Mbuf)>,
     pub windows: [IngressWindow<Mbuf>; 2],
-    pub anchors: [Option<Anchor>; 2],
-    pub recent: RecentHashes,
     pub macs: [MacTable; 2],
     pub switchover_for: u32,
 }
@@ -255,8 +253,6 @@ impl<F: NetworkFunction> Worker<F> {
                 IngressWindow::new(r.settings.window),
                 IngressWindow::new(r.settings.window),
             ],
-            anchors: [None, None],
-            recent: RecentHashes::new(r.settings.window.clamp(64, 4096)),
             macs: [MacTable::new(256), MacTable::new(256)],
             switchover_for: 0,
         });

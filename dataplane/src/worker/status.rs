@@ -60,7 +60,8 @@ pub struct ReplStatus {
     /// processed, whether every port's anchor was found, first egress (ns).
     pub takeover_replayed: AtomicU64,
     pub takeover_unreplicated: AtomicU64,
-    pub takeover_anchored: AtomicBool,
+    /// Replicas whose own copy this backup never saw (its RX dropped it).
+    pub window_unmatched: AtomicU64,
     pub takeover_first_egress_ns: AtomicU64,
     pub takeover_done_ns: AtomicU64,
     pub announcements: AtomicU64,

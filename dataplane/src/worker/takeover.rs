@@ -13,7 +13,7 @@ use crate::replication::FrameType;
 impl<F: NetworkFunction> Worker<F> {
     /// Becomes the primary of `epoch`. From backup, in this order:
     /// 1. handle every replication frame still queued (the old primary's
-    ///    last words);
+    ///    last words), and window what the data ports still hold;
     /// 2. resend the shadow entries after the last `tx_done` heard (minus
     ///    `takeover_replay`): the egress the old primary may not have sent;
     /// 3. continue the old primary's sequence numbers and clock;
@@ -25,8 +25,11 @@ impl<F: NetworkFunction> Worker<F> {
         let r = &shared.repl;
         if st.mode == Mode::Backup {
             let now = clock.now_ns();
+            // Whatever still sits in the RX rings: data-port copies first,
+            // then the replicas that retire them.
             for _ in 0..64 {
-                if self.poll_replication(st, s, now) == 0 {
+                let windowed = self.window_data_ports(st, s, now);
+                if self.poll_replication(st, s, now) + windowed == 0 {
                     break;
                 }
             }
@@ -66,17 +69,17 @@ impl<F: NetworkFunction> Worker<F> {
         self.send_marker(FrameType::Keepalive, &[], st, now);
     }
 
-    /// Step 4 of a takeover: the window's unreplicated copies, in arrival
-    /// order, through the primary path.
+    /// Step 4 of a takeover: what the windows still hold was never
+    /// replicated; through the primary path, in arrival order.
     fn process_unreplicated(&mut self, st: &mut ReplState, s: &mut Scratch, clock: &TscClock) {
         let mut items: Vec<(u64, Side, Mbuf)> = Vec::new();
-        let mut anchored = true;
         for side in Side::ALL {
-            let anchor = st.anchors[side.index()];
-            let recent = &st.recent;
-            let u = st.windows[side.index()].take_unreplicated(anchor, &|h| recent.contains(h));
-            anchored &= u.anchored || anchor.is_none();
-            items.extend(u.items.into_iter().map(|(t, m)| (t, side, m)));
+            items.extend(
+                st.windows[side.index()]
+                    .take_all()
+                    .into_iter()
+                    .map(|(t, m)| (t, side, m)),
+            );
         }
         items.sort_by_key(|(t, _, _)| *t);
         let n = items.len() as u64;
@@ -89,10 +92,7 @@ impl<F: NetworkFunction> Worker<F> {
                 self.primary_ingest(side, st, s, clock.now_ns());
             }
         }
-        let r = &self.shared.repl;
-        r.takeover_unreplicated.store(n, Relaxed);
-        r.takeover_anchored.store(anchored, Relaxed);
-        st.anchors = [None, None];
+        self.shared.repl.takeover_unreplicated.store(n, Relaxed);
     }
 
     /// Stops transmitting and follows the primary of `epoch`.
@@ -112,6 +112,9 @@ impl<F: NetworkFunction> Worker<F> {
             }
         } else if diverged {
             st.tracker.mark_unsynced();
+        }
+        for w in &mut st.windows {
+            w.clear();
         }
         st.mode = Mode::Backup;
         st.epoch = st.epoch.max(epoch);

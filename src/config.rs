@@ -357,6 +357,11 @@ pub struct ReplicationSection {
     /// Mbufs in the pool of replication headers.
     #[serde(default = "default_header_mbufs")]
     pub header_mbufs: u32,
+    /// Small packets' records are batched into replication frames of up to
+    /// this many bytes (Ethernet header included; the replication link must
+    /// carry them). 0: one frame per packet.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: u32,
 }
 
 impl Default for ReplicationSection {
@@ -368,6 +373,7 @@ impl Default for ReplicationSection {
             takeover_replay: 0,
             group_mac: default_group_mac(),
             header_mbufs: default_header_mbufs(),
+            batch_bytes: default_batch_bytes(),
         }
     }
 }
@@ -380,6 +386,9 @@ fn default_ingress_window() -> u32 {
 }
 fn default_group_mac() -> String {
     "03:4c:53:00:00:01".to_string()
+}
+fn default_batch_bytes() -> u32 {
+    1514
 }
 fn default_header_mbufs() -> u32 {
     8191
@@ -747,6 +756,12 @@ impl Config {
         }
         if r.keepalive_us == Some(0) {
             errs.push(err("replication.keepalive_us", "must be >= 1"));
+        }
+        if r.batch_bytes != 0 && !(128..=9014).contains(&r.batch_bytes) {
+            errs.push(err(
+                "replication.batch_bytes",
+                format!("must be 0 or 128..=9014 (got {})", r.batch_bytes),
+            ));
         }
         if r.header_mbufs < 1023 {
             errs.push(err(

@@ -238,6 +238,7 @@ impl Node {
                 .map(|u| u as u64 * 1000)
                 .unwrap_or(cfg.management.heartbeat_ms as u64 * 1_000_000),
             replay: cfg.replication.takeover_replay as u64,
+            batch_bytes: cfg.replication.batch_bytes as usize,
             announce: Announce {
                 vmac: cfg.node.virtual_mac.as_deref().and_then(MacAddr::parse),
                 // The router's interface addresses are the virtual IPs unless

@@ -17,22 +17,7 @@ fn u(v: &serde_json::Value, k: &str) -> u64 {
 fn kill_9_of_the_primary_under_the_stream_loses_no_packet_and_tcp_survives() {
     let bed = TestBed::up("kill", true, "primary backup");
     let dir = scratch("kill");
-    let mut p = start_cluster_node(
-        &bed,
-        &dir,
-        "primary",
-        &cluster_config("primary", 1, 200, "primary", &["backup"]),
-        "a",
-    );
-    wait_role(&mut p, "primary", 10);
-    let mut b = start_cluster_node(
-        &bed,
-        &dir,
-        "backup",
-        &cluster_config("backup", 2, 100, "backup", &["primary"]),
-        "a",
-    );
-    wait_role(&mut b, "backup", 10);
+    let (mut p, mut b) = start_pair(&bed, &dir, FORWARD);
 
     let iperf = Iperf::start(&bed, &dir, 6);
     let stream = Stream::start(&bed, &dir, 20_000, 5.0);
@@ -64,22 +49,7 @@ fn kill_9_of_the_primary_under_the_stream_loses_no_packet_and_tcp_survives() {
 fn management_link_down_alone_raises_an_alarm_and_changes_no_role() {
     let bed = TestBed::up("mgmt", true, "primary backup");
     let dir = scratch("mgmt");
-    let mut p = start_cluster_node(
-        &bed,
-        &dir,
-        "primary",
-        &cluster_config("primary", 1, 200, "primary", &["backup"]),
-        "a",
-    );
-    wait_role(&mut p, "primary", 10);
-    let mut b = start_cluster_node(
-        &bed,
-        &dir,
-        "backup",
-        &cluster_config("backup", 2, 100, "backup", &["primary"]),
-        "a",
-    );
-    wait_role(&mut b, "backup", 10);
+    let (mut p, mut b) = start_pair(&bed, &dir, FORWARD);
 
     bed.run("backup", &["ip", "link", "set", "mgmt0", "down"]);
     std::thread::sleep(Duration::from_millis(500));
@@ -101,22 +71,7 @@ fn management_link_down_alone_raises_an_alarm_and_changes_no_role() {
 fn replication_link_down_alone_raises_an_alarm_and_changes_no_role() {
     let bed = TestBed::up("repl", true, "primary backup");
     let dir = scratch("repl");
-    let mut p = start_cluster_node(
-        &bed,
-        &dir,
-        "primary",
-        &cluster_config("primary", 1, 200, "primary", &["backup"]),
-        "a",
-    );
-    wait_role(&mut p, "primary", 10);
-    let mut b = start_cluster_node(
-        &bed,
-        &dir,
-        "backup",
-        &cluster_config("backup", 2, 100, "backup", &["primary"]),
-        "a",
-    );
-    wait_role(&mut b, "backup", 10);
+    let (mut p, mut b) = start_pair(&bed, &dir, FORWARD);
 
     bed.run("backup", &["ip", "link", "set", "rep0", "down"]);
     std::thread::sleep(Duration::from_millis(500));
@@ -135,22 +90,7 @@ fn replication_link_down_alone_raises_an_alarm_and_changes_no_role() {
 fn both_links_down_mean_takeover_and_links_back_up_leave_one_primary() {
     let bed = TestBed::up("both", true, "primary backup");
     let dir = scratch("both");
-    let mut p = start_cluster_node(
-        &bed,
-        &dir,
-        "primary",
-        &cluster_config("primary", 1, 200, "primary", &["backup"]),
-        "a",
-    );
-    wait_role(&mut p, "primary", 10);
-    let mut b = start_cluster_node(
-        &bed,
-        &dir,
-        "backup",
-        &cluster_config("backup", 2, 100, "backup", &["primary"]),
-        "a",
-    );
-    wait_role(&mut b, "backup", 10);
+    let (mut p, mut b) = start_pair(&bed, &dir, FORWARD);
 
     bed.run("backup", &["ip", "link", "set", "mgmt0", "down"]);
     bed.run("backup", &["ip", "link", "set", "rep0", "down"]);
@@ -296,22 +236,7 @@ fn with_two_backups_the_higher_priority_takes_over_then_the_other_without_loss()
 fn planned_switchover_under_the_stream_loses_nothing_and_duplicates_nothing() {
     let bed = TestBed::up("swo", true, "primary backup");
     let dir = scratch("swo");
-    let mut p = start_cluster_node(
-        &bed,
-        &dir,
-        "primary",
-        &cluster_config("primary", 1, 200, "primary", &["backup"]),
-        "a",
-    );
-    wait_role(&mut p, "primary", 10);
-    let mut b = start_cluster_node(
-        &bed,
-        &dir,
-        "backup",
-        &cluster_config("backup", 2, 100, "backup", &["primary"]),
-        "a",
-    );
-    wait_role(&mut b, "backup", 10);
+    let (mut p, mut b) = start_pair(&bed, &dir, FORWARD);
     let stream = Stream::start(&bed, &dir, 20_000, 4.0);
     std::thread::sleep(Duration::from_millis(1500));
     let out = p.cmd("switchover");

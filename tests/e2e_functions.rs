@@ -175,13 +175,7 @@ fn nat_carries_tcp_and_udp_from_the_nat_address_with_checksums_tshark_accepts() 
 fn a_nat_pair_keeps_50_tcp_connections_and_a_udp_stream_through_kill_9_with_the_same_ports() {
     let bed = TestBed::up("natfo", false, "primary backup");
     let dir = scratch("natfo");
-    let f = gateway_function("nat");
-    let pc = cluster_config_with("primary", 1, 200, "primary", &["backup"], &f);
-    let bc = cluster_config_with("backup", 2, 100, "backup", &["primary"], &f);
-    let mut p = start_cluster_node(&bed, &dir, "primary", &pc, "a");
-    wait_role(&mut p, "primary", 10);
-    let mut b = start_cluster_node(&bed, &dir, "backup", &bc, "a");
-    wait_role(&mut b, "backup", 10);
+    let (mut p, mut b) = start_pair(&bed, &dir, &gateway_function("nat"));
     warm_up(&bed);
 
     // Capture SYNs and RSTs at the server: a failover must create no new

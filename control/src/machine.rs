@@ -196,9 +196,10 @@ pub struct Machine {
     last_primary_hb_ns: u64,
     active_alarms: [bool; 3],
     alarm_counts: [u64; 3],
-    /// Since when each alarm's condition has held (it is raised after one
-    /// heartbeat interval, so the two signals of one failure, which go
-    /// silent a few hundred microseconds apart, do not raise a false alarm).
+    /// Since when each alarm's condition has held. It is raised after two
+    /// heartbeat intervals: the two signals of one failure go silent up to
+    /// a heartbeat interval apart (the last heartbeat may precede the last
+    /// replication frame by a whole period), and that is no alarm.
     alarm_since: [Option<u64>; 3],
     refused_episode: bool,
     /// Set when this node stepped down because its own data plane failed
@@ -358,8 +359,8 @@ impl Machine {
         }
     }
 
-    /// Raises `a` once its condition held for a heartbeat interval; clears
-    /// it as soon as the condition ends.
+    /// Raises `a` once its condition held for two heartbeat intervals;
+    /// clears it as soon as the condition ends.
     fn debounced_alarm(&mut self, a: Alarm, cond: bool, now: u64, out: &mut Vec<Action>) {
         let i = a as usize;
         if !cond {
@@ -368,7 +369,7 @@ impl Machine {
             return;
         }
         let since = *self.alarm_since[i].get_or_insert(now);
-        if now.saturating_sub(since) >= self.cfg.heartbeat_ns {
+        if now.saturating_sub(since) >= 2 * self.cfg.heartbeat_ns {
             self.set_alarm(a, true, out);
         }
     }

@@ -6,83 +6,64 @@
 //! makes its own pool and ports, so the tests may run in parallel.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+mod common;
+use common::{alloc_n, ring_port, started};
 
 use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
 use dataplane::dpdk::ring::{vdev_create, RingPort};
-use dataplane::dpdk::{Eal, Mbuf, Mempool, Port, PortConfig, RxBurst, TxBatch};
+use dataplane::dpdk::{Mempool, RxBurst, TxBatch};
 use dataplane::nf::{Forward, Side};
 use dataplane::ownership::TxOwnership;
 use dataplane::worker::{DataQueues, Worker, WorkerShared};
 
-fn eal() -> &'static Eal {
-    static EAL: OnceLock<Eal> = OnceLock::new();
-    EAL.get_or_init(|| {
-        let prefix = format!("--file-prefix=ls-mbuf-test-{}", std::process::id());
-        Eal::init(&[
-            "mbuf_ownership",
-            "-l",
-            "0",
-            "--no-huge",
-            "-m",
-            "256",
-            "--no-pci",
-            "--no-shconf",
-            &prefix,
-            "--log-level=lib.eal:error",
-        ])
-        .expect("EAL init")
-    })
-}
-
 fn pool(name: &str) -> Mempool {
-    eal();
-    // No per-lcore cache: test threads are not EAL lcores, and a cache would
-    // make in_use() count parked mbufs as in use on EAL threads.
-    Mempool::new(name, 1023, 0, DEFAULT_DATA_ROOM, -1).expect("pool")
+    common::pool(name, 1023, DEFAULT_DATA_ROOM)
 }
 
-fn started(mut p: Port, pool: &Mempool) -> Port {
-    p.configure(
-        &PortConfig {
-            queues: 1,
-            rx_desc: 256,
-            tx_desc: 256,
-            promiscuous: false,
-        },
-        pool,
-    )
-    .expect("configure");
-    p.start().expect("start");
-    p
+fn split_ring_port(name: &str, pool: &Mempool) -> RingPort {
+    ring_port(name, Some((256, 256)), 0, pool)
 }
 
-fn ring_port(name: &str, size: u32, pool: &Mempool) -> RingPort {
-    let mut r = RingPort::create(name, size).expect("ring port");
-    r.port
-        .configure(
-            &PortConfig {
-                queues: 1,
-                rx_desc: 256,
-                tx_desc: 256,
-                promiscuous: false,
+/// Runs a `forward` worker over two ports until `done(counters)` or 10 s.
+fn run_forward_worker(
+    inside: &RingPort,
+    outside: &RingPort,
+    owned: bool,
+    done: impl Fn(&dataplane::stats::CounterSnapshot) -> bool,
+) -> dataplane::stats::CounterSnapshot {
+    let shared = WorkerShared::new(0);
+    let quit = Arc::new(AtomicBool::new(false));
+    let worker = Worker {
+        shard: 0,
+        nf: Forward,
+        data: [
+            DataQueues {
+                rx: inside.port.rx_queue(0),
+                tx: inside.port.tx_queue(0),
             },
-            pool,
-        )
-        .expect("configure");
-    r.port.start().expect("start");
-    r
-}
-
-fn alloc_n(pool: &Mempool, n: usize, len: u16) -> Vec<Mbuf> {
-    (0..n)
-        .map(|i| {
-            let mut m = Mbuf::alloc(pool).expect("mbuf");
-            let d = m.append(len).expect("room");
-            d.fill(i as u8);
-            m
-        })
-        .collect()
+            DataQueues {
+                rx: outside.port.rx_queue(0),
+                tx: outside.port.tx_queue(0),
+            },
+        ],
+        burst: 32,
+        idle_sleep_us: 100,
+        ownership: Arc::new(TxOwnership::new(1, owned)),
+        shared: shared.clone(),
+        quit: quit.clone(),
+        repl: None,
+        commands: None,
+    };
+    let t = std::thread::spawn(move || worker.run());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done(&shared.counters.snapshot()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    quit.store(true, Ordering::SeqCst);
+    t.join().unwrap();
+    shared.counters.snapshot()
 }
 
 #[test]
@@ -121,7 +102,7 @@ fn rx_then_drop_returns_every_mbuf_to_the_pool() {
 fn tx_burst_frees_the_packets_a_full_ring_refuses() {
     let pool = pool("own_refuse");
     // A 16-slot ring holds 15 packets; the TX burst offers 32.
-    let ring = ring_port("ring_refuse", 16, &pool);
+    let ring = ring_port("ring_refuse", None, 16, &pool);
     let mut batch = TxBatch::<32>::default();
     for m in alloc_n(&pool, 32, 60) {
         batch.push(m).map_err(|_| "full").unwrap();
@@ -167,38 +148,7 @@ fn forward_worker_moves_a_burst_across_and_leaks_nothing() {
     let outside = split_ring_port("w_out", &pool);
     assert!(inside.inject(alloc_n(&pool, 40, 64)).is_empty());
 
-    let shared = WorkerShared::new(0);
-    let quit = Arc::new(AtomicBool::new(false));
-    let worker = Worker {
-        shard: 0,
-        nf: Forward,
-        data: [
-            DataQueues {
-                rx: inside.port.rx_queue(0),
-                tx: inside.port.tx_queue(0),
-            },
-            DataQueues {
-                rx: outside.port.rx_queue(0),
-                tx: outside.port.tx_queue(0),
-            },
-        ],
-        burst: 32,
-        idle_sleep_us: 100,
-        ownership: Arc::new(TxOwnership::new(1, true)),
-        shared: shared.clone(),
-        quit: quit.clone(),
-        repl: None,
-        commands: None,
-    };
-    let t = std::thread::spawn(move || worker.run());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while shared.counters.snapshot().tx[Side::Outside.index()] < 40 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    quit.store(true, Ordering::SeqCst);
-    t.join().unwrap();
-
-    let c = shared.counters.snapshot();
+    let c = run_forward_worker(&inside, &outside, true, |c| c.tx[Side::Outside.index()] >= 40);
     assert_eq!(c.rx, [40, 0]);
     assert_eq!(c.tx, [0, 40]);
     assert_eq!(c.total_drops(), 0);
@@ -216,56 +166,9 @@ fn backup_worker_ignores_its_data_ports_and_transmits_nothing() {
     let inside = split_ring_port("b_in", &pool);
     let outside = split_ring_port("b_out", &pool);
     assert!(inside.inject(alloc_n(&pool, 10, 64)).is_empty());
-    let shared = WorkerShared::new(0);
-    let quit = Arc::new(AtomicBool::new(false));
-    let worker = Worker {
-        shard: 0,
-        nf: Forward,
-        data: [
-            DataQueues {
-                rx: inside.port.rx_queue(0),
-                tx: inside.port.tx_queue(0),
-            },
-            DataQueues {
-                rx: outside.port.rx_queue(0),
-                tx: outside.port.tx_queue(0),
-            },
-        ],
-        burst: 32,
-        idle_sleep_us: 100,
-        ownership: Arc::new(TxOwnership::new(1, false)),
-        shared: shared.clone(),
-        quit: quit.clone(),
-        repl: None,
-        commands: None,
-    };
-    let t = std::thread::spawn(move || worker.run());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while shared.counters.snapshot().ignored_not_owner < 10 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    quit.store(true, Ordering::SeqCst);
-    t.join().unwrap();
-    let c = shared.counters.snapshot();
+    let c = run_forward_worker(&inside, &outside, false, |c| c.ignored_not_owner >= 10);
     assert_eq!(c.ignored_not_owner, 10);
     assert_eq!((c.rx, c.tx), ([0, 0], [0, 0]));
     assert!(outside.take_sent(16).is_empty() && inside.take_sent(16).is_empty());
     assert_eq!(pool.in_use(), 0);
-}
-
-fn split_ring_port(name: &str, pool: &Mempool) -> RingPort {
-    let mut r = RingPort::create_split(name, 256, 256).expect("ring port");
-    r.port
-        .configure(
-            &PortConfig {
-                queues: 1,
-                rx_desc: 256,
-                tx_desc: 256,
-                promiscuous: false,
-            },
-            pool,
-        )
-        .expect("configure");
-    r.port.start().expect("start");
-    r
 }

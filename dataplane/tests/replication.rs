@@ -4,14 +4,16 @@
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+mod common;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{unbounded, Sender};
 
 use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
 use dataplane::dpdk::ring::RingPort;
-use dataplane::dpdk::{Eal, Mbuf, Mempool, PortConfig};
+use dataplane::dpdk::{Mbuf, Mempool};
 use dataplane::nf::{Forward, Side};
 use dataplane::ownership::TxOwnership;
 use dataplane::replication::builder::{build_data, Encap, HEADER_DATA_ROOM};
@@ -21,46 +23,12 @@ use dataplane::worker::{
     Announce, DataQueues, Mode, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
 };
 
-fn eal() -> &'static Eal {
-    static EAL: OnceLock<Eal> = OnceLock::new();
-    EAL.get_or_init(|| {
-        let prefix = format!("--file-prefix=ls-repl-test-{}", std::process::id());
-        Eal::init(&[
-            "replication",
-            "-l",
-            "0",
-            "--no-huge",
-            "-m",
-            "256",
-            "--no-pci",
-            "--no-shconf",
-            &prefix,
-            "--log-level=lib.eal:error",
-        ])
-        .expect("EAL init")
-    })
-}
-
 fn pool(name: &str, n: u32, room: u16) -> Arc<Mempool> {
-    eal();
-    Arc::new(Mempool::new(name, n, 0, room, -1).expect("pool"))
+    Arc::new(common::pool(name, n, room))
 }
 
 fn port(name: &str, p: &Mempool) -> RingPort {
-    let mut r = RingPort::create_split(name, 1024, 1024).expect("ring port");
-    r.port
-        .configure(
-            &PortConfig {
-                queues: 1,
-                rx_desc: 256,
-                tx_desc: 256,
-                promiscuous: false,
-            },
-            p,
-        )
-        .expect("configure");
-    r.port.start().expect("start");
-    r
+    common::ring_port(name, Some((1024, 1024)), 0, p)
 }
 
 /// A UDP-looking frame of `len` bytes whose bytes 42.. carry `id`.
@@ -156,9 +124,23 @@ struct Node {
 
 impl Node {
     fn start(tag: &str, node_id: u32, pkts: &Arc<Mempool>, headers: &Arc<Mempool>, clones: &Arc<Mempool>) -> Node {
+        Node::start_with(tag, node_id, pkts, headers, clones, 1024, 1514)
+    }
+
+    /// A node whose replication port sends into a ring of `rep_tx_slots`
+    /// and batches small packets' records up to `batch_bytes`.
+    fn start_with(
+        tag: &str,
+        node_id: u32,
+        pkts: &Arc<Mempool>,
+        headers: &Arc<Mempool>,
+        clones: &Arc<Mempool>,
+        rep_tx_slots: u32,
+        batch_bytes: usize,
+    ) -> Node {
         let inside = port(&format!("{tag}_in"), pkts);
         let outside = port(&format!("{tag}_out"), pkts);
-        let rep = port(&format!("{tag}_rep"), pkts);
+        let rep = common::ring_port(&format!("{tag}_rep"), Some((1024, rep_tx_slots)), 0, pkts);
         let shared = WorkerShared::new(0);
         let (tx, rx) = unbounded();
         let ownership = Arc::new(TxOwnership::new(1, false));
@@ -198,6 +180,7 @@ impl Node {
                     window: 1024,
                     keepalive_ns: 10_000_000,
                     replay: 0,
+                    batch_bytes,
                     announce: Announce {
                         vmac: Some(MacAddr([2, 0, 0x5e, 0, 1, 1])),
                         vips: [Some(Ipv4Addr::new(10, 10, 1, 1)), None],
@@ -233,6 +216,22 @@ impl Node {
     }
 }
 
+/// A primary (node 1) and a backup (node 2) in their modes.
+fn pair(tag: &str, pkts: &Arc<Mempool>, headers: &Arc<Mempool>, clones: &Arc<Mempool>) -> (Node, Node) {
+    let p = Node::start(&format!("{tag}a"), 1, pkts, headers, clones);
+    let b = Node::start(&format!("{tag}b"), 2, pkts, headers, clones);
+    b.command(
+        WorkerCmd::BecomeBackup {
+            epoch: 1,
+            diverged: false,
+        },
+        false,
+    );
+    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
+    wait("primary mode", || p.shared.repl.mode() == Some(Mode::Primary));
+    (p, b)
+}
+
 impl Drop for Node {
     /// The worker stops before the ports it polls are closed.
     fn drop(&mut self) {
@@ -261,6 +260,21 @@ fn linearized(p: &Mempool, frames: Vec<Mbuf>) -> Vec<Mbuf> {
         .collect()
 }
 
+/// Every record of a replication frame (a batch holds several).
+fn records_of(m: &Mbuf) -> Vec<(FrameType, ReplHeader, Vec<u8>)> {
+    let d = m.copy_to_vec();
+    let mut out = Vec::new();
+    let mut off = 14;
+    while off + dataplane::replication::HEADER_LEN <= d.len() {
+        let Ok(f) = ReplicationFrame::new_checked(&d[off..]) else {
+            break;
+        };
+        out.push((f.frame_type(), f.header(), f.body().to_vec()));
+        off += dataplane::replication::HEADER_LEN + f.header().length as usize;
+    }
+    out
+}
+
 fn seq_of(m: &Mbuf) -> (FrameType, ReplHeader) {
     let d = m.copy_to_vec();
     let f = ReplicationFrame::new_checked(&d[14..]).unwrap();
@@ -272,17 +286,7 @@ fn primary_replicates_in_order_and_a_backup_takeover_resends_exactly_what_tx_don
     let pkts = pool("pb_pkts", 4095, DEFAULT_DATA_ROOM);
     let headers = pool("pb_hdr", 2047, HEADER_DATA_ROOM);
     let clones = pool("pb_cln", 2047, 0);
-    let mut p = Node::start("pa", 1, &pkts, &headers, &clones);
-    let mut b = Node::start("pb", 2, &pkts, &headers, &clones);
-    b.command(
-        WorkerCmd::BecomeBackup {
-            epoch: 1,
-            diverged: false,
-        },
-        false,
-    );
-    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
-    wait("primary mode", || p.shared.repl.mode() == Some(Mode::Primary));
+    let (mut p, mut b) = pair("p", &pkts, &headers, &clones);
 
     // 40 packets of 600 bytes on the primary's inside port.
     let sent: Vec<Mbuf> = (1..=40).map(|i| frame(&pkts, 600, i)).collect();
@@ -379,23 +383,14 @@ fn primary_replicates_in_order_and_a_backup_takeover_resends_exactly_what_tx_don
 
 #[test]
 fn a_lost_replication_frame_is_a_counted_gap_and_unsynchronizes_the_backup() {
+    // 300-byte packets travel one per frame (small ones would be batched).
     let pkts = pool("gap_pkts", 2047, DEFAULT_DATA_ROOM);
     let headers = pool("gap_hdr", 1023, HEADER_DATA_ROOM);
     let clones = pool("gap_cln", 1023, 0);
-    let mut p = Node::start("ga", 1, &pkts, &headers, &clones);
-    let mut b = Node::start("gb", 2, &pkts, &headers, &clones);
-    b.command(
-        WorkerCmd::BecomeBackup {
-            epoch: 1,
-            diverged: false,
-        },
-        false,
-    );
-    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
-    wait("primary mode", || p.shared.repl.mode() == Some(Mode::Primary));
+    let (mut p, mut b) = pair("g", &pkts, &headers, &clones);
     assert!(p
         .inside
-        .inject((1..=10).map(|i| frame(&pkts, 100, i)).collect())
+        .inject((1..=10).map(|i| frame(&pkts, 300, i)).collect())
         .is_empty());
     wait("replicas", || p.rep.queued() >= 10);
     let mut frames: Vec<Mbuf> = p
@@ -424,73 +419,12 @@ fn a_refused_replica_means_the_packet_is_never_processed_and_its_sequence_is_reu
     let pkts = pool("oc_pkts", 2047, DEFAULT_DATA_ROOM);
     let headers = pool("oc_hdr", 1023, HEADER_DATA_ROOM);
     let clones = pool("oc_cln", 1023, 0);
-    let mut p = Node::start("oc", 1, &pkts, &headers, &clones);
-    // Replace the replication TX ring by a tiny one: 16 slots hold 15.
-    p.stop();
-    let tiny = {
-        let mut r = RingPort::create_split("oc_tiny", 1024, 16).unwrap();
-        r.port
-            .configure(
-                &PortConfig {
-                    queues: 1,
-                    rx_desc: 256,
-                    tx_desc: 256,
-                    promiscuous: false,
-                },
-                &pkts,
-            )
-            .unwrap();
-        r.port.start().unwrap();
-        r
-    };
-    let shared = WorkerShared::new(0);
-    let (tx, rx) = unbounded();
-    let quit = Arc::new(AtomicBool::new(false));
-    let ownership = Arc::new(TxOwnership::new(1, true));
-    let w = Worker {
-        shard: 0,
-        nf: Forward,
-        data: [
-            DataQueues {
-                rx: p.inside.port.rx_queue(0),
-                tx: p.inside.port.tx_queue(0),
-            },
-            DataQueues {
-                rx: p.outside.port.rx_queue(0),
-                tx: p.outside.port.tx_queue(0),
-            },
-        ],
-        burst: 32,
-        idle_sleep_us: 50,
-        ownership,
-        shared: shared.clone(),
-        quit: quit.clone(),
-        repl: Some(ReplPath {
-            tx: tiny.port.tx_queue(0),
-            source: ReplSource {
-                rx: tiny.port.rx_queue(0),
-                inbox: None,
-            },
-            steer: Vec::new(),
-            encap: ENC,
-            headers: headers.clone(),
-            clones: clones.clone(),
-            pool: pkts.clone(),
-            settings: ReplSettings {
-                node_id: 1,
-                shadow: 64,
-                window: 64,
-                keepalive_ns: 1_000_000_000,
-                replay: 0,
-                announce: Announce::default(),
-            },
-            signals: Arc::new(NodeSignals::default()),
-        }),
-        commands: Some(rx),
-    };
-    let t = std::thread::spawn(move || w.run());
-    tx.send(WorkerCmd::BecomePrimary { epoch: 1 }).unwrap();
-    wait("primary", || shared.repl.mode() == Some(Mode::Primary));
+    // The replication port sends into 16 slots (15 usable), one frame per
+    // packet.
+    let p = Node::start_with("oc", 1, &pkts, &headers, &clones, 16, 0);
+    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
+    wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
+    let (shared, tiny) = (p.shared.clone(), &p.rep);
     // Drain the takeover keepalive so the ring has its 15 slots.
     std::thread::sleep(Duration::from_millis(20));
     drop(tiny.take_sent(16));
@@ -525,7 +459,45 @@ fn a_refused_replica_means_the_packet_is_never_processed_and_its_sequence_is_reu
     let next = tiny.take_sent(4);
     assert_eq!(seq_of(&next[0]).1.seq, 16);
     drop(next);
-    quit.store(true, Ordering::SeqCst);
-    t.join().unwrap();
-    drop(p);
+}
+
+#[test]
+fn small_packets_travel_in_batches_and_the_backup_unpacks_every_record_in_order() {
+    let pkts = pool("bt_pkts", 4095, DEFAULT_DATA_ROOM);
+    let headers = pool("bt_hdr", 2047, HEADER_DATA_ROOM);
+    let clones = pool("bt_cln", 2047, 0);
+    let (mut p, mut b) = pair("bt", &pkts, &headers, &clones);
+    assert!(p
+        .inside
+        .inject((1..=30).map(|i| frame(&pkts, 64, i)).collect())
+        .is_empty());
+    wait("30 forwarded", || {
+        p.shared.counters.snapshot().tx[Side::Outside.index()] == 30
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    let frames = p.rep.take_sent(64);
+    let data: Vec<Vec<(FrameType, ReplHeader, Vec<u8>)>> = frames
+        .iter()
+        .map(records_of)
+        .filter(|r| r[0].0 == FrameType::Data)
+        .collect();
+    // 64-byte packets make 100-byte records: 15 fit in a 1514-byte frame.
+    assert_eq!(data.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![15, 15]);
+    let seqs: Vec<u64> = data.iter().flatten().map(|r| r.1.seq).collect();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+    let ids: Vec<u32> = data.iter().flatten().map(|r| id_of(&r.2)).collect();
+    assert_eq!(
+        ids,
+        (1..=30).collect::<Vec<_>>(),
+        "each record carries its packet as received"
+    );
+    let only_data: Vec<Mbuf> = frames.into_iter().filter(|m| seq_of(m).0 == FrameType::Data).collect();
+    assert!(b.rep.inject(linearized(&pkts, only_data)).is_empty());
+    wait("backup processed 30", || {
+        b.shared.repl.last_seq.load(Ordering::Relaxed) == 30
+    });
+    assert!(b.shared.repl.synced.load(Ordering::Relaxed));
+    assert_eq!(b.shared.counters.snapshot().rx[Side::Inside.index()], 30);
+    p.stop();
+    b.stop();
 }

@@ -406,9 +406,34 @@ idle_sleep_us = 20
     )
 }
 
+/// The `[function]` part of a `forward` node.
+pub const FORWARD: &str = "[function]\nkind = \"forward\"\n";
+
 /// A replicating node's config on the test bed.
 pub fn cluster_config(node: &str, id: u32, priority: u8, role: &str, peers: &[&str]) -> String {
-    cluster_config_with(node, id, priority, role, peers, "[function]\nkind = \"forward\"\n")
+    cluster_config_with(node, id, priority, role, peers, FORWARD)
+}
+
+/// Node 1 as primary (priority 200) and node 2 as its backup (priority
+/// 100), running `function`, each settled in its role.
+pub fn start_pair(bed: &TestBed, dir: &Path, function: &str) -> (Lockstep, Lockstep) {
+    let mut p = start_cluster_node(
+        bed,
+        dir,
+        "primary",
+        &cluster_config_with("primary", 1, 200, "primary", &["backup"], function),
+        "a",
+    );
+    wait_role(&mut p, "primary", 10);
+    let mut b = start_cluster_node(
+        bed,
+        dir,
+        "backup",
+        &cluster_config_with("backup", 2, 100, "backup", &["primary"], function),
+        "a",
+    );
+    wait_role(&mut b, "backup", 10);
+    (p, b)
 }
 
 /// A replicating node's config with the given `[function]` (and `[router]`) part.

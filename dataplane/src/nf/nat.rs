@@ -302,6 +302,19 @@ impl Nat {
         }
     }
 
+    /// A packet of session `idx` went by: TCP progress, last seen, change
+    /// generation. Returns the session as updated.
+    fn touch(&mut self, idx: u32, tcp_flags: u8, outbound: bool, now: u64) -> Option<Session> {
+        let gen = self.next_gen();
+        let s = self.slab.get_mut(idx as usize)?.as_mut()?;
+        if s.proto == IpProtocol::TCP {
+            s.tcp |= tcp_bits(tcp_flags, outbound);
+        }
+        s.last_ns = now;
+        s.gen = gen;
+        Some(*s)
+    }
+
     /// Translates an inside-to-outside packet (the IPv4 packet, header on)
     /// in place: source address and port become the session's.
     pub fn outbound(&mut self, ip_bytes: &mut [u8], now: u64) -> Result<(), DropReason> {
@@ -352,15 +365,7 @@ impl Nat {
                 })
             }
         };
-        let gen = self.next_gen();
-        let Some(s) = self.slab[idx as usize].as_mut() else {
-            return Err(DropReason::NoSession);
-        };
-        if s.proto == IpProtocol::TCP {
-            s.tcp |= tcp_bits(l4.tcp_flags, true);
-        }
-        s.last_ns = now;
-        s.gen = gen;
+        let s = self.touch(idx, l4.tcp_flags, true, now).ok_or(DropReason::NoSession)?;
         let (ext, nat_ip) = (s.ext_port, self.cfg.address);
         let old_src = ip.rewrite_src(nat_ip);
         rewrite_l4(&mut ip, l4.proto, true, l4.src_port, ext, old_src, nat_ip);
@@ -385,15 +390,7 @@ impl Nat {
             self.expired += 1;
             return Err(DropReason::NoSession);
         }
-        let gen = self.next_gen();
-        let Some(s) = self.slab[idx as usize].as_mut() else {
-            return Err(DropReason::NoSession);
-        };
-        if s.proto == IpProtocol::TCP {
-            s.tcp |= tcp_bits(l4.tcp_flags, false);
-        }
-        s.last_ns = now;
-        s.gen = gen;
+        let s = self.touch(idx, l4.tcp_flags, false, now).ok_or(DropReason::NoSession)?;
         let (inside_ip, inside_port) = (s.inside_ip, s.inside_port);
         let old_dst = ip.rewrite_dst(inside_ip);
         rewrite_l4(&mut ip, l4.proto, false, l4.dst_port, inside_port, old_dst, inside_ip);

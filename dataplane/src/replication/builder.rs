@@ -1,4 +1,9 @@
-//! Replication frames as mbuf chains.
+//! Replication frames as mbuf chains, and batches.
+//!
+//! Small packets (up to [`COPY_MAX`]) are copied, record after record, into
+//! one batch frame of up to `batch_bytes`: one mbuf, one TX slot and one
+//! free for a dozen packets instead of one each. Larger packets travel one
+//! per frame, zero-copy:
 //!
 //! A DATA frame is a small header mbuf — Ethernet header, replication
 //! header, and a copy of the first `span` bytes of the packet (the bytes the
@@ -69,4 +74,30 @@ pub fn build_marker(t: FrameType, h: &ReplHeader, body: &[u8], enc: &Encap, head
     let mut m = encapsulate(Mbuf::alloc(headers)?, enc, t, &hh, body.len())?;
     m.data_mut()[ETH_LEN + HEADER_LEN..].copy_from_slice(body);
     Some(m)
+}
+
+/// Starts a batch frame (Ethernet header only) in a fresh mbuf.
+pub fn start_batch(pool: &Mempool, enc: &Encap) -> Option<Mbuf> {
+    let mut m = Mbuf::alloc(pool)?;
+    let buf = m.extend(ETH_LEN)?;
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.set_dst(enc.dst);
+    eth.set_src(enc.src);
+    eth.set_ethertype(EtherType::LOCKSTEP);
+    Some(m)
+}
+
+/// Appends a DATA record (header and a copy of `frame`) to a batch; false
+/// when it does not fit in `max_frame` bytes.
+#[inline]
+pub fn append_record(batch: &mut Mbuf, h: &ReplHeader, frame: &[u8], max_frame: usize) -> bool {
+    if batch.data_len() + HEADER_LEN + frame.len() > max_frame {
+        return false;
+    }
+    let Some(buf) = batch.extend(HEADER_LEN + frame.len()) else {
+        return false;
+    };
+    ReplicationFrame::new_unchecked(&mut buf[..HEADER_LEN]).emit(FrameType::Data, h);
+    buf[HEADER_LEN..].copy_from_slice(frame);
+    true
 }

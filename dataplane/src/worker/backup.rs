@@ -8,11 +8,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::{ReplState, Scratch, Worker, MAX_BURST};
 use crate::clock::TscClock;
 use crate::dpdk::Mbuf;
+use crate::nf::DropReason;
 use crate::nf::{NetworkFunction, PacketCtx, Side, Verdict};
 use crate::replication::seq::SeqVerdict;
-use crate::replication::{frame_hash, FrameType, ReplicationFrame, ENCAP_LEN};
+use crate::replication::{frame_hash, FrameType, ReplHeader, ReplicationFrame, HEADER_LEN};
 use crate::stats::bump;
-use crate::wire::ethernet::{EtherType, EthernetFrame};
+use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
 
 impl<F: NetworkFunction> Worker<F> {
     /// One backup iteration. Returns whether anything arrived.
@@ -71,32 +72,96 @@ impl<F: NetworkFunction> Worker<F> {
         n
     }
 
-    /// One replication frame.
+    /// One replication frame: one record, or a batch of records back to
+    /// back (the primary batches small packets).
     fn backup_frame(&mut self, mut m: Mbuf, st: &mut ReplState, now: u64) {
-        let r = &self.shared.repl;
-        let (t, h, target) = {
+        // Where each record starts, after the Ethernet header.
+        let mut records: [(u16, u16); 256] = [(0, 0); 256];
+        let mut count = 0usize;
+        let first_shard = {
             let d = m.data();
-            let eth = match EthernetFrame::new_checked(d) {
-                Ok(e) if e.ethertype() == EtherType::LOCKSTEP => e,
+            match EthernetFrame::new_checked(d) {
+                Ok(e) if e.ethertype() == EtherType::LOCKSTEP => {}
                 _ => {
-                    bump(&r.foreign, 1);
+                    bump(&self.shared.repl.foreign, 1);
                     return;
                 }
-            };
-            let Ok(f) = ReplicationFrame::new_checked(eth.payload()) else {
-                bump(&r.malformed, 1);
-                return;
-            };
-            let target = match f.body() {
-                [a, b, c, d, ..] if f.frame_type() == FrameType::Switchover => u32::from_be_bytes([*a, *b, *c, *d]),
-                _ => 0,
-            };
-            (f.frame_type(), f.header(), target)
+            }
+            let payload = &d[ETH_LEN..];
+            let mut off = 0usize;
+            let mut shard = None;
+            while off + HEADER_LEN <= payload.len() && count < records.len() {
+                let Ok(f) = ReplicationFrame::new_checked(&payload[off..]) else {
+                    break;
+                };
+                let len = f.header().length as usize;
+                shard.get_or_insert(f.header().shard);
+                records[count] = (off as u16, len as u16);
+                count += 1;
+                off += HEADER_LEN + len;
+            }
+            shard
         };
-        if h.shard != self.shard {
-            self.steer(h.shard, m);
+        let Some(shard) = first_shard else {
+            bump(&self.shared.repl.malformed, 1);
+            return;
+        };
+        if shard != self.shard {
+            self.steer(shard, m);
             return;
         }
+        if count == 1 {
+            // One record: its frame is this mbuf, past the encapsulation
+            // (no copy: the payload stays where the NIC put it).
+            let (off, len) = records[0];
+            let extra = m
+                .pkt_len()
+                .saturating_sub(ETH_LEN + off as usize + HEADER_LEN + len as usize);
+            let (t, h, target) = header_of(&m.data()[ETH_LEN + off as usize..]);
+            if t == FrameType::Data && (!m.adj((ETH_LEN + HEADER_LEN) as u16) || !m.trim(extra as u16)) {
+                bump(&self.shared.repl.malformed, 1);
+                return;
+            }
+            self.backup_record(t, h, target, Some(m), st, now);
+            return;
+        }
+        // A batch: each DATA record gets an mbuf of its own.
+        let pool = self.repl.as_ref().map(|p| p.pool.clone());
+        for &(off, len) in &records[..count] {
+            let start = ETH_LEN + off as usize;
+            let (t, h, target) = header_of(&m.data()[start..]);
+            let body = if t == FrameType::Data {
+                let Some(mut copy) = pool.as_deref().and_then(Mbuf::alloc) else {
+                    self.shared.counters.drop(DropReason::NoMbuf, 1);
+                    // The record is lost to this backup: a gap it will see.
+                    continue;
+                };
+                match copy.extend(len as usize) {
+                    Some(dst) => dst.copy_from_slice(&m.data()[start + HEADER_LEN..start + HEADER_LEN + len as usize]),
+                    None => {
+                        bump(&self.shared.repl.malformed, 1);
+                        continue;
+                    }
+                }
+                Some(copy)
+            } else {
+                None
+            };
+            self.backup_record(t, h, target, body, st, now);
+        }
+    }
+
+    /// One record: a DATA record comes with the frame it carries.
+    fn backup_record(
+        &mut self,
+        t: FrameType,
+        h: ReplHeader,
+        target: u32,
+        body: Option<Mbuf>,
+        st: &mut ReplState,
+        now: u64,
+    ) {
+        let r = &self.shared.repl;
         if h.epoch < st.epoch {
             bump(&r.stale_epoch, 1);
             return;
@@ -111,6 +176,7 @@ impl<F: NetworkFunction> Worker<F> {
         match t {
             FrameType::Data => {
                 bump(&r.frames_rx, 1);
+                let Some(mut m) = body else { return };
                 if st.tracker.on_data(h.seq) == SeqVerdict::Old {
                     return;
                 }
@@ -118,12 +184,6 @@ impl<F: NetworkFunction> Worker<F> {
                     bump(&r.malformed, 1);
                     return;
                 };
-                // The replicated frame, as the primary received it.
-                let extra = m.pkt_len().saturating_sub(ENCAP_LEN + h.length as usize);
-                if !m.adj(ENCAP_LEN as u16) || !m.trim(extra as u16) {
-                    bump(&r.malformed, 1);
-                    return;
-                }
                 st.windows[side.index()].replicated(frame_hash(m.data()));
                 if F::TRANSPARENT_L2 {
                     if let Ok(e) = EthernetFrame::new_checked(m.data()) {
@@ -175,4 +235,19 @@ impl<F: NetworkFunction> Worker<F> {
             None => bump(&r.foreign, 1),
         }
     }
+}
+
+/// Type, header and SWITCHOVER target of a record already validated.
+fn header_of(rec: &[u8]) -> (FrameType, ReplHeader, u32) {
+    let f = ReplicationFrame::new_unchecked(rec);
+    let target = match f.frame_type() {
+        FrameType::Switchover if rec.len() >= HEADER_LEN + 4 => u32::from_be_bytes([
+            rec[HEADER_LEN],
+            rec[HEADER_LEN + 1],
+            rec[HEADER_LEN + 2],
+            rec[HEADER_LEN + 3],
+        ]),
+        _ => 0,
+    };
+    (f.frame_type(), f.header(), target)
 }

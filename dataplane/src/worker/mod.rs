@@ -149,6 +149,9 @@ pub struct ReplSettings {
     pub keepalive_ns: u64,
     /// Extra packets per shard to resend at takeover (`takeover_replay`).
     pub replay: u64,
+    /// Largest batch frame of small packets' records (0: one frame per
+    /// packet).
+    pub batch_bytes: usize,
     pub announce: Announce,
 }
 
@@ -190,8 +193,8 @@ pub(crate) struct Scratch {
     pub pending: VecDeque<Mbuf>,
     /// Replication frames received this iteration.
     pub frames: Vec<Mbuf>,
-    /// Header mbufs allocated for a burst's replicas.
-    pub headers: Vec<Mbuf>,
+    /// Packets carried by each replication frame of a burst.
+    pub frame_pkts: Vec<u16>,
     pub repl_tx: TxBatch<MAX_BURST>,
     pub tx: [TxBatch<MAX_BURST>; 2],
     pub latency: Histogram<u64>,
@@ -231,7 +234,7 @@ impl<F: NetworkFunction> Worker<F> {
             rx: RxBurst::default(),
             pending: VecDeque::with_capacity(MAX_BURST),
             frames: Vec::with_capacity(MAX_BURST),
-            headers: Vec::with_capacity(MAX_BURST),
+            frame_pkts: Vec::with_capacity(MAX_BURST),
             repl_tx: TxBatch::default(),
             tx: [TxBatch::default(), TxBatch::default()],
             latency: new_latency_histogram(),

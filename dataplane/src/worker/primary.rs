@@ -9,7 +9,7 @@ use crate::clock::TscClock;
 use crate::dpdk::eal::rdtsc;
 use crate::dpdk::Mbuf;
 use crate::nf::{DropReason, NetworkFunction, PacketCtx, Side};
-use crate::replication::builder::{build_data, build_marker};
+use crate::replication::builder::{append_record, build_data, build_marker, start_batch, COPY_MAX};
 use crate::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN};
 use crate::stats::bump;
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
@@ -59,18 +59,16 @@ impl<F: NetworkFunction> Worker<F> {
         let now_ns = local_ns.wrapping_add(st.time_offset);
         let span = self.nf.rewrite_span();
         let base = st.next_seq;
-        // 1. Replicate first. `kept` packets have a replica queued, in order.
-        let mut kept = 0usize;
+        // 1. Replicate first: each packet's record, in order, small ones
+        //    batched; `s.frame_pkts[f]` = packets carried by frame `f`.
         let n = s.pending.len();
-        s.headers.clear();
-        if !Mbuf::alloc_bulk(&repl.headers, &mut s.headers, n) {
-            counters.drop(DropReason::NoMbuf, n as u64);
-            s.pending.clear();
-            return;
-        }
+        let max_frame = repl.settings.batch_bytes;
+        s.frame_pkts.clear();
+        let mut batch: Option<Mbuf> = None;
+        let mut in_batch = 0u16;
+        let mut kept = 0usize;
         for _ in 0..n {
             let Some(m) = s.pending.pop_front() else { break };
-            let Some(head) = s.headers.pop() else { break };
             if !F::BURST_VERDICT && m.nb_segs() != 1 {
                 counters.drop(DropReason::MultiSegment, 1);
                 continue;
@@ -84,30 +82,71 @@ impl<F: NetworkFunction> Worker<F> {
                 ingress: side as u16,
                 length: m.pkt_len() as u16,
             };
-            match build_data(&m, &h, span, &repl.encap, head, &repl.clones) {
-                Some(r) => {
-                    // Room is guaranteed: at most one burst is in flight.
-                    let _ = s.repl_tx.push(r);
-                    s.pending.push_back(m);
-                    kept += 1;
+            let len = m.data_len();
+            let batched = max_frame > 0 && len <= COPY_MAX && {
+                if batch
+                    .as_mut()
+                    .is_some_and(|b| !append_record(b, &h, m.data(), max_frame))
+                {
+                    // Full: send it and start the next one.
+                    if let Some(full) = batch.take() {
+                        let _ = s.repl_tx.push(full);
+                        s.frame_pkts.push(std::mem::take(&mut in_batch));
+                    }
                 }
-                None => counters.drop(DropReason::NoMbuf, 1),
+                if batch.is_none() {
+                    batch = start_batch(&repl.pool, &repl.encap);
+                    if !batch
+                        .as_mut()
+                        .is_some_and(|b| append_record(b, &h, m.data(), max_frame))
+                    {
+                        batch = None;
+                    }
+                }
+                batch.is_some()
+            };
+            if batched {
+                in_batch += 1;
+            } else {
+                // A large packet goes on its own, zero-copy, after the batch
+                // so far (the order on the wire is the sequence order).
+                if let Some(b) = batch.take() {
+                    let _ = s.repl_tx.push(b);
+                    s.frame_pkts.push(std::mem::take(&mut in_batch));
+                }
+                let Some(r) = Mbuf::alloc(&repl.headers)
+                    .and_then(|head| build_data(&m, &h, span, &repl.encap, head, &repl.clones))
+                else {
+                    counters.drop(DropReason::NoMbuf, 1);
+                    continue;
+                };
+                // Room is guaranteed: at most one frame per packet of a burst.
+                let _ = s.repl_tx.push(r);
+                s.frame_pkts.push(1);
             }
+            s.pending.push_back(m);
+            kept += 1;
+        }
+        if let Some(b) = batch.take() {
+            let _ = s.repl_tx.push(b);
+            s.frame_pkts.push(in_batch);
         }
         if kept == 0 {
             return;
         }
-        let sent = repl.tx.tx_prefix(&mut s.repl_tx, kept);
-        let refused = s.repl_tx.clear();
-        if refused > 0 {
+        let frames = s.frame_pkts.len();
+        let sent_frames = repl.tx.tx_prefix(&mut s.repl_tx, frames);
+        s.repl_tx.clear();
+        let sent: usize = s.frame_pkts[..sent_frames].iter().map(|k| *k as usize).sum();
+        if sent < kept {
             // Output commit: a packet whose replica did not leave is never
             // processed, and its sequence number is reused.
-            counters.drop(DropReason::ReplicationRefused, refused as u64);
+            counters.drop(DropReason::ReplicationRefused, (kept - sent) as u64);
             s.pending.truncate(sent);
         }
         st.next_seq += sent as u64;
         st.last_frame_ns = local_ns;
-        bump(&self.shared.repl.frames_tx, sent as u64);
+        bump(&self.shared.repl.frames_tx, sent_frames as u64);
         // 2. Process, 3. transmit.
         let ctx = PacketCtx { ingress: side, now_ns };
         self.process_pending(&ctx, s);

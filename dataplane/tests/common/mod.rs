@@ -1,0 +1,87 @@
+//! What the DPDK test binaries share: one EAL per process, pools without
+//! per-lcore caches, ring-backed ports.
+
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use dataplane::dpdk::ring::RingPort;
+use dataplane::dpdk::{Eal, Mbuf, Mempool, Port, PortConfig};
+
+/// The process's EAL (no hugepages, no shared files, a unique prefix).
+pub fn eal() -> &'static Eal {
+    static EAL: OnceLock<Eal> = OnceLock::new();
+    EAL.get_or_init(|| {
+        let exe = std::env::current_exe().ok();
+        let name = exe
+            .as_ref()
+            .and_then(|p| p.file_stem())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let prefix = format!(
+            "--file-prefix=ls-{}-{}",
+            name.split('-').next().unwrap_or("test"),
+            std::process::id()
+        );
+        Eal::init(&[
+            "dataplane-test",
+            "-l",
+            "0",
+            "--no-huge",
+            "-m",
+            "256",
+            "--no-pci",
+            "--no-shconf",
+            &prefix,
+            "--log-level=lib.eal:error",
+        ])
+        .expect("EAL init")
+    })
+}
+
+/// A pool without per-lcore cache: test threads are not EAL lcores, and a
+/// cache would make `in_use()` count parked mbufs.
+pub fn pool(name: &str, n: u32, data_room: u16) -> Mempool {
+    eal();
+    Mempool::new(name, n, 0, data_room, -1).expect("pool")
+}
+
+pub fn port_config() -> PortConfig {
+    PortConfig {
+        queues: 1,
+        rx_desc: 256,
+        tx_desc: 256,
+        promiscuous: false,
+    }
+}
+
+/// Configures and starts `p` with one queue pair.
+pub fn started(mut p: Port, pool: &Mempool) -> Port {
+    p.configure(&port_config(), pool).expect("configure");
+    p.start().expect("start");
+    p
+}
+
+/// A started ring port; `split` keeps what it sends apart from what it
+/// receives, else TX loops back to RX through one ring of `size` slots.
+pub fn ring_port(name: &str, split: Option<(u32, u32)>, size: u32, pool: &Mempool) -> RingPort {
+    let mut r = match split {
+        Some((rx, tx)) => RingPort::create_split(name, rx, tx),
+        None => RingPort::create(name, size),
+    }
+    .expect("ring port");
+    r.port.configure(&port_config(), pool).expect("configure");
+    r.port.start().expect("start");
+    r
+}
+
+/// `n` mbufs of `len` bytes, the first byte of packet `i` set to `i`.
+pub fn alloc_n(pool: &Mempool, n: usize, len: u16) -> Vec<Mbuf> {
+    (0..n)
+        .map(|i| {
+            let mut m = Mbuf::alloc(pool).expect("mbuf");
+            m.append(len).expect("room").fill(i as u8);
+            m
+        })
+        .collect()
+}

@@ -164,7 +164,7 @@ replication = "net_null2"
 [dataplane]
 workers = 1
 burst = {burst}
-mbufs = 16383
+mbufs = 32767
 [function]
 kind = "forward"
 [management]
@@ -188,7 +188,7 @@ outside = "@OUTSIDE@"
 [dataplane]
 workers = 1
 burst = {burst}
-mbufs = 16383
+mbufs = 32767
 [function]
 kind = "{kind}"
 [router]

@@ -190,34 +190,7 @@ fn a_nat_pair_keeps_50_tcp_connections_and_a_udp_stream_through_kill_9_with_the_
         .spawn()
         .expect("tcpdump");
     std::thread::sleep(Duration::from_millis(400));
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", &bed.ns("server"), "iperf3", "-s", "-1", "-p", "5201"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("iperf3 -s");
-    std::thread::sleep(Duration::from_millis(400));
-    let out = dir.join("iperf50.json");
-    let mut client = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &bed.ns("client"),
-            "iperf3",
-            "-c",
-            "10.10.2.2",
-            "-p",
-            "5201",
-            "-J",
-            "-P",
-            "50",
-            "-t",
-            "6",
-            "-b",
-            "400K",
-        ])
-        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
-        .spawn()
-        .expect("iperf3 -c");
+    let iperf = Iperf::start_with(&bed, &dir, &["-P", "50", "-t", "6", "-b", "400K"]);
     let stream = Stream::start(&bed, &dir, 5_000, 5.0);
     std::thread::sleep(Duration::from_millis(2500));
     let before = p.cmd("show sessions");
@@ -225,14 +198,11 @@ fn a_nat_pair_keeps_50_tcp_connections_and_a_udp_stream_through_kill_9_with_the_
     assert_eq!(wait_role(&mut b, "primary", 5), 2);
     let after = b.cmd("show sessions");
     let r = stream.finish();
-    let _ = client.wait();
-    let _ = server.wait();
+    let tcp = iperf.finish();
     std::thread::sleep(Duration::from_millis(300));
     signal(cap.id(), "INT");
     let _ = cap.wait();
 
-    let tcp: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap_or_default()).expect("iperf3 JSON");
     assert!(tcp.get("error").is_none(), "iperf3: {}", tcp["error"]);
     assert_eq!(tcp["end"]["streams"].as_array().map(|a| a.len()), Some(50));
     assert_eq!(r["lost"], 0, "{r}");

@@ -38,16 +38,7 @@ fn run_forward_worker(
     let worker = Worker {
         shard: 0,
         nf: Forward,
-        data: [
-            DataQueues {
-                rx: inside.port.rx_queue(0),
-                tx: inside.port.tx_queue(0),
-            },
-            DataQueues {
-                rx: outside.port.rx_queue(0),
-                tx: outside.port.tx_queue(0),
-            },
-        ],
+        data: common::data_queues(&inside, &outside),
         burst: 32,
         idle_sleep_us: 100,
         ownership: Arc::new(TxOwnership::new(1, owned)),

@@ -20,7 +20,7 @@ use dataplane::replication::builder::{build_data, Encap, HEADER_DATA_ROOM};
 use dataplane::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN};
 use dataplane::wire::MacAddr;
 use dataplane::worker::{
-    Announce, DataQueues, Mode, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
+    Announce, Mode, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
 };
 
 fn pool(name: &str, n: u32, room: u16) -> Arc<Mempool> {
@@ -148,16 +148,7 @@ impl Node {
         let worker = Worker {
             shard: 0,
             nf: Forward,
-            data: [
-                DataQueues {
-                    rx: inside.port.rx_queue(0),
-                    tx: inside.port.tx_queue(0),
-                },
-                DataQueues {
-                    rx: outside.port.rx_queue(0),
-                    tx: outside.port.tx_queue(0),
-                },
-            ],
+            data: common::data_queues(&inside, &outside),
             burst: 32,
             idle_sleep_us: 50,
             ownership: ownership.clone(),

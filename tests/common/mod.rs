@@ -605,7 +605,14 @@ pub struct Iperf {
 }
 
 impl Iperf {
+    /// A TCP run of `seconds` at 200 Mbit/s.
     pub fn start(bed: &TestBed, dir: &Path, seconds: u32) -> Iperf {
+        let t = seconds.to_string();
+        Iperf::start_with(bed, dir, &["-t", &t, "-b", "200M"])
+    }
+
+    /// A run with the client options `args` (`-P`, `-t`, `-b`, `-u` ...).
+    pub fn start_with(bed: &TestBed, dir: &Path, args: &[&str]) -> Iperf {
         let server = Command::new("ip")
             .args(["netns", "exec", &bed.ns("server"), "iperf3", "-s", "-1", "-p", "5201"])
             .stdout(Stdio::null())
@@ -625,11 +632,8 @@ impl Iperf {
                 "-p",
                 "5201",
                 "-J",
-                "-t",
-                &seconds.to_string(),
-                "-b",
-                "200M",
             ])
+            .args(args)
             .stdout(Stdio::from(f))
             .spawn()
             .expect("iperf3 client");

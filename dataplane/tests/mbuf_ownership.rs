@@ -16,7 +16,7 @@ use dataplane::dpdk::ring::{vdev_create, RingPort};
 use dataplane::dpdk::{Mempool, RxBurst, TxBatch};
 use dataplane::nf::{Forward, Side};
 use dataplane::ownership::TxOwnership;
-use dataplane::worker::{DataQueues, Worker, WorkerShared};
+use dataplane::worker::{Worker, WorkerShared};
 
 fn pool(name: &str) -> Mempool {
     common::pool(name, 1023, DEFAULT_DATA_ROOM)
@@ -38,7 +38,7 @@ fn run_forward_worker(
     let worker = Worker {
         shard: 0,
         nf: Forward,
-        data: common::data_queues(&inside, &outside),
+        data: common::data_queues(inside, outside),
         burst: 32,
         idle_sleep_us: 100,
         ownership: Arc::new(TxOwnership::new(1, owned)),

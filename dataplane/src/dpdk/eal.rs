@@ -131,12 +131,6 @@ pub fn rdtsc() -> u64 {
     }
 }
 
-/// The lcore id of the calling thread (`u32::MAX` outside EAL threads).
-pub fn current_lcore() -> u32 {
-    // SAFETY: reads a thread-local.
-    unsafe { dpdk_sys::rte_lcore_id() }
-}
-
 fn libc_ealready() -> i32 {
     114 // EALREADY
 }

@@ -25,28 +25,6 @@ impl Mbuf {
         NonNull::new(raw).map(|raw| Mbuf { raw })
     }
 
-    /// Fills `out` with fresh mbufs from `pool`, all or none (one trip to the
-    /// pool's per-lcore cache for the whole burst).
-    #[inline]
-    pub fn alloc_bulk(pool: &Mempool, out: &mut Vec<Mbuf>, n: usize) -> bool {
-        const MAX: usize = 256;
-        let n = n.min(MAX);
-        let mut raw = [std::ptr::null_mut::<dpdk_sys::rte_mbuf>(); MAX];
-        // SAFETY: raw has room for n pointers; on success (0) DPDK filled
-        // them with mbufs that are now ours.
-        let ret = unsafe { dpdk_sys::rte_pktmbuf_alloc_bulk(pool.as_ptr(), raw.as_mut_ptr(), n as u32) };
-        if ret != 0 {
-            return false;
-        }
-        for p in &raw[..n] {
-            // SAFETY: each pointer is a fresh mbuf we own.
-            if let Some(m) = unsafe { Mbuf::from_raw(*p) } {
-                out.push(m);
-            }
-        }
-        true
-    }
-
     /// Adopts a raw mbuf.
     ///
     /// # Safety
@@ -272,22 +250,6 @@ impl Mbuf {
             }
         }
         out
-    }
-
-    /// The second segment, if any (read-only).
-    pub fn next_segment_data(&self) -> Option<&[u8]> {
-        let next = self.m().next;
-        if next.is_null() {
-            return None;
-        }
-        // SAFETY: next is a segment of the chain we own.
-        unsafe {
-            let m = &*next;
-            Some(std::slice::from_raw_parts(
-                (m.buf_addr as *const u8).add(m.data_off as usize),
-                m.data_len as usize,
-            ))
-        }
     }
 
     /// Buffer address of the second segment (to check sharing in tests).

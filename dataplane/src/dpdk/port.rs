@@ -257,10 +257,6 @@ impl Port {
         port_stats(self.id)
     }
 
-    pub fn reset_stats(&self) -> Result<(), DpdkError> {
-        port_stats_reset(self.id)
-    }
-
     pub fn link(&self) -> LinkStatus {
         port_link(self.id)
     }
@@ -469,18 +465,6 @@ impl<const N: usize> RxBurst<N> {
         // nobody else has taken.
         unsafe { Mbuf::from_raw(p) }
     }
-
-    /// Reads the packet at position `i` of the remaining ones without taking it.
-    #[inline]
-    pub fn peek(&self, i: usize) -> Option<&Mbuf> {
-        let idx = self.next + i;
-        if idx >= self.len {
-            return None;
-        }
-        // SAFETY: Mbuf is repr(transparent) over NonNull<rte_mbuf>; the slot
-        // holds a non-NULL mbuf we own; the reference borrows self.
-        Some(unsafe { &*(&self.pkts[idx] as *const *mut dpdk_sys::rte_mbuf as *const Mbuf) })
-    }
 }
 
 impl<const N: usize> Drop for RxBurst<N> {
@@ -570,19 +554,6 @@ impl<const N: usize> TxBatch<N> {
         self.len += n;
         rx.next += n;
         n
-    }
-
-    /// Takes the packet at position `i` back out (for the shadow ring and
-    /// tests); later packets move up.
-    pub fn take(&mut self, i: usize) -> Option<Mbuf> {
-        if i >= self.len {
-            return None;
-        }
-        let p = self.pkts[i];
-        self.pkts.copy_within(i + 1..self.len, i);
-        self.len -= 1;
-        // SAFETY: the slot owned this mbuf; it is no longer in the batch.
-        unsafe { Mbuf::from_raw(p) }
     }
 }
 

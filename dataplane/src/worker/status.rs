@@ -4,7 +4,6 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use super::{NetworkFunction, ReplState, Worker};
-use crate::clock::TscClock;
 
 /// A replicating worker's mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,9 +104,4 @@ impl<F: NetworkFunction> Worker<F> {
             .store(st.windows[0].evicted + st.windows[1].evicted, Relaxed);
         r.switchover_for.store(st.switchover_for, Relaxed);
     }
-}
-
-/// The local clock in ns (for the control thread, which has no worker clock).
-pub fn local_now_ns() -> u64 {
-    TscClock::system().now_ns()
 }

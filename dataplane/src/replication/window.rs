@@ -15,30 +15,38 @@
 //! replica's arrival retires all of them. The window therefore only ever
 //! holds the packets in flight between the segment and their replica, and
 //! at a takeover, whatever it holds was never replicated.
+//!
+//! A replica can also come *before* its copy: after a stall (the backup
+//! descheduled), both RX rings are backed up, and one burst of replication
+//! frames carries far more batched records than one burst of the data port.
+//! Such replicas wait in a queue of hashes (`ahead`), and their copy is
+//! retired the moment it arrives, with everything the window holds in front
+//! of it. Without this, those copies would stay at the front of the window
+//! for good and be processed a second time at a takeover.
 
 use std::collections::VecDeque;
 
-/// How far from the front a replica's copy is looked for. A copy the
-/// backup never received (its own RX dropped it) costs one scan this long
-/// and retires nothing.
-pub const SEARCH: usize = 512;
-
-/// A bounded FIFO of `(hash, local arrival ns, item)`.
+/// A bounded FIFO of `(hash, local arrival ns, item)`, plus the hashes of
+/// replicas that came before their copy.
 pub struct IngressWindow<T> {
     cap: usize,
     q: VecDeque<(u64, u64, T)>,
+    ahead: VecDeque<u64>,
     /// Copies pushed out by a full window before their replica came: a
     /// takeover at that moment could miss them.
     pub evicted: u64,
-    /// Replicas whose copy was not found near the front.
+    /// Replicas that came before their copy, or whose copy never came (the
+    /// backup's RX dropped it, or the segment does not flood to it).
     pub unmatched: u64,
 }
 
 impl<T> IngressWindow<T> {
     pub fn new(cap: usize) -> IngressWindow<T> {
+        let cap = cap.max(1);
         IngressWindow {
-            cap: cap.max(1),
-            q: VecDeque::with_capacity(cap.max(1)),
+            cap,
+            q: VecDeque::with_capacity(cap),
+            ahead: VecDeque::new(),
             evicted: 0,
             unmatched: 0,
         }
@@ -52,9 +60,26 @@ impl<T> IngressWindow<T> {
         self.q.is_empty()
     }
 
-    /// Adds a copy; a full window forgets its oldest one (counted).
+    /// Replicas waiting for their copy.
+    pub fn ahead(&self) -> usize {
+        self.ahead.len()
+    }
+
+    /// Adds a copy; a full window forgets its oldest one (counted). A copy
+    /// whose replica already came is retired at once, with everything in
+    /// front of it.
     #[inline]
     pub fn push(&mut self, hash: u64, rx_ns: u64, item: T) {
+        if !self.ahead.is_empty() {
+            if let Some(i) = self.ahead.iter().position(|h| *h == hash) {
+                // Replicas in front of it had copies this backup never got;
+                // copies in the window are older than this one and were
+                // passed over by the stream: never replicated.
+                self.ahead.drain(..=i);
+                self.q.clear();
+                return;
+            }
+        }
         if self.q.len() == self.cap {
             self.q.pop_front();
             self.evicted += 1;
@@ -63,13 +88,23 @@ impl<T> IngressWindow<T> {
     }
 
     /// The replica of the frame with `hash` arrived: retires its copy and
-    /// everything in front of it. Returns how many were retired.
+    /// everything in front of it, or, if the copy has not come yet, waits
+    /// for it. Returns how many copies were retired.
     #[inline]
     pub fn replicated(&mut self, hash: u64) -> usize {
-        let Some(i) = self.q.iter().take(SEARCH).position(|(h, _, _)| *h == hash) else {
+        // Normally the copy is the front entry; a full scan only happens
+        // when it is missing, which a healthy backup does not see often.
+        let Some(i) = self.q.iter().position(|(h, _, _)| *h == hash) else {
             self.unmatched += 1;
+            if self.ahead.len() == self.cap {
+                self.ahead.pop_front();
+            }
+            self.ahead.push_back(hash);
             return 0;
         };
+        // Its copy is here, so the copies of the replicas still waiting
+        // (older ones: the segment's order) will never come.
+        self.ahead.clear();
         self.q.drain(..=i);
         i + 1
     }
@@ -77,12 +112,14 @@ impl<T> IngressWindow<T> {
     /// Empties the window: the copies never replicated, in arrival order,
     /// with their arrival time.
     pub fn take_all(&mut self) -> Vec<(u64, T)> {
+        self.ahead.clear();
         self.q.drain(..).map(|(_, t, x)| (t, x)).collect()
     }
 
     /// Frees everything (a node that stops being a backup).
     pub fn clear(&mut self) {
         self.q.clear();
+        self.ahead.clear();
     }
 }
 
@@ -131,5 +168,70 @@ mod tests {
         }
         assert_eq!(w.evicted, 2);
         assert_eq!(w.take_all().iter().map(|x| x.0).collect::<Vec<_>>(), vec![20, 30, 40]);
+    }
+
+    #[test]
+    fn a_replica_before_its_copy_retires_the_copy_on_arrival() {
+        let mut w = IngressWindow::new(64);
+        assert_eq!(w.replicated(7), 0);
+        assert_eq!((w.unmatched, w.ahead()), (1, 1));
+        w.push(7, 100, 7u64);
+        assert!(w.is_empty(), "the copy of a replicated frame is not kept");
+        assert_eq!(w.ahead(), 0);
+        w.push(8, 101, 8);
+        assert_eq!(w.take_all(), vec![(101, 8)], "only the unreplicated copy stays");
+    }
+
+    #[test]
+    fn after_a_stall_the_window_holds_only_what_was_not_replicated() {
+        // The backup was descheduled: 3000 replicas (batched, many per
+        // frame) are read before the 3000 copies of the same packets, of
+        // which its data port dropped 1000..2500.
+        let mut w = IngressWindow::new(8192);
+        for h in 0..3000u64 {
+            w.replicated(h);
+        }
+        for h in (0..1000u64).chain(2500..3000) {
+            w.push(h, h, h);
+        }
+        assert_eq!((w.len(), w.ahead()), (0, 0));
+        // Back to normal: copies come first, replicas retire them.
+        for h in 3000..3100u64 {
+            w.push(h, h, h);
+            assert_eq!(w.replicated(h), 1);
+        }
+        w.push(3100, 3100, 3100);
+        assert_eq!(w.take_all(), vec![(3100, 3100)]);
+    }
+
+    #[test]
+    fn copies_the_stream_passed_over_are_retired_with_the_next_replicated_copy() {
+        let mut w = IngressWindow::new(64);
+        w.push(1, 1, 1u64); // the primary dropped it: never replicated
+        w.replicated(2);
+        w.push(2, 2, 2);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_replica_finds_its_copy_anywhere_in_the_window() {
+        // 1000 copies the primary never replicated, then one it did.
+        let mut w = IngressWindow::new(2048);
+        for h in 0..1001u64 {
+            w.push(h, h, h);
+        }
+        assert_eq!(w.replicated(1000), 1001);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn replicas_waiting_for_a_copy_are_bounded_by_the_window_size() {
+        let mut w: IngressWindow<u64> = IngressWindow::new(4);
+        for h in 0..10u64 {
+            w.replicated(h);
+        }
+        assert_eq!((w.ahead(), w.unmatched), (4, 10));
+        w.push(9, 9, 9);
+        assert_eq!((w.len(), w.ahead()), (0, 0));
     }
 }

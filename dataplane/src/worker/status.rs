@@ -59,7 +59,8 @@ pub struct ReplStatus {
     /// processed, whether every port's anchor was found, first egress (ns).
     pub takeover_replayed: AtomicU64,
     pub takeover_unreplicated: AtomicU64,
-    /// Replicas whose own copy this backup never saw (its RX dropped it).
+    /// Replicas that came before their own copy, or whose copy this backup
+    /// never saw (its RX dropped it).
     pub window_unmatched: AtomicU64,
     pub takeover_first_egress_ns: AtomicU64,
     pub takeover_done_ns: AtomicU64,
@@ -102,6 +103,8 @@ impl<F: NetworkFunction> Worker<F> {
             .store((st.windows[0].len() + st.windows[1].len()) as u64, Relaxed);
         r.window_evicted
             .store(st.windows[0].evicted + st.windows[1].evicted, Relaxed);
+        r.window_unmatched
+            .store(st.windows[0].unmatched + st.windows[1].unmatched, Relaxed);
         r.switchover_for.store(st.switchover_for, Relaxed);
     }
 }

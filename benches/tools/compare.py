@@ -93,6 +93,17 @@ def vdevs(source, pcap):
     return ["--vdev", src, "--vdev", "net_null1,no-rx=1"], name
 
 
+def measure_mpps(app, args):
+    """Port 1's TX rate over args.seconds after args.warmup; lockstep's
+    `show port stats all` has testpmd's layout, so this serves both."""
+    time.sleep(args.warmup)
+    app.cmd("clear port stats all")
+    t0 = time.time()
+    time.sleep(args.seconds)
+    text = app.cmd("show port stats all")
+    return tx_packets(text, 1) / (time.time() - t0) / 1e6
+
+
 def run_testpmd(args, source, pcap, run):
     v, _ = vdevs(source, pcap)
     # testpmd prints with stdio, fully buffered on a pipe: unbuffer it.
@@ -103,17 +114,12 @@ def run_testpmd(args, source, pcap, run):
     app = Prompt(argv, "testpmd> ", f"{args.out}/testpmd-{source}-{run}.log")
     try:
         app.cmd("start")
-        time.sleep(args.warmup)
-        app.cmd("clear port stats all")
-        t0 = time.time()
-        time.sleep(args.seconds)
-        text = app.cmd("show port stats all")
-        dt = time.time() - t0
+        mpps = measure_mpps(app, args)
         app.cmd("stop")
     finally:
         app.quit()
         remove_runtime_dir(f"bench-tp-{os.getpid()}")
-    return {"mpps": tx_packets(text, 1) / dt / 1e6}
+    return {"mpps": mpps}
 
 
 def run_lockstep(args, source, pcap, run, config, extra_vdevs=()):
@@ -126,12 +132,7 @@ def run_lockstep(args, source, pcap, run, config, extra_vdevs=()):
     tag = abs(hash(config)) % 10000
     app = Prompt(argv, "lockstep> ", f"{args.out}/lockstep-{source}-{run}-{tag}.log")
     try:
-        time.sleep(args.warmup)
-        app.cmd("clear port stats all")
-        t0 = time.time()
-        time.sleep(args.seconds)
-        text = app.cmd("show port stats all")
-        dt = time.time() - t0
+        mpps = measure_mpps(app, args)
         lat = app.cmd("show latency")
         drops = app.cmd("show worker stats")
     finally:
@@ -142,7 +143,7 @@ def run_lockstep(args, source, pcap, run, config, extra_vdevs=()):
         print(f"  note: {config.split('kind = ')[1].split()[0]} dropped packets: "
               + " ".join(l.strip() for l in drops.splitlines() if "drop " in l), flush=True)
     return {
-        "mpps": tx_packets(text, 1) / dt / 1e6,
+        "mpps": mpps,
         "p50_ns": int(row[3]),
         "p99_ns": int(row[4]),
         "p999_ns": int(row[5]),

@@ -314,6 +314,12 @@ pub struct ManagementSection {
     /// a descheduled worker on a busy machine is not mistaken for a hung one.
     #[serde(default = "default_watchdog_ms")]
     pub watchdog_ms: u32,
+    /// `SCHED_FIFO` priority of the control thread (failure detector,
+    /// heartbeats); 0 keeps it at normal priority. At normal priority beside
+    /// busy-polling workers it can wake several milliseconds late, which
+    /// delays detection by as much.
+    #[serde(default = "default_realtime_priority")]
+    pub realtime_priority: u8,
 }
 
 impl Default for ManagementSection {
@@ -325,6 +331,7 @@ impl Default for ManagementSection {
             dead_intervals: default_dead_intervals(),
             key: None,
             watchdog_ms: default_watchdog_ms(),
+            realtime_priority: default_realtime_priority(),
         }
     }
 }
@@ -395,6 +402,9 @@ fn default_header_mbufs() -> u32 {
 }
 
 fn default_heartbeat_ms() -> u32 {
+    10
+}
+fn default_realtime_priority() -> u8 {
     10
 }
 fn default_watchdog_ms() -> u32 {
@@ -528,6 +538,12 @@ impl Config {
             errs.push(err(
                 "management.watchdog_ms",
                 format!("must be 1..=60000 (got {})", m.watchdog_ms),
+            ));
+        }
+        if m.realtime_priority > 99 {
+            errs.push(err(
+                "management.realtime_priority",
+                format!("must be 0 (off) or 1..=99 (got {})", m.realtime_priority),
             ));
         }
         if let Some(a) = &m.address {

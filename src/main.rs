@@ -144,6 +144,17 @@ fn run(eal: &Eal, cfg: &Config, app: &AppArgs, quit: &Arc<AtomicBool>) -> ExitCo
         print_prompt();
     }
 
+    // Last, so that no thread created above inherits the policy.
+    let rt = cfg.management.realtime_priority;
+    if cluster.is_some() && rt > 0 {
+        match dataplane::dpdk::lcore::raise_current_thread_to_realtime(eal, rt) {
+            Ok(()) => log::info!("control thread at SCHED_FIFO priority {rt}"),
+            Err(e) => log::warn!(
+                "management.realtime_priority: {e}; the control thread stays at normal priority and may notice a dead peer late"
+            ),
+        }
+    }
+
     let mut mem = RateMemory::default();
     let mut periodic = RateMemory::default();
     let period = Duration::from_secs(app.stats_period);
@@ -184,6 +195,9 @@ fn run(eal: &Eal, cfg: &Config, app: &AppArgs, quit: &Arc<AtomicBool>) -> ExitCo
         }
     }
 
+    if cluster.is_some() && rt > 0 {
+        let _ = dataplane::dpdk::lcore::lower_current_thread_to_normal(eal);
+    }
     log::info!("stopping workers");
     node.quit.store(true, Ordering::SeqCst);
     let view = node.view.clone();

@@ -88,6 +88,7 @@ rejects! {
     unknown_role_is_rejected: format!("[node]\nrole = \"boss\"\n{PORTS}") => "node.role";
     zero_heartbeat_is_rejected: format!("{PORTS}[management]\nheartbeat_ms = 0\n") => "management.heartbeat_ms";
     one_dead_interval_is_rejected: format!("{PORTS}[management]\ndead_intervals = 1\n") => "management.dead_intervals";
+    realtime_priority_above_99_is_rejected: format!("{PORTS}[management]\nrealtime_priority = 100\n") => "management.realtime_priority";
     bad_management_address_is_rejected: format!("{PORTS}[management]\naddress = \"10.10.9.1\"\n") => "management.address";
     bad_peer_is_rejected: format!("{PORTS}[management]\npeers = [\"x\"]\n") => "management.peers[0]";
     toml_syntax_error_is_rejected: format!("{PORTS}[dataplane\n") => "line";

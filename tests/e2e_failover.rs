@@ -282,3 +282,40 @@ fn a_backup_that_stalled_under_the_stream_catches_up_and_its_takeover_duplicates
     );
     assert!(after.contains("takeovers 1  refused 0"), "{after}");
 }
+
+/// The failure detector must not wake late behind busy-polling workers: the
+/// control (main) thread runs SCHED_FIFO at `management.realtime_priority`
+/// (default 10); the threads created before it, workers included, do not.
+#[test]
+fn the_control_thread_runs_at_realtime_priority_and_the_workers_do_not() {
+    let bed = TestBed::up("rtprio", true, "primary backup");
+    let dir = scratch("rtprio");
+    let (p, _b) = start_pair(&bed, &dir, FORWARD);
+    let policy = |tid: &str| {
+        let stat = std::fs::read_to_string(format!("/proc/{}/task/{tid}/stat", p.pid())).unwrap_or_default();
+        // After the command name in parentheses: field 40 is rt_priority,
+        // 41 the policy (1: SCHED_FIFO).
+        let rest: Vec<&str> = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("").split(' ').collect();
+        (
+            rest.get(37).copied().unwrap_or("?").to_string(),
+            rest.get(38).copied().unwrap_or("?").to_string(),
+        )
+    };
+    assert_eq!(
+        policy(&p.pid().to_string()),
+        ("10".to_string(), "1".to_string()),
+        "main thread"
+    );
+    let mut others = 0;
+    for t in std::fs::read_dir(format!("/proc/{}/task", p.pid()))
+        .expect("task dir")
+        .flatten()
+    {
+        let tid = t.file_name().to_string_lossy().to_string();
+        if tid != p.pid().to_string() {
+            assert_eq!(policy(&tid), ("0".to_string(), "0".to_string()), "thread {tid}");
+            others += 1;
+        }
+    }
+    assert!(others >= 2, "a worker and the prompt thread at least ({others})");
+}

@@ -35,7 +35,7 @@ impl Neighbors {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, ip: u32, side: Side) -> Option<MacAddr> {
         if let Some((lip, lside, mac, gen)) = self.last.get() {
             if lip == ip && lside == side && gen == self.gen {

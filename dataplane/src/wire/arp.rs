@@ -34,12 +34,14 @@ pub struct ArpPacket<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> ArpPacket<T> {
+    #[inline]
     pub fn new_unchecked(buffer: T) -> Self {
         ArpPacket { buffer }
     }
 
     /// Validates length and that this is Ethernet (1) / IPv4 with 6/4-byte
     /// addresses.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < PACKET_LEN {
@@ -55,26 +57,31 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
         Ok(ArpPacket { buffer })
     }
 
+    #[inline]
     pub fn operation(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::OPER)
     }
 
+    #[inline]
     pub fn sender_mac(&self) -> MacAddr {
         let mut m = [0u8; 6];
         m.copy_from_slice(&self.buffer.as_ref()[field::SHA]);
         MacAddr(m)
     }
 
+    #[inline]
     pub fn sender_ip(&self) -> Ipv4Addr {
         Ipv4Addr::from(get_u32(self.buffer.as_ref(), field::SPA))
     }
 
+    #[inline]
     pub fn target_mac(&self) -> MacAddr {
         let mut m = [0u8; 6];
         m.copy_from_slice(&self.buffer.as_ref()[field::THA]);
         MacAddr(m)
     }
 
+    #[inline]
     pub fn target_ip(&self) -> Ipv4Addr {
         Ipv4Addr::from(get_u32(self.buffer.as_ref(), field::TPA))
     }
@@ -82,6 +89,7 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> ArpPacket<T> {
     /// Writes a complete Ethernet/IPv4 ARP packet.
+    #[inline]
     pub fn emit(&mut self, op: u16, sha: MacAddr, spa: Ipv4Addr, tha: MacAddr, tpa: Ipv4Addr) {
         let b = self.buffer.as_mut();
         set_u16(b, field::HTYPE, 1);

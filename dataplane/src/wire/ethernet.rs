@@ -11,16 +11,19 @@ impl MacAddr {
     pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
     pub const ZERO: MacAddr = MacAddr([0; 6]);
 
+    #[inline]
     pub fn is_broadcast(&self) -> bool {
         *self == Self::BROADCAST
     }
 
     /// Group (multicast or broadcast) address: the I/G bit is set.
+    #[inline]
     pub fn is_multicast(&self) -> bool {
         self.0[0] & 1 != 0
     }
 
     /// Parses `aa:bb:cc:dd:ee:ff`.
+    #[inline]
     pub fn parse(s: &str) -> Option<MacAddr> {
         let mut out = [0u8; 6];
         let mut parts = s.split(':');
@@ -78,11 +81,13 @@ pub struct EthernetFrame<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
+    #[inline]
     pub fn new_unchecked(buffer: T) -> Self {
         EthernetFrame { buffer }
     }
 
     /// Validates that the header fits.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         if buffer.as_ref().len() < HEADER_LEN {
             return Err(WireError::Truncated);
@@ -90,44 +95,53 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         Ok(EthernetFrame { buffer })
     }
 
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
+    #[inline]
     pub fn dst(&self) -> MacAddr {
         let mut m = [0u8; 6];
         m.copy_from_slice(&self.buffer.as_ref()[field::DST]);
         MacAddr(m)
     }
 
+    #[inline]
     pub fn src(&self) -> MacAddr {
         let mut m = [0u8; 6];
         m.copy_from_slice(&self.buffer.as_ref()[field::SRC]);
         MacAddr(m)
     }
 
+    #[inline]
     pub fn ethertype(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::ETHERTYPE)
     }
 
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[field::PAYLOAD..]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
+    #[inline]
     pub fn set_dst(&mut self, m: MacAddr) {
         self.buffer.as_mut()[field::DST].copy_from_slice(&m.0);
     }
 
+    #[inline]
     pub fn set_src(&mut self, m: MacAddr) {
         self.buffer.as_mut()[field::SRC].copy_from_slice(&m.0);
     }
 
+    #[inline]
     pub fn set_ethertype(&mut self, t: u16) {
         set_u16(self.buffer.as_mut(), field::ETHERTYPE, t);
     }
 
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD..]
     }

@@ -31,10 +31,12 @@ pub struct IcmpPacket<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> IcmpPacket<T> {
+    #[inline]
     pub fn new_unchecked(buffer: T) -> Self {
         IcmpPacket { buffer }
     }
 
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         if buffer.as_ref().len() < HEADER_LEN {
             return Err(WireError::Truncated);
@@ -42,37 +44,45 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
         Ok(IcmpPacket { buffer })
     }
 
+    #[inline]
     pub fn msg_type(&self) -> u8 {
         self.buffer.as_ref()[field::TYPE]
     }
 
+    #[inline]
     pub fn code(&self) -> u8 {
         self.buffer.as_ref()[field::CODE]
     }
 
+    #[inline]
     pub fn checksum(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// Echo identifier (the NAT's "port" for ICMP echo).
+    #[inline]
     pub fn echo_ident(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::IDENT)
     }
 
+    #[inline]
     pub fn echo_seq(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::SEQ)
     }
 
     /// Whether the checksum over the whole message verifies.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
         checksum::checksum(self.buffer.as_ref()) == 0
     }
 
+    #[inline]
     pub fn is_echo(&self) -> bool {
         matches!(self.msg_type(), IcmpType::ECHO_REQUEST | IcmpType::ECHO_REPLY)
     }
 
     /// Whether the message quotes an offending datagram (errors).
+    #[inline]
     pub fn is_error(&self) -> bool {
         matches!(
             self.msg_type(),
@@ -81,29 +91,35 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
     }
 
     /// Bytes after the 8-byte header (for errors: the quoted datagram).
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
+    #[inline]
     pub fn set_msg_type(&mut self, t: u8) {
         self.buffer.as_mut()[field::TYPE] = t;
     }
 
+    #[inline]
     pub fn set_code(&mut self, c: u8) {
         self.buffer.as_mut()[field::CODE] = c;
     }
 
+    #[inline]
     pub fn set_checksum(&mut self, v: u16) {
         set_u16(self.buffer.as_mut(), field::CHECKSUM, v);
     }
 
+    #[inline]
     pub fn set_unused(&mut self) {
         self.buffer.as_mut()[field::UNUSED..field::UNUSED + 4].fill(0);
     }
 
     /// Rewrites the echo identifier, patching the checksum incrementally.
+    #[inline]
     pub fn rewrite_echo_ident(&mut self, new: u16) -> u16 {
         let b = self.buffer.as_mut();
         let old = get_u16(b, field::IDENT);
@@ -114,12 +130,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
     }
 
     /// Recomputes the checksum over the whole buffer.
+    #[inline]
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
         let c = checksum::checksum(self.buffer.as_ref());
         self.set_checksum(c);
     }
 
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[HEADER_LEN..]
     }

@@ -41,12 +41,14 @@ pub struct Ipv4Packet<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    #[inline]
     pub fn new_unchecked(buffer: T) -> Self {
         Ipv4Packet { buffer }
     }
 
     /// Validates version, header length and total length (not the checksum:
     /// see [`Ipv4Packet::verify_checksum`]).
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < MIN_HEADER_LEN {
@@ -69,79 +71,103 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         Ok(Ipv4Packet { buffer })
     }
 
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
+    #[inline]
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[field::VER_IHL] >> 4
     }
 
+    #[inline]
     pub fn header_len(&self) -> usize {
         ((self.buffer.as_ref()[field::VER_IHL] & 0x0f) as usize) * 4
     }
 
+    #[inline]
     pub fn tos(&self) -> u8 {
         self.buffer.as_ref()[field::TOS]
     }
 
+    #[inline]
     pub fn total_len(&self) -> usize {
         get_u16(self.buffer.as_ref(), field::TOTAL_LEN) as usize
     }
 
+    #[inline]
     pub fn ident(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::IDENT)
     }
 
     /// Fragment offset (in 8-byte units) or the more-fragments flag set.
+    #[inline]
     pub fn is_fragment(&self) -> bool {
         get_u16(self.buffer.as_ref(), field::FLAGS_FRAG) & 0x3fff != 0
     }
 
     /// Fragment offset in 8-byte units.
+    #[inline]
     pub fn frag_offset(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::FLAGS_FRAG) & 0x1fff
     }
 
+    #[inline]
     pub fn ttl(&self) -> u8 {
         self.buffer.as_ref()[field::TTL]
     }
 
+    #[inline]
     pub fn protocol(&self) -> u8 {
         self.buffer.as_ref()[field::PROTOCOL]
     }
 
+    #[inline]
     pub fn checksum(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
+    #[inline]
     pub fn src(&self) -> Ipv4Addr {
         Ipv4Addr::from(get_u32(self.buffer.as_ref(), field::SRC))
     }
 
+    #[inline]
     pub fn dst(&self) -> Ipv4Addr {
         Ipv4Addr::from(get_u32(self.buffer.as_ref(), field::DST))
     }
 
+    #[inline]
     pub fn src_u32(&self) -> u32 {
         get_u32(self.buffer.as_ref(), field::SRC)
     }
 
+    #[inline]
     pub fn dst_u32(&self) -> u32 {
         get_u32(self.buffer.as_ref(), field::DST)
     }
 
     /// Whether the header checksum verifies.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
-        checksum::checksum(&self.buffer.as_ref()[..self.header_len()]) == 0
+        let h = &self.buffer.as_ref()[..self.header_len()];
+        // Nearly every header has no options: the unrolled sum.
+        let s = match <&[u8; MIN_HEADER_LEN]>::try_from(h) {
+            Ok(h20) => checksum::sum20(h20),
+            Err(_) => checksum::sum(h),
+        };
+        checksum::finish(s) == 0
     }
 
     /// The bytes after the header, up to the total length.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..self.total_len()]
     }
 
     /// The header bytes (with options).
+    #[inline]
     pub fn header(&self) -> &[u8] {
         &self.buffer.as_ref()[..self.header_len()]
     }
@@ -149,52 +175,64 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Writes version 4 and the header length in bytes (multiple of 4).
+    #[inline]
     pub fn set_version_and_header_len(&mut self, len: usize) {
         self.buffer.as_mut()[field::VER_IHL] = 0x40 | ((len / 4) as u8 & 0x0f);
     }
 
+    #[inline]
     pub fn set_tos(&mut self, v: u8) {
         self.buffer.as_mut()[field::TOS] = v;
     }
 
+    #[inline]
     pub fn set_total_len(&mut self, v: u16) {
         set_u16(self.buffer.as_mut(), field::TOTAL_LEN, v);
     }
 
+    #[inline]
     pub fn set_ident(&mut self, v: u16) {
         set_u16(self.buffer.as_mut(), field::IDENT, v);
     }
 
     /// Don't-fragment flag, no fragment offset.
+    #[inline]
     pub fn set_dont_fragment(&mut self) {
         set_u16(self.buffer.as_mut(), field::FLAGS_FRAG, 0x4000);
     }
 
+    #[inline]
     pub fn set_flags_frag_raw(&mut self, v: u16) {
         set_u16(self.buffer.as_mut(), field::FLAGS_FRAG, v);
     }
 
+    #[inline]
     pub fn set_ttl(&mut self, v: u8) {
         self.buffer.as_mut()[field::TTL] = v;
     }
 
+    #[inline]
     pub fn set_protocol(&mut self, v: u8) {
         self.buffer.as_mut()[field::PROTOCOL] = v;
     }
 
+    #[inline]
     pub fn set_checksum(&mut self, v: u16) {
         set_u16(self.buffer.as_mut(), field::CHECKSUM, v);
     }
 
+    #[inline]
     pub fn set_src(&mut self, a: Ipv4Addr) {
         set_u32(self.buffer.as_mut(), field::SRC, a.into());
     }
 
+    #[inline]
     pub fn set_dst(&mut self, a: Ipv4Addr) {
         set_u32(self.buffer.as_mut(), field::DST, a.into());
     }
 
     /// Recomputes the header checksum from scratch.
+    #[inline]
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
         let c = checksum::checksum(&self.buffer.as_ref()[..self.header_len()]);
@@ -203,6 +241,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
 
     /// Decrements TTL and patches the checksum incrementally (RFC 1624).
     /// The caller checks `ttl() > 1` first.
+    #[inline(always)]
     pub fn decrement_ttl(&mut self) {
         let b = self.buffer.as_mut();
         let old = get_u16(b, field::TTL); // TTL and protocol share a word
@@ -214,6 +253,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
 
     /// Rewrites the source address, patching the header checksum; returns the
     /// old address (transport checksums are the caller's).
+    #[inline]
     pub fn rewrite_src(&mut self, new: u32) -> u32 {
         let b = self.buffer.as_mut();
         let old = get_u32(b, field::SRC);
@@ -224,6 +264,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     /// Rewrites the destination address, patching the header checksum.
+    #[inline]
     pub fn rewrite_dst(&mut self, new: u32) -> u32 {
         let b = self.buffer.as_mut();
         let old = get_u32(b, field::DST);
@@ -233,6 +274,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         old
     }
 
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let (h, t) = (self.header_len(), self.total_len());
         &mut self.buffer.as_mut()[h..t]

@@ -34,10 +34,12 @@ pub struct TcpPacket<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> TcpPacket<T> {
+    #[inline]
     pub fn new_unchecked(buffer: T) -> Self {
         TcpPacket { buffer }
     }
 
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < MIN_HEADER_LEN {
@@ -53,40 +55,49 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         Ok(TcpPacket { buffer })
     }
 
+    #[inline]
     pub fn src_port(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::DST_PORT)
     }
 
+    #[inline]
     pub fn seq(&self) -> u32 {
         get_u32(self.buffer.as_ref(), field::SEQ)
     }
 
+    #[inline]
     pub fn ack(&self) -> u32 {
         get_u32(self.buffer.as_ref(), field::ACK)
     }
 
+    #[inline]
     pub fn header_len(&self) -> usize {
         ((self.buffer.as_ref()[field::DATA_OFF] >> 4) as usize) * 4
     }
 
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[field::FLAGS]
     }
 
+    #[inline]
     pub fn window(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::WINDOW)
     }
 
+    #[inline]
     pub fn checksum(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// Verifies the checksum over the whole segment (the buffer is the
     /// segment: IP payload) and the pseudo-header.
+    #[inline]
     pub fn verify_checksum(&self, src: [u8; 4], dst: [u8; 4]) -> bool {
         let b = self.buffer.as_ref();
         let s = checksum::pseudo_header_sum(src, dst, super::IpProtocol::TCP, b.len() as u16) + checksum::sum(b);
@@ -95,19 +106,23 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
+    #[inline]
     pub fn set_src_port(&mut self, p: u16) {
         set_u16(self.buffer.as_mut(), field::SRC_PORT, p);
     }
 
+    #[inline]
     pub fn set_dst_port(&mut self, p: u16) {
         set_u16(self.buffer.as_mut(), field::DST_PORT, p);
     }
 
+    #[inline]
     pub fn set_checksum(&mut self, c: u16) {
         set_u16(self.buffer.as_mut(), field::CHECKSUM, c);
     }
 
     /// Computes the checksum over the whole buffer (the segment).
+    #[inline]
     pub fn fill_checksum(&mut self, src: [u8; 4], dst: [u8; 4]) {
         self.set_checksum(0);
         let b = self.buffer.as_ref();
@@ -115,11 +130,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         self.set_checksum(checksum::finish(s));
     }
 
+    #[inline]
     pub fn patch_checksum16(&mut self, old: u16, new: u16) {
         let c = checksum::update16(self.checksum(), old, new);
         self.set_checksum(c);
     }
 
+    #[inline]
     pub fn patch_checksum32(&mut self, old: u32, new: u32) {
         let c = checksum::update32(self.checksum(), old, new);
         self.set_checksum(c);

@@ -19,10 +19,12 @@ pub struct UdpPacket<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> UdpPacket<T> {
+    #[inline]
     pub fn new_unchecked(buffer: T) -> Self {
         UdpPacket { buffer }
     }
 
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -38,27 +40,33 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         Ok(UdpPacket { buffer })
     }
 
+    #[inline]
     pub fn src_port(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::DST_PORT)
     }
 
+    #[inline]
     pub fn len(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::LENGTH)
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() as usize == HEADER_LEN
     }
 
+    #[inline]
     pub fn checksum(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// Verifies the checksum against the pseudo-header (0 = not computed).
+    #[inline]
     pub fn verify_checksum(&self, src: [u8; 4], dst: [u8; 4]) -> bool {
         if self.checksum() == 0 {
             return true;
@@ -69,29 +77,35 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         checksum::finish(s) == 0
     }
 
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..self.len() as usize]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
+    #[inline]
     pub fn set_src_port(&mut self, p: u16) {
         set_u16(self.buffer.as_mut(), field::SRC_PORT, p);
     }
 
+    #[inline]
     pub fn set_dst_port(&mut self, p: u16) {
         set_u16(self.buffer.as_mut(), field::DST_PORT, p);
     }
 
+    #[inline]
     pub fn set_len(&mut self, l: u16) {
         set_u16(self.buffer.as_mut(), field::LENGTH, l);
     }
 
+    #[inline]
     pub fn set_checksum(&mut self, c: u16) {
         set_u16(self.buffer.as_mut(), field::CHECKSUM, c);
     }
 
     /// Computes the checksum with the pseudo-header (0 is sent as 0xffff).
+    #[inline]
     pub fn fill_checksum(&mut self, src: [u8; 4], dst: [u8; 4]) {
         self.set_checksum(0);
         let len = self.len();
@@ -103,6 +117,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
 
     /// Patches the checksum for a changed 16-bit word of the pseudo-header or
     /// datagram. A zero checksum (none) stays zero, as RFC 768 asks.
+    #[inline]
     pub fn patch_checksum16(&mut self, old: u16, new: u16) {
         let c = self.checksum();
         if c == 0 {
@@ -113,6 +128,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     }
 
     /// Patches the checksum for a changed 32-bit word (an address).
+    #[inline]
     pub fn patch_checksum32(&mut self, old: u32, new: u32) {
         let c = self.checksum();
         if c == 0 {
@@ -122,6 +138,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         self.set_checksum(if n == 0 { 0xffff } else { n });
     }
 
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let l = self.len() as usize;
         &mut self.buffer.as_mut()[HEADER_LEN..l]

@@ -171,6 +171,38 @@ fn nat_carries_tcp_and_udp_from_the_nat_address_with_checksums_tshark_accepts() 
     assert!(st.success());
 }
 
+/// The server's kernel answers a datagram to a closed port with an ICMP
+/// port unreachable to the NAT address; the NAT must translate it, quote
+/// included, or the client's kernel cannot match it to the socket and the
+/// client waits instead of seeing "connection refused".
+#[test]
+fn an_icmp_error_from_the_server_reaches_the_client_socket_through_the_nat() {
+    let bed = TestBed::up("natic", false, "primary");
+    let dir = scratch("natic");
+    let mut node = start_gateway(&bed, &dir, "nat");
+    warm_up(&bed);
+    let probe = "import socket\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+s.settimeout(3)\n\
+s.bind(('10.10.1.2', 45000))\n\
+s.connect(('10.10.2.2', 9))\n\
+s.send(b'anyone?')\n\
+try:\n    s.recv(100)\n    print('answered')\n\
+except ConnectionRefusedError:\n    print('refused')\n\
+except socket.timeout:\n    print('timeout')\n";
+    let out = bed.run("client", &["python3", "-c", probe]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "refused",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sessions = node.cmd("show sessions");
+    assert!(sessions.contains("10.10.1.2:45000 -> 10.10.2.2:9"), "{sessions}");
+    let (st, _) = node.quit(Duration::from_secs(20));
+    assert!(st.success());
+}
+
 #[test]
 fn a_nat_pair_keeps_50_tcp_connections_and_a_udp_stream_through_kill_9_with_the_same_ports() {
     let bed = TestBed::up("natfo", false, "primary backup");

@@ -216,6 +216,69 @@ fn nat_translates_udp_and_icmp_echo_both_ways() {
 }
 
 #[test]
+fn nat_translates_icmp_errors_about_its_sessions_quote_included() {
+    let mut r = router_knowing_server(true);
+    run(&mut r, &one("arp_who_has_gw"), Side::Inside, 0);
+    for out_name in ["nat_udp_out", "nat_syn_out", "nat_echo_out"] {
+        let (v, _) = run(&mut r, &one(out_name), Side::Inside, SEC);
+        assert_eq!(v, Verdict::Forward(Side::Outside), "{out_name}");
+    }
+    let sessions = r.nat().unwrap().len();
+    // Frag-needed (UDP quote of 8 bytes, TCP quote with the checksum) and
+    // time-exceeded (echo) from a hop beyond the server, back to the client.
+    for name in [
+        "nat_frag_needed_udp_in",
+        "nat_frag_needed_tcp_in",
+        "nat_time_exceeded_echo_in",
+    ] {
+        let (v, back) = run(&mut r, &one(name), Side::Outside, SEC + 1);
+        assert_eq!(v, Verdict::Forward(Side::Inside), "{name}");
+        assert_eq!(back, one(&format!("expect_{name}")), "{name}");
+    }
+    // The client's port-unreachable about the server's UDP reply, out.
+    run(&mut r, &one("nat_udp_in"), Side::Outside, SEC + 2);
+    let (v, out) = run(&mut r, &one("nat_port_unreachable_out"), Side::Inside, SEC + 3);
+    assert_eq!(v, Verdict::Forward(Side::Outside));
+    assert_eq!(out, one("expect_nat_port_unreachable_out"));
+    assert_eq!(r.nat().unwrap().len(), sessions, "errors create no session");
+}
+
+#[test]
+fn nat_drops_icmp_errors_about_no_session_or_with_a_bad_checksum() {
+    let mut r = router_knowing_server(true);
+    run(&mut r, &one("arp_who_has_gw"), Side::Inside, 0);
+    run(&mut r, &one("nat_udp_out"), Side::Inside, SEC);
+    assert_eq!(
+        run(&mut r, &one("nat_frag_needed_no_session"), Side::Outside, SEC).0,
+        Verdict::Drop(DropReason::NoSession)
+    );
+    let mut bad = one("nat_frag_needed_udp_in");
+    let last = bad.len() - 1;
+    bad[last] ^= 0x40; // inside the quote: the ICMP checksum no longer verifies
+    assert_eq!(
+        run(&mut r, &bad, Side::Outside, SEC).0,
+        Verdict::Drop(DropReason::BadChecksum)
+    );
+}
+
+#[test]
+fn an_icmp_error_does_not_keep_its_session_alive() {
+    let mut r = router_knowing_server(true);
+    run(&mut r, &one("arp_who_has_gw"), Side::Inside, 0);
+    run(&mut r, &one("nat_udp_out"), Side::Inside, SEC);
+    // Errors keep coming for longer than the UDP timeout (300 s)...
+    for t in [100, 200, 290] {
+        let (v, _) = run(&mut r, &one("nat_frag_needed_udp_in"), Side::Outside, t * SEC);
+        assert_eq!(v, Verdict::Forward(Side::Inside), "at {t} s");
+    }
+    // ...yet the session expires 300 s after its last real packet.
+    assert_eq!(
+        run(&mut r, &one("nat_frag_needed_udp_in"), Side::Outside, 302 * SEC).0,
+        Verdict::Drop(DropReason::NoSession)
+    );
+}
+
+#[test]
 fn nat_drops_what_matches_no_session() {
     let mut r = router_knowing_server(true);
     assert_eq!(

@@ -3,6 +3,9 @@
 //! replies are translated back. Endpoint-dependent mapping: a session is
 //! (protocol, inside address and port, remote address and port), so one
 //! external port serves many remotes and the table scales past 64 K.
+//! ICMP errors about a session's packets are translated both ways, the
+//! quoted packet included (RFC 5508), so path MTU discovery, traceroute and
+//! "port unreachable" work through the NAT.
 //!
 //! Deterministic (DESIGN.md §3): the external port is the inside port when
 //! free, else the first free one probing from a fixed hash of the session
@@ -14,10 +17,12 @@
 use super::hash::{fx, FxHashMap};
 use super::state::{begin_chunk, open_chunk, set_count, SessionState, StateError, StateKind};
 use super::DropReason;
-use crate::wire::icmp::{IcmpPacket, IcmpType};
-use crate::wire::ipv4::{IpProtocol, Ipv4Packet};
+use crate::wire::checksum;
+use crate::wire::icmp::{IcmpPacket, IcmpType, HEADER_LEN as ICMP_HEADER_LEN};
+use crate::wire::ipv4::{IpProtocol, Ipv4Packet, MAX_HEADER_LEN, MIN_HEADER_LEN};
 use crate::wire::tcp::{TcpFlags, TcpPacket};
 use crate::wire::udp::UdpPacket;
+use crate::wire::{get_u16, get_u32, set_u16, set_u32};
 
 const SEC: u64 = 1_000_000_000;
 
@@ -80,6 +85,22 @@ pub struct Session {
     pub last_ns: u64,
     /// The state generation of the last change.
     pub gen: u64,
+}
+
+/// How far into the IP packet the NAT writes: the longest IP header and
+/// the first 20 bytes of TCP (what the router declares as its rewrite span).
+pub const IP_SPAN: usize = MAX_HEADER_LEN + 20;
+
+#[derive(Clone, Copy)]
+enum Direction {
+    In,
+    Out,
+}
+
+fn is_icmp_error<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> bool {
+    ip.protocol() == IpProtocol::ICMP
+        && ip.frag_offset() == 0
+        && IcmpPacket::new_checked(ip.payload()).is_ok_and(|i| i.is_error())
 }
 
 type OutKey = (u8, u32, u16, u32, u16);
@@ -320,6 +341,9 @@ impl Nat {
     pub fn outbound(&mut self, ip_bytes: &mut [u8], now: u64) -> Result<(), DropReason> {
         self.sweep(now);
         let mut ip = Ipv4Packet::new_checked(ip_bytes).map_err(|_| DropReason::Malformed)?;
+        if is_icmp_error(&ip) {
+            return self.icmp_error(&mut ip, Direction::Out, now).map(|_| ());
+        }
         let l4 = Self::l4(&ip)?;
         let (src, dst) = (ip.src_u32(), ip.dst_u32());
         let remote_port = if l4.proto == IpProtocol::ICMP { 0 } else { l4.dst_port };
@@ -377,6 +401,9 @@ impl Nat {
     pub fn inbound(&mut self, ip_bytes: &mut [u8], now: u64) -> Result<u32, DropReason> {
         self.sweep(now);
         let mut ip = Ipv4Packet::new_checked(ip_bytes).map_err(|_| DropReason::Malformed)?;
+        if is_icmp_error(&ip) {
+            return self.icmp_error(&mut ip, Direction::In, now);
+        }
         let l4 = Self::l4(&ip)?;
         if l4.proto == IpProtocol::ICMP && l4.tcp_flags != 0 {
             // An echo request to the NAT address is the router's to answer.
@@ -395,6 +422,111 @@ impl Nat {
         let old_dst = ip.rewrite_dst(inside_ip);
         rewrite_l4(&mut ip, l4.proto, false, l4.dst_port, inside_port, old_dst, inside_ip);
         Ok(inside_ip)
+    }
+
+    /// An ICMP error about a packet of a session (RFC 5508): translated as
+    /// that session's traffic in the same direction is, the quoted packet
+    /// included (its addresses, port or echo identifier, and checksums), so
+    /// path MTU discovery and traceroute work through the NAT. Inbound, the
+    /// error is about a packet the NAT sent out (quoted source: the NAT
+    /// address); outbound, about one it let in (quoted destination: the
+    /// inside host). It does not refresh the session. Returns the new
+    /// outer destination.
+    fn icmp_error(&mut self, ip: &mut Ipv4Packet<&mut [u8]>, dir: Direction, now: u64) -> Result<u32, DropReason> {
+        let hl = ip.header_len();
+        let icmp = ip.payload();
+        if checksum::checksum(icmp) != 0 {
+            return Err(DropReason::BadChecksum);
+        }
+        // The quote: an IPv4 header and at least 8 bytes of its payload.
+        let q = &icmp[ICMP_HEADER_LEN..];
+        let qhl = ((q.first().copied().unwrap_or(0) & 0x0f) as usize) * 4;
+        if q.len() < MIN_HEADER_LEN || q[0] >> 4 != 4 || qhl < MIN_HEADER_LEN || q.len() < qhl + 8 {
+            return Err(DropReason::Truncated);
+        }
+        let proto = q[9];
+        let (qsrc, qdst) = (get_u32(q, 12), get_u32(q, 16));
+        let ql4 = &q[qhl..];
+        let (qsport, qdport) = match proto {
+            IpProtocol::TCP | IpProtocol::UDP => (get_u16(ql4, 0), get_u16(ql4, 2)),
+            IpProtocol::ICMP if matches!(ql4[0], IcmpType::ECHO_REQUEST | IcmpType::ECHO_REPLY) => {
+                (get_u16(ql4, 4), get_u16(ql4, 4))
+            }
+            _ => return Err(DropReason::UnsupportedProtocol),
+        };
+        let remote_port = |p: u16| if proto == IpProtocol::ICMP { 0 } else { p };
+        let idx = match dir {
+            // About a packet we sent: NAT address and port -> remote.
+            Direction::In if qsrc == self.cfg.address => self.in_map.get(&(proto, qsport, qdst, remote_port(qdport))),
+            Direction::In => None,
+            // About a packet we let in: remote -> inside host and port.
+            Direction::Out => self.out_map.get(&(proto, qdst, qdport, qsrc, remote_port(qsport))),
+        }
+        .copied()
+        .ok_or(DropReason::NoSession)?;
+        let s = self
+            .slab
+            .get(idx as usize)
+            .copied()
+            .flatten()
+            .ok_or(DropReason::NoSession)?;
+        if s.expired(now, &self.cfg.timeouts) {
+            return Err(DropReason::NoSession);
+        }
+        // Which quoted address and port change, from what to what.
+        let (addr_at, port_at, old_addr, new_addr, old_port, new_port) = match dir {
+            Direction::In => (12, 0, self.cfg.address, s.inside_ip, s.ext_port, s.inside_port),
+            Direction::Out => (16, 2, s.inside_ip, self.cfg.address, s.inside_port, s.ext_port),
+        };
+        // Offsets in the IP packet; every write stays inside the span the
+        // router declares (the replica shares the rest of the buffer).
+        let q0 = hl + ICMP_HEADER_LEN;
+        let l4 = q0 + qhl;
+        let tcp_check = (proto == IpProtocol::TCP && q.len() >= qhl + 18).then_some(l4 + 16);
+        if l4 + 8 > IP_SPAN || tcp_check.is_some_and(|c| c + 2 > IP_SPAN) {
+            return Err(DropReason::UnsupportedProtocol);
+        }
+        let outer = match dir {
+            Direction::In => {
+                ip.rewrite_dst(new_addr);
+                new_addr
+            }
+            Direction::Out => {
+                ip.rewrite_src(new_addr);
+                ip.dst_u32()
+            }
+        };
+        let b = ip.as_mut_bytes();
+        // The quoted IP header: address and header checksum.
+        set_u32(b, q0 + addr_at, new_addr);
+        set_u16(b, q0 + 10, checksum::update32(get_u16(b, q0 + 10), old_addr, new_addr));
+        match proto {
+            IpProtocol::ICMP => {
+                set_u16(b, l4 + 4, new_port);
+                set_u16(b, l4 + 2, checksum::update16(get_u16(b, l4 + 2), old_port, new_port));
+            }
+            _ => {
+                set_u16(b, l4 + port_at, new_port);
+                let (at, zero_means_none) = match tcp_check {
+                    Some(c) => (Some(c), false),
+                    None if proto == IpProtocol::UDP => (Some(l4 + 6), true),
+                    // A quote too short to hold the TCP checksum.
+                    None => (None, false),
+                };
+                if let Some(at) = at {
+                    let c = get_u16(b, at);
+                    if !(zero_means_none && c == 0) {
+                        let c = checksum::update32(checksum::update16(c, old_port, new_port), old_addr, new_addr);
+                        set_u16(b, at, if zero_means_none && c == 0 { 0xffff } else { c });
+                    }
+                }
+            }
+        }
+        // The error's own checksum covers the quote: recomputed whole (it
+        // verified above, and errors are rare).
+        let end = ip.total_len();
+        IcmpPacket::new_unchecked(&mut ip.as_mut_bytes()[hl..end]).fill_checksum();
+        Ok(outer)
     }
 
     /// The session of an inside flow, if any (for tests and `show sessions`).
@@ -586,5 +718,101 @@ impl SessionState for Nat {
                 put_session(&mut rec, s, true);
                 d ^ fx(&rec)
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAT_IP: u32 = 0x0a0a_0201; // 10.10.2.1
+    const REMOTE: u32 = 0x0a0a_0202;
+
+    fn nat_with_udp_session() -> Nat {
+        let mut nat = Nat::new(NatConfig {
+            address: NAT_IP,
+            port_lo: 1024,
+            port_hi: 65535,
+            max_sessions: 16,
+            timeouts: Timeouts::default(),
+        });
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&40u16.to_be_bytes());
+        p[8] = 64;
+        p[9] = IpProtocol::UDP;
+        p[12..16].copy_from_slice(&0x0a0a_0102u32.to_be_bytes());
+        p[16..20].copy_from_slice(&REMOTE.to_be_bytes());
+        p[20..22].copy_from_slice(&50000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&9000u16.to_be_bytes());
+        p[24..26].copy_from_slice(&20u16.to_be_bytes());
+        assert_eq!(nat.outbound(&mut p, 1), Ok(()));
+        nat
+    }
+
+    /// An inbound ICMP error (outer header without options, checksum
+    /// valid) quoting `quote`.
+    fn icmp_error(quote: &[u8]) -> Vec<u8> {
+        let total = 20 + 8 + quote.len();
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = IpProtocol::ICMP;
+        p[12..16].copy_from_slice(&0x0a0a_02feu32.to_be_bytes());
+        p[16..20].copy_from_slice(&NAT_IP.to_be_bytes());
+        let c = checksum::checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p[20] = IcmpType::DEST_UNREACHABLE;
+        p[21] = 4;
+        p[28..].copy_from_slice(quote);
+        let c = checksum::checksum(&p[20..]);
+        p[22..24].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    /// Every quoted header length and quote length, for UDP, TCP and ICMP:
+    /// a translation or a counted drop, never a panic, and no write past
+    /// the rewrite span.
+    #[test]
+    fn icmp_errors_with_any_quote_shape_are_translated_or_dropped_within_the_span() {
+        let mut translated = 0;
+        for proto in [IpProtocol::UDP, IpProtocol::TCP, IpProtocol::ICMP] {
+            for ihl in 0..16u8 {
+                for len in 0..90usize {
+                    let mut nat = nat_with_udp_session();
+                    let mut q = vec![0u8; len];
+                    if len > 20 {
+                        q[0] = 0x40 | ihl;
+                        q[9] = proto;
+                        q[12..16].copy_from_slice(&NAT_IP.to_be_bytes());
+                        q[16..20].copy_from_slice(&REMOTE.to_be_bytes());
+                        let l4 = (ihl as usize * 4).min(len);
+                        if len >= l4 + 4 {
+                            q[l4..l4 + 2].copy_from_slice(&50000u16.to_be_bytes());
+                            q[l4 + 2..l4 + 4].copy_from_slice(&9000u16.to_be_bytes());
+                        }
+                    }
+                    let before = icmp_error(&q);
+                    let mut p = before.clone();
+                    match nat.inbound(&mut p, 2) {
+                        Ok(dst) => {
+                            translated += 1;
+                            assert_eq!(dst, 0x0a0a_0102);
+                            assert_eq!(proto, IpProtocol::UDP, "only the UDP session matches");
+                            // Quoted options are fine while the ports stay in the span.
+                            assert!((5..=11).contains(&ihl), "ihl {ihl}");
+                            assert_eq!(checksum::checksum(&p[20..]), 0, "the error's checksum verifies");
+                        }
+                        Err(r) => assert_eq!(p, before, "a dropped error is left as it came ({r:?})"),
+                    }
+                    assert_eq!(p[IP_SPAN.min(p.len())..], before[IP_SPAN.min(before.len())..]);
+                }
+            }
+        }
+        // UDP with IHL 5..=11 (the quoted ports and checksum within the
+        // span), quotes from the header + 8 bytes up to 89 bytes.
+        let expect: usize = (5..=11).map(|ihl| 90 - (4 * ihl + 8)).sum();
+        assert_eq!(translated, expect);
     }
 }

@@ -29,7 +29,7 @@ use crate::wire::arp::{ArpOp, ArpPacket, PACKET_LEN as ARP_LEN};
 use crate::wire::checksum;
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
 use crate::wire::icmp::{IcmpPacket, IcmpType};
-use crate::wire::ipv4::{IpProtocol, Ipv4Packet, MAX_HEADER_LEN, MIN_HEADER_LEN};
+use crate::wire::ipv4::{IpProtocol, Ipv4Packet, MIN_HEADER_LEN};
 use crate::wire::{MacAddr, WireError};
 
 /// The router's static configuration (shared by every shard).
@@ -88,9 +88,9 @@ pub struct Router<L: RouteLookup> {
 }
 
 impl<L: RouteLookup> Router<L> {
-    /// Ethernet + the longest IPv4 header + the first 20 bytes of TCP (ports
-    /// and checksum, which the NAT rewrites).
-    pub const REWRITE_SPAN: usize = ETH_LEN + MAX_HEADER_LEN + 20;
+    /// Ethernet + what the NAT may rewrite: the longest IPv4 header and the
+    /// first 20 bytes of TCP (ports and checksum), or an ICMP error's quote.
+    pub const REWRITE_SPAN: usize = ETH_LEN + super::nat::IP_SPAN;
 
     pub fn new(cfg: Arc<RouterConfig>, lpm: Arc<L>) -> Router<L> {
         let mut neighbors = Neighbors::new(cfg.max_neighbors);

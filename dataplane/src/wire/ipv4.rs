@@ -174,6 +174,13 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    /// The whole buffer, for rewrites the typed setters do not cover (a
+    /// quoted packet inside an ICMP error).
+    #[inline]
+    pub fn as_mut_bytes(&mut self) -> &mut [u8] {
+        self.buffer.as_mut()
+    }
+
     /// Writes version 4 and the header length in bytes (multiple of 4).
     #[inline]
     pub fn set_version_and_header_len(&mut self, len: usize) {

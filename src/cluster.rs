@@ -35,6 +35,8 @@ pub struct ClusterStatus {
     pub last_takeover: Option<TakeoverTimeline>,
     pub heartbeat_ms: u32,
     pub dead_ms: u64,
+    /// The control thread's SCHED_FIFO priority (None: normal scheduling).
+    pub control_rt_priority: Option<u8>,
 }
 
 /// A takeover as it happened, in ns on this node's clock.
@@ -66,6 +68,7 @@ pub struct Cluster {
     /// stopped at their sequence boundary (dropping it at once would free
     /// the egress of a burst already replicated).
     release_ownership_at: Option<u64>,
+    control_rt_priority: Option<u8>,
 }
 
 impl Cluster {
@@ -123,6 +126,7 @@ impl Cluster {
                 .max(m.heartbeat_ms as u64 * m.dead_intervals as u64 * 1_000_000),
             timeline: None,
             release_ownership_at: None,
+            control_rt_priority: None,
         })
     }
 
@@ -153,6 +157,11 @@ impl Cluster {
             }
         }
         v
+    }
+
+    /// Records the control thread's scheduling, for `show sync`.
+    pub fn set_control_rt_priority(&mut self, p: Option<u8>) {
+        self.control_rt_priority = p;
     }
 
     /// One control-plane step.
@@ -299,6 +308,7 @@ impl Cluster {
             last_takeover: self.timeline,
             heartbeat_ms: (m.config().heartbeat_ns / 1_000_000) as u32,
             dead_ms: m.config().dead_ns() / 1_000_000,
+            control_rt_priority: self.control_rt_priority,
         };
         if let Ok(mut c) = self.view.cluster.lock() {
             *c = Some(status);

@@ -146,9 +146,12 @@ fn run(eal: &Eal, cfg: &Config, app: &AppArgs, quit: &Arc<AtomicBool>) -> ExitCo
 
     // Last, so that no thread created above inherits the policy.
     let rt = cfg.management.realtime_priority;
-    if cluster.is_some() && rt > 0 {
+    if let Some(c) = cluster.as_mut().filter(|_| rt > 0) {
         match dataplane::dpdk::lcore::raise_current_thread_to_realtime(eal, rt) {
-            Ok(()) => log::info!("control thread at SCHED_FIFO priority {rt}"),
+            Ok(()) => {
+                c.set_control_rt_priority(Some(rt));
+                log::info!("control thread at SCHED_FIFO priority {rt}")
+            }
             Err(e) => log::warn!(
                 "management.realtime_priority: {e}; the control thread stays at normal priority and may notice a dead peer late"
             ),

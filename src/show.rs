@@ -193,13 +193,17 @@ pub fn sync_text(view: &NodeView) -> String {
     };
     let _ = writeln!(
         out,
-        "  node {} priority {}: {} epoch {}  (heartbeat {} ms, dead after {} ms)",
+        "  node {} priority {}: {} epoch {}  (heartbeat {} ms, dead after {} ms; control thread {})",
         view.node_id,
         view.priority,
         c.role.name(),
         c.epoch,
         c.heartbeat_ms,
-        c.dead_ms
+        c.dead_ms,
+        match c.control_rt_priority {
+            Some(p) => format!("SCHED_FIFO {p}"),
+            None => "at normal priority".to_string(),
+        }
     );
     let synced = view.workers.iter().all(|w| w.repl.synced.load(Relaxed));
     let _ = writeln!(

@@ -290,7 +290,9 @@ fn a_backup_that_stalled_under_the_stream_catches_up_and_its_takeover_duplicates
 fn the_control_thread_runs_at_realtime_priority_and_the_workers_do_not() {
     let bed = TestBed::up("rtprio", true, "primary backup");
     let dir = scratch("rtprio");
-    let (p, _b) = start_pair(&bed, &dir, FORWARD);
+    let (mut p, _b) = start_pair(&bed, &dir, FORWARD);
+    let sync = p.cmd("show sync");
+    assert!(sync.contains("control thread SCHED_FIFO 10"), "{sync}");
     let policy = |tid: &str| {
         let stat = std::fs::read_to_string(format!("/proc/{}/task/{tid}/stat", p.pid())).unwrap_or_default();
         // After the command name in parentheses: field 40 is rt_priority,

@@ -40,6 +40,8 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
     sleep 1
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+    # A node killed with -9 cannot remove its EAL runtime directory.
+    rm -rf /var/run/dpdk/ls-demo-primary /var/run/dpdk/ls-demo-backup /var/run/dpdk/ls-demo-primary-restarted
     scripts/testbed.sh down
 }
 trap cleanup EXIT

@@ -18,6 +18,7 @@ without faults; any takeover there is a false one.
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -73,6 +74,7 @@ ingress_window = 8192
 class Node:
     def __init__(self, out, name, cfg_text, tag, binary):
         self.name = name
+        self.runtime_dir = f"/var/run/dpdk/lsfo-{name}-{tag}"
         self.log = f"{out}/{name}-{tag}.log"
         cfg = f"{out}/{name}-{tag}.toml"
         with open(cfg, "w") as f:
@@ -105,6 +107,8 @@ class Node:
     def kill9(self):
         self.p.send_signal(signal.SIGKILL)
         self.p.wait()
+        # EAL could not remove its runtime directory.
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
     def stop(self):
         if self.p.poll() is None:
@@ -114,6 +118,7 @@ class Node:
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
 
 def stream(out, rate, seconds, kill_after, kill):

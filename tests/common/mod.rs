@@ -284,7 +284,9 @@ impl Drop for Lockstep {
         if self.is_running() {
             self.kill9();
         }
-        let _ = std::fs::remove_dir(format!("/var/run/dpdk/{}", self.file_prefix));
+        // A node killed with -9 leaves its runtime directory (the telemetry
+        // socket in it); the prefix is this test's own.
+        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.file_prefix));
     }
 }
 

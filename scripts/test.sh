@@ -32,6 +32,19 @@ cargo test --workspace --exclude lockstep --locked
 step "lockstep: unit, config, telemetry and end-to-end tests"
 cargo test -p lockstep --locked -- --test-threads=1
 
-# EAL runtime directories of test processes that were killed (empty dirs).
-rmdir /var/run/dpdk/ls-* /var/run/dpdk/lt* 2>/dev/null || true
+# EAL runtime directories the test processes could not remove: the DPDK
+# test binaries keep their EAL in a static (never dropped), nodes killed
+# with -9 never clean up. Only ours (ls-<test>-<pid>, lt<pid>-...), and only
+# when that process is gone.
+for d in /var/run/dpdk/ls-*-[0-9]* /var/run/dpdk/lt[0-9]*-*; do
+    [ -d "$d" ] || continue
+    b=${d##*/}
+    case $b in
+        lt*) pid=${b#lt}; pid=${pid%%-*} ;;
+        *) pid=${b##*-} ;;
+    esac
+    if [[ $pid =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null; then
+        rm -rf "$d"
+    fi
+done
 step "all tests passed"

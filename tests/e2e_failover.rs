@@ -44,7 +44,7 @@ fn kill_9_of_the_primary_under_the_stream_loses_no_packet_and_tcp_survives() {
     assert_eq!(
         alarm_count(&mut b, "replication_down") + alarm_count(&mut b, "management_down"),
         0,
-        "no false alarm"
+        "no false alarm: {sync}"
     );
 }
 

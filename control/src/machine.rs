@@ -359,8 +359,14 @@ impl Machine {
         }
     }
 
-    /// Raises `a` once its condition held for two heartbeat intervals;
-    /// clears it as soon as the condition ends.
+    /// Raises `a` once its condition held for a whole dead interval; clears
+    /// it as soon as the condition ends. When a primary dies, its two
+    /// signals stop a little apart: the last heartbeat may precede the last
+    /// replication frame by a period, and a busy primary's worker may have
+    /// been descheduled for a while before the end, its heartbeats (sent by
+    /// a real-time thread) going on. Only a signal that stays alone for a
+    /// further dead interval points at a broken link. (Two heartbeat
+    /// intervals were not enough: a 2-core test host showed such alarms.)
     fn debounced_alarm(&mut self, a: Alarm, cond: bool, now: u64, out: &mut Vec<Action>) {
         let i = a as usize;
         if !cond {
@@ -369,7 +375,7 @@ impl Machine {
             return;
         }
         let since = *self.alarm_since[i].get_or_insert(now);
-        if now.saturating_sub(since) >= 2 * self.cfg.heartbeat_ns {
+        if now.saturating_sub(since) >= self.cfg.dead_ns() {
             self.set_alarm(a, true, out);
         }
     }

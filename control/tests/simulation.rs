@@ -163,6 +163,21 @@ fn killed_primary_is_replaced_by_the_backup_within_the_dead_interval_plus_a_hear
 }
 
 #[test]
+fn a_primary_whose_stream_paused_31_ms_before_it_died_raises_no_alarm() {
+    let mut s = Sim::new(&[100, 100]);
+    s.run(100);
+    // Its worker descheduled: replication stops, heartbeats go on.
+    s.nodes[0].rep_up = false;
+    s.run(31);
+    s.kill(0);
+    s.run(100);
+    assert_eq!(s.primaries(), vec![2]);
+    for a in [Alarm::ManagementDown, Alarm::ReplicationDown] {
+        assert_eq!(s.nodes[1].m.alarm_count(a), 0, "{a:?}");
+    }
+}
+
+#[test]
 fn management_link_down_alone_raises_an_alarm_and_changes_nothing() {
     let mut s = Sim::new(&[100, 100]);
     s.run(100);

@@ -20,9 +20,9 @@ use super::DropReason;
 use crate::wire::checksum;
 use crate::wire::icmp::{IcmpPacket, IcmpType, HEADER_LEN as ICMP_HEADER_LEN};
 use crate::wire::ipv4::{IpProtocol, Ipv4Packet, MAX_HEADER_LEN, MIN_HEADER_LEN};
-use crate::wire::tcp::{TcpFlags, TcpPacket};
+use crate::wire::tcp::{TcpFlags, TcpPacket, CHECKSUM_END as TCP_CHECKSUM_END};
 use crate::wire::udp::UdpPacket;
-use crate::wire::{get_u16, get_u32, set_u16, set_u32};
+use crate::wire::{get_u16, get_u32};
 
 const SEC: u64 = 1_000_000_000;
 
@@ -392,7 +392,7 @@ impl Nat {
         let s = self.touch(idx, l4.tcp_flags, true, now).ok_or(DropReason::NoSession)?;
         let (ext, nat_ip) = (s.ext_port, self.cfg.address);
         let old_src = ip.rewrite_src(nat_ip);
-        rewrite_l4(&mut ip, l4.proto, true, l4.src_port, ext, old_src, nat_ip);
+        rewrite_l4(ip.payload_mut(), l4.proto, true, l4.src_port, ext, old_src, nat_ip);
         Ok(())
     }
 
@@ -420,7 +420,15 @@ impl Nat {
         let s = self.touch(idx, l4.tcp_flags, false, now).ok_or(DropReason::NoSession)?;
         let (inside_ip, inside_port) = (s.inside_ip, s.inside_port);
         let old_dst = ip.rewrite_dst(inside_ip);
-        rewrite_l4(&mut ip, l4.proto, false, l4.dst_port, inside_port, old_dst, inside_ip);
+        rewrite_l4(
+            ip.payload_mut(),
+            l4.proto,
+            false,
+            l4.dst_port,
+            inside_port,
+            old_dst,
+            inside_ip,
+        );
         Ok(inside_ip)
     }
 
@@ -474,16 +482,21 @@ impl Nat {
             return Err(DropReason::NoSession);
         }
         // Which quoted address and port change, from what to what.
-        let (addr_at, port_at, old_addr, new_addr, old_port, new_port) = match dir {
-            Direction::In => (12, 0, self.cfg.address, s.inside_ip, s.ext_port, s.inside_port),
-            Direction::Out => (16, 2, s.inside_ip, self.cfg.address, s.inside_port, s.ext_port),
+        let (old_addr, new_addr, old_port, new_port) = match dir {
+            Direction::In => (self.cfg.address, s.inside_ip, s.ext_port, s.inside_port),
+            Direction::Out => (s.inside_ip, self.cfg.address, s.inside_port, s.ext_port),
         };
         // Offsets in the IP packet; every write stays inside the span the
         // router declares (the replica shares the rest of the buffer).
         let q0 = hl + ICMP_HEADER_LEN;
         let l4 = q0 + qhl;
-        let tcp_check = (proto == IpProtocol::TCP && q.len() >= qhl + 18).then_some(l4 + 16);
-        if l4 + 8 > IP_SPAN || tcp_check.is_some_and(|c| c + 2 > IP_SPAN) {
+        let end = ip.total_len();
+        let l4_written = if proto == IpProtocol::TCP && end - l4 >= TCP_CHECKSUM_END {
+            TCP_CHECKSUM_END
+        } else {
+            8
+        };
+        if l4 + l4_written > IP_SPAN {
             return Err(DropReason::UnsupportedProtocol);
         }
         let outer = match dir {
@@ -496,35 +509,18 @@ impl Nat {
                 ip.dst_u32()
             }
         };
+        // The quoted packet, rewritten as its session's packets are: its
+        // source (it went out) or destination (it came in).
         let b = ip.as_mut_bytes();
-        // The quoted IP header: address and header checksum.
-        set_u32(b, q0 + addr_at, new_addr);
-        set_u16(b, q0 + 10, checksum::update32(get_u16(b, q0 + 10), old_addr, new_addr));
-        match proto {
-            IpProtocol::ICMP => {
-                set_u16(b, l4 + 4, new_port);
-                set_u16(b, l4 + 2, checksum::update16(get_u16(b, l4 + 2), old_port, new_port));
-            }
-            _ => {
-                set_u16(b, l4 + port_at, new_port);
-                let (at, zero_means_none) = match tcp_check {
-                    Some(c) => (Some(c), false),
-                    None if proto == IpProtocol::UDP => (Some(l4 + 6), true),
-                    // A quote too short to hold the TCP checksum.
-                    None => (None, false),
-                };
-                if let Some(at) = at {
-                    let c = get_u16(b, at);
-                    if !(zero_means_none && c == 0) {
-                        let c = checksum::update32(checksum::update16(c, old_port, new_port), old_addr, new_addr);
-                        set_u16(b, at, if zero_means_none && c == 0 { 0xffff } else { c });
-                    }
-                }
-            }
-        }
+        let mut quoted = Ipv4Packet::new_unchecked(&mut b[q0..l4]);
+        match dir {
+            Direction::In => quoted.rewrite_src(new_addr),
+            Direction::Out => quoted.rewrite_dst(new_addr),
+        };
+        let source = matches!(dir, Direction::In);
+        rewrite_l4(&mut b[l4..end], proto, source, old_port, new_port, old_addr, new_addr);
         // The error's own checksum covers the quote: recomputed whole (it
         // verified above, and errors are rare).
-        let end = ip.total_len();
         IcmpPacket::new_unchecked(&mut ip.as_mut_bytes()[hl..end]).fill_checksum();
         Ok(outer)
     }
@@ -564,28 +560,23 @@ fn tcp_bits(flags: u8, outbound: bool) -> u8 {
     b
 }
 
-/// Rewrites the source (outbound) or destination (inbound) port of the L4
-/// header and patches its checksum for the port and the address change.
-fn rewrite_l4(
-    ip: &mut Ipv4Packet<&mut [u8]>,
-    proto: u8,
-    source: bool,
-    old_port: u16,
-    new_port: u16,
-    old_ip: u32,
-    new_ip: u32,
-) {
-    let p = ip.payload_mut();
+/// Rewrites the source or destination port of the L4 header `p` (a
+/// packet's, or the quote in an ICMP error: at least 8 bytes) and patches
+/// its checksum for the port and the address change.
+fn rewrite_l4(p: &mut [u8], proto: u8, source: bool, old_port: u16, new_port: u16, old_ip: u32, new_ip: u32) {
     match proto {
         IpProtocol::TCP => {
+            let has_checksum = p.len() >= TCP_CHECKSUM_END;
             let mut t = TcpPacket::new_unchecked(p);
             if source {
                 t.set_src_port(new_port);
             } else {
                 t.set_dst_port(new_port);
             }
-            t.patch_checksum16(old_port, new_port);
-            t.patch_checksum32(old_ip, new_ip);
+            if has_checksum {
+                t.patch_checksum16(old_port, new_port);
+                t.patch_checksum32(old_ip, new_ip);
+            }
         }
         IpProtocol::UDP => {
             let mut u = UdpPacket::new_unchecked(p);

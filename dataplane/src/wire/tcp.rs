@@ -15,6 +15,9 @@ mod field {
 }
 
 pub const MIN_HEADER_LEN: usize = 20;
+/// How many bytes of a header hold everything up to the checksum (a quote
+/// inside an ICMP error may stop earlier).
+pub const CHECKSUM_END: usize = field::CHECKSUM + 2;
 
 /// TCP flag bits.
 pub struct TcpFlags;

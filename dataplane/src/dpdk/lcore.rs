@@ -117,31 +117,26 @@ impl Drop for LcoreHandle {
 /// `rte_thread_set_priority` refuses real-time priorities on Linux.)
 /// Threads it creates afterwards inherit the policy: call it last.
 pub fn raise_current_thread_to_realtime(_eal: &Eal, priority: u8) -> Result<(), DpdkError> {
-    let param = libc::sched_param {
-        sched_priority: priority.clamp(1, 99) as i32,
-    };
-    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param
-    // that outlives the call.
-    let ret = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-    if ret != 0 {
-        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        return Err(DpdkError::new(
-            format!("sched_setscheduler(SCHED_FIFO, {priority})"),
-            errno,
-        ));
-    }
-    Ok(())
+    let priority = priority.clamp(1, 99);
+    set_current_thread_scheduling(libc::SCHED_FIFO, priority, &format!("SCHED_FIFO, {priority}"))
 }
 
 /// Puts the calling thread back to normal scheduling (before it busy-waits
 /// for workers at shutdown, where a real-time spinner could starve them).
 pub fn lower_current_thread_to_normal(_eal: &Eal) -> Result<(), DpdkError> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; `param` is valid for the call.
-    let ret = unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+    set_current_thread_scheduling(libc::SCHED_OTHER, 0, "SCHED_OTHER")
+}
+
+fn set_current_thread_scheduling(policy: i32, priority: u8, what: &str) -> Result<(), DpdkError> {
+    let param = libc::sched_param {
+        sched_priority: priority as i32,
+    };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param
+    // that outlives the call.
+    let ret = unsafe { libc::sched_setscheduler(0, policy, &param) };
     if ret != 0 {
         let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        return Err(DpdkError::new("sched_setscheduler(SCHED_OTHER)", errno));
+        return Err(DpdkError::new(format!("sched_setscheduler({what})"), errno));
     }
     Ok(())
 }

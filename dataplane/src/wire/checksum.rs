@@ -44,11 +44,8 @@ pub fn sum20(h: &[u8; 20]) -> u32 {
 
 /// Folds a 32-bit sum to 16 bits and complements it.
 #[inline]
-pub fn finish(mut s: u32) -> u16 {
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
+pub fn finish(s: u32) -> u16 {
+    !(fold64(s as u64) as u16)
 }
 
 /// The checksum of `data` (ready to store).

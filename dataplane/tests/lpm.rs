@@ -6,22 +6,11 @@ mod common;
 use std::net::Ipv4Addr;
 
 use dataplane::dpdk::lpm::DpdkLpm;
+use dataplane::fuzzing::Corpus;
 use dataplane::nf::route::{mask, Route, RouteLookup};
 use dataplane::nf::Side;
 
-/// A deterministic generator (no RNG crate, the same addresses each run).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 32) as u32
-    }
-}
-
-fn routes(lcg: &mut Lcg) -> Vec<Route> {
+fn routes(rng: &mut Corpus) -> Vec<Route> {
     let mut v = vec![Route {
         prefix: Ipv4Addr::UNSPECIFIED,
         len: 0,
@@ -32,7 +21,7 @@ fn routes(lcg: &mut Lcg) -> Vec<Route> {
     for i in 0..2000u32 {
         let len = 8 + (i % 25) as u8;
         v.push(Route {
-            prefix: Ipv4Addr::from(lcg.next() & mask(len)),
+            prefix: Ipv4Addr::from(rng.next_u64() as u32 & mask(len)),
             len,
             side: if i % 2 == 0 { Side::Inside } else { Side::Outside },
             via: None,
@@ -44,17 +33,17 @@ fn routes(lcg: &mut Lcg) -> Vec<Route> {
 #[test]
 fn the_inlined_lookup_answers_exactly_as_rte_lpm_lookup() {
     common::eal();
-    let mut lcg = Lcg(7);
-    let routes = routes(&mut lcg);
+    let mut rng = Corpus::new(7);
+    let routes = routes(&mut rng);
     let lpm = DpdkLpm::new("test_lpm_inline", &routes).expect("rte_lpm");
     let (mut tbl8_hits, mut defaults) = (0, 0);
     for i in 0..400_000u32 {
         // Half inside a configured prefix, half anywhere.
         let a = if i % 2 == 0 {
-            let r = &routes[1 + (lcg.next() as usize) % (routes.len() - 1)];
-            u32::from(r.prefix) | (lcg.next() & !mask(r.len))
+            let r = &routes[1 + (rng.next_u64() as usize) % (routes.len() - 1)];
+            u32::from(r.prefix) | (rng.next_u64() as u32 & !mask(r.len))
         } else {
-            lcg.next()
+            rng.next_u64() as u32
         };
         let (inline, call) = (lpm.lookup(a), lpm.lookup_via_call(a));
         assert_eq!(inline, call, "{}", Ipv4Addr::from(a));

@@ -46,9 +46,7 @@ impl DpdkLpm {
         }
         Ok(lpm)
     }
-}
 
-impl DpdkLpm {
     /// The same answer through DPDK's `rte_lpm_lookup`, a call per address
     /// (the reference [`RouteLookup::lookup`] is tested and benchmarked
     /// against).

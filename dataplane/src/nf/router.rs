@@ -303,38 +303,25 @@ impl<L: RouteLookup> Router<L> {
     /// (a test checks that both give the same verdict and bytes).
     #[inline(always)]
     fn ipv4_fast(&mut self, d: &mut [u8]) -> Option<Verdict> {
-        if self.nat.is_some() {
+        if self.nat.is_some() || EthernetFrame::new_checked(&*d).ok()?.dst() != self.cfg.vmac {
             return None;
         }
-        let len = d.len();
-        let h: &mut [u8; ETH_LEN + MIN_HEADER_LEN] = d.get_mut(..ETH_LEN + MIN_HEADER_LEN)?.try_into().ok()?;
-        let ip: &[u8; MIN_HEADER_LEN] = h[ETH_LEN..].try_into().ok()?;
-        let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-        let ttl = ip[8];
-        if h[..6] != self.cfg.vmac.0
-            || ip[0] != 0x45
-            || total < MIN_HEADER_LEN
-            || len < ETH_LEN + total
-            || ttl <= 1
-            || checksum::finish(checksum::sum20(ip)) != 0
-        {
+        let mut ip = Ipv4Packet::new_checked(&mut d[ETH_LEN..]).ok()?;
+        if ip.header_len() != MIN_HEADER_LEN || ip.ttl() <= 1 || !ip.verify_checksum() {
             return None;
         }
-        let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
-        if dst == self.addr[0] || dst == self.addr[1] {
+        let dst = ip.dst_u32();
+        if self.addr.contains(&dst) {
             return None;
         }
         let route = *self.cfg.routes.get(self.lpm.lookup(dst)? as usize)?;
         let mac = self
             .neighbors
             .get(route.via.map(u32::from).unwrap_or(dst), route.side)?;
-        // TTL and protocol share a checksummed word (RFC 1624).
-        let old = u16::from_be_bytes([ttl, ip[9]]);
-        let check = checksum::update16(u16::from_be_bytes([ip[10], ip[11]]), old, old - 0x100);
-        h[ETH_LEN + 8] = ttl - 1;
-        h[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&check.to_be_bytes());
-        h[..6].copy_from_slice(&mac.0);
-        h[6..12].copy_from_slice(&self.cfg.vmac.0);
+        ip.decrement_ttl();
+        let mut eth = EthernetFrame::new_unchecked(d);
+        eth.set_dst(mac);
+        eth.set_src(self.cfg.vmac);
         Some(Verdict::Forward(route.side))
     }
 

@@ -596,12 +596,6 @@ impl Config {
                 format!("is required by function.kind = \"{}\"", kind.name()),
             ));
         }
-        if self.dataplane.workers != 1 {
-            errs.push(err(
-                "dataplane.workers",
-                format!("function.kind = \"{}\" runs on one worker for now (its neighbour and session tables are per shard)", kind.name()),
-            ));
-        }
         let Some(r) = &self.router else {
             errs.push(err(
                 "router",
@@ -690,11 +684,20 @@ impl Config {
                     errs.push(err("nat.address", format!("must be an IPv4 address (got '{a}')")));
                 }
             }
-            if parse_port_range(&n.ports).is_none() {
-                errs.push(err(
+            match parse_port_range(&n.ports) {
+                None => errs.push(err(
                     "nat.ports",
                     format!("must be lo-hi with 1 <= lo <= hi <= 65535 (got '{}')", n.ports),
-                ));
+                )),
+                // Each shard allocates from its own block of the range.
+                Some((lo, hi)) if ((hi - lo) as u32 + 1) < self.dataplane.workers as u32 => errs.push(err(
+                    "nat.ports",
+                    format!(
+                        "'{}' holds fewer ports than dataplane.workers = {} (each worker allocates from its own block)",
+                        n.ports, self.dataplane.workers
+                    ),
+                )),
+                Some(_) => {}
             }
             if n.max_sessions == 0 || n.max_sessions > 16_000_000 {
                 errs.push(err(

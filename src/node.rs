@@ -20,7 +20,7 @@ use dataplane::replication::builder::{Encap, HEADER_DATA_ROOM};
 use dataplane::stats::CounterSnapshot;
 use dataplane::wire::MacAddr;
 use dataplane::worker::{
-    Announce, DataQueues, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
+    Announce, DataQueues, NodeSignals, ReplPath, ReplSettings, ReplSource, Steering, Worker, WorkerCmd, WorkerShared,
 };
 
 use crate::cluster::ClusterStatus;
@@ -122,12 +122,17 @@ pub struct Node {
     pools: Vec<Arc<Mempool>>,
 }
 
+/// Slots of each shard's steering inbox: a few bursts of every other
+/// shard (a full inbox drops, counted `steer_refused`).
+const STEER_RING: u32 = 4096;
+
 /// Everything one worker needs besides its function.
 struct WorkerParts {
     shard: u16,
     data: [DataQueues; 2],
     repl: Option<ReplPath>,
     commands: Option<crossbeam::channel::Receiver<WorkerCmd>>,
+    steering: Option<Steering>,
 }
 
 impl Node {
@@ -228,6 +233,16 @@ impl Node {
         } else {
             None
         };
+        // Several shards of a function with state: the inboxes packets are
+        // steered through (their owner named by the function).
+        let mut steer_rings = Vec::new();
+        if d.workers > 1 && cfg.function.kind != FunctionKind::Forward {
+            for q in 0..d.workers {
+                steer_rings.push(Arc::new(
+                    MbufRing::new(&format!("ls_steer_{q}"), STEER_RING).map_err(|e| e.to_string())?,
+                ));
+            }
+        }
         let settings = ReplSettings {
             node_id: cfg.node.id,
             shadow: cfg.replication.shadow_ring as usize,
@@ -309,8 +324,14 @@ impl Node {
                 data,
                 repl,
                 commands: cmd_rx,
+                steering: (!steer_rings.is_empty()).then(|| Steering {
+                    inboxes: steer_rings.clone(),
+                    pool: pool.clone(),
+                }),
             });
         }
+
+        rings.extend(steer_rings);
 
         // One route table for every shard (rte_lpm readers need no lock).
         let router = match cfg.function.kind {
@@ -329,7 +350,7 @@ impl Node {
             let h = match (cfg.function.kind, &router) {
                 (FunctionKind::Forward, _) => launch_worker(eal, *lcore, Forward, part, cfg, &ownership, shared, &quit),
                 (_, Some((rc, lpm))) => {
-                    let nf = Router::new(rc.clone(), lpm.clone());
+                    let nf = Router::new(rc.clone(), lpm.clone()).for_shard(part.shard, d.workers);
                     launch_worker(eal, *lcore, nf, part, cfg, &ownership, shared, &quit)
                 }
                 (_, None) => Err("router configuration missing".to_string()),
@@ -431,6 +452,7 @@ fn launch_worker<F: NetworkFunction>(
         quit: quit.clone(),
         repl: part.repl,
         commands: part.commands,
+        steering: part.steering,
     };
     lcore::launch(eal, lcore, move || worker.run()).map_err(|e| e.to_string())
 }

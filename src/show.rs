@@ -150,8 +150,8 @@ pub fn worker_stats_text(view: &NodeView) -> String {
         }
         let _ = writeln!(
             out,
-            "    consumed {}  ignored_not_owner {}",
-            c.consumed, c.ignored_not_owner
+            "    consumed {}  ignored_not_owner {}  steered_out {}  steered_in {}",
+            c.consumed, c.ignored_not_owner, c.steered_out, c.steered_in
         );
         let _ = writeln!(out, "    busy_polls {}  idle_polls {}", c.busy_polls, c.idle_polls);
         for r in DropReason::ALL {

@@ -199,6 +199,8 @@ fn stats(v: &NodeView) -> Vec<(String, TelValue)> {
         }
         d.push(u("consumed", c.consumed));
         d.push(u("ignored_not_owner", c.ignored_not_owner));
+        d.push(u("steered_out", c.steered_out));
+        d.push(u("steered_in", c.steered_in));
         d.push(u("drops", c.total_drops()));
         for r in DropReason::ALL {
             d.push(u(&format!("drop_{}", r.name()), c.drops[*r as usize]));

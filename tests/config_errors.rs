@@ -98,7 +98,7 @@ rejects! {
     route_with_bad_port_is_rejected: format!("{GW}{ROUTER}routes = [{{ prefix = \"0.0.0.0/0\", via = \"10.10.2.254\", port = \"up\" }}]\n") => "router.routes[0].port";
     route_with_bad_prefix_is_rejected: format!("{GW}{ROUTER}routes = [{{ prefix = \"10.0.0.0\", port = \"inside\" }}]\n") => "router.routes[0].prefix";
     static_neighbor_with_bad_mac_is_rejected: format!("{GW}{ROUTER}neighbors = [{{ ip = \"10.10.2.2\", mac = \"zz\", port = \"outside\" }}]\n") => "router.neighbors[0].mac";
-    router_on_two_workers_is_rejected: format!("[node]\nvirtual_mac = \"02:00:5e:00:01:01\"\n{PORTS}[dataplane]\nworkers = 2\nmbufs = 16383\n[function]\nkind = \"router\"\n{ROUTER}") => "dataplane.workers";
+    nat_range_smaller_than_the_workers_is_rejected: format!("[node]\nvirtual_mac = \"02:00:5e:00:01:01\"\n{PORTS}[dataplane]\nworkers = 2\nmbufs = 16383\n[function]\nkind = \"nat\"\n{ROUTER}[nat]\nports = \"5000-5000\"\n") => "nat.ports";
     nat_port_range_backwards_is_rejected: format!("[node]\nvirtual_mac = \"02:00:5e:00:01:01\"\n{PORTS}[function]\nkind = \"nat\"\n{ROUTER}[nat]\nports = \"2000-1000\"\n") => "nat.ports";
     nat_zero_udp_timeout_is_rejected: format!("[node]\nvirtual_mac = \"02:00:5e:00:01:01\"\n{PORTS}[function]\nkind = \"nat\"\n{ROUTER}[nat]\nudp_timeout_s = 0\n") => "nat.udp_timeout_s";
     nat_section_for_a_router_is_rejected: format!("{GW}{ROUTER}[nat]\nports = \"1024-2048\"\n") => "nat";
@@ -132,4 +132,13 @@ fn valid_config_passes_check_config_without_eal() {
     let (code, stderr) = run_with(PORTS, &["--check-config"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("EAL:"));
+}
+
+#[test]
+fn nat_on_two_workers_passes_check_config() {
+    let cfg = format!(
+        "[node]\nvirtual_mac = \"02:00:5e:00:01:01\"\n{PORTS}[dataplane]\nworkers = 2\nmbufs = 16383\n[function]\nkind = \"nat\"\n{ROUTER}[nat]\nports = \"5000-5001\"\n"
+    );
+    let (code, stderr) = run_with(&cfg, &["--check-config"]);
+    assert_eq!(code, 0, "{stderr}");
 }

@@ -100,14 +100,15 @@ pub fn replication_frame(data: &[u8]) {
 }
 
 /// Runs arbitrary frames through a router with a NAT: the first byte picks
-/// the ingress side, the next eight the packet time; the rest is the frame.
+/// the ingress side (bit 0) and whether it is a copy from another shard
+/// (bit 1), the next eight the packet time; the rest is the frame.
 /// The property: no panic, and every frame forwarded stays within the
 /// buffer the frame view allows.
 pub fn nat_router(data: &[u8]) {
     use crate::frame::OwnedFrame;
     use crate::nf::nat::{NatConfig, Timeouts};
     use crate::nf::route::{Route, RustLpm};
-    use crate::nf::{NetworkFunction, PacketCtx, Router, RouterConfig, Side};
+    use crate::nf::{NetworkFunction, Owner, PacketCtx, Router, RouterConfig, Side};
     use std::net::Ipv4Addr;
     use std::sync::{Arc, OnceLock};
 
@@ -141,7 +142,9 @@ pub fn nat_router(data: &[u8]) {
             })
         })
         .clone();
-    let mut r = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes)));
+    // Shard 1 of 3: its port block, and the steering question asked of
+    // every frame (it must not panic either).
+    let mut r = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes))).for_shard(1, 3);
     // Several frames per input: split on a marker so state builds up.
     for part in data.split(|b| *b == 0xa5) {
         if part.len() < 9 {
@@ -150,16 +153,14 @@ pub fn nat_router(data: &[u8]) {
         let side = if part[0] & 1 == 0 { Side::Inside } else { Side::Outside };
         let mut t = [0u8; 8];
         t.copy_from_slice(&part[1..9]);
+        let owner = r.owner(&part[9..], side);
         let mut f = OwnedFrame::from_bytes(&part[9..]);
-        let _ = f.with_frame(|fr| {
-            r.process(
-                fr,
-                &PacketCtx {
-                    ingress: side,
-                    now_ns: u64::from_le_bytes(t) >> 8,
-                },
-            )
-        });
+        let ctx = PacketCtx {
+            copy: part[0] & 2 != 0,
+            ..PacketCtx::new(side, u64::from_le_bytes(t) >> 8)
+        };
+        let _ = f.with_frame(|fr| r.process(fr, &ctx));
+        assert!(matches!(owner, Owner::Here | Owner::Every | Owner::Shard(0..=2)));
         assert!(f.head + f.len <= f.buf.len());
     }
 }

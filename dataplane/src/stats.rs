@@ -27,6 +27,10 @@ pub struct WorkerCounters {
     pub idle_polls: AtomicU64,
     /// Packets received on a data port while not its owner (backup): freed.
     pub ignored_not_owner: AtomicU64,
+    /// Several shards: packets (and copies) this shard handed to another.
+    pub steered_out: AtomicU64,
+    /// Several shards: packets (and copies) other shards handed to this one.
+    pub steered_in: AtomicU64,
 }
 
 /// Adds `n` to a single-writer counter.
@@ -45,6 +49,8 @@ pub struct CounterSnapshot {
     pub busy_polls: u64,
     pub idle_polls: u64,
     pub ignored_not_owner: u64,
+    pub steered_out: u64,
+    pub steered_in: u64,
 }
 
 impl WorkerCounters {
@@ -61,6 +67,8 @@ impl WorkerCounters {
             busy_polls: self.busy_polls.load(Relaxed),
             idle_polls: self.idle_polls.load(Relaxed),
             ignored_not_owner: self.ignored_not_owner.load(Relaxed),
+            steered_out: self.steered_out.load(Relaxed),
+            steered_in: self.steered_in.load(Relaxed),
         }
     }
 
@@ -94,6 +102,8 @@ impl CounterSnapshot {
         self.busy_polls += o.busy_polls;
         self.idle_polls += o.idle_polls;
         self.ignored_not_owner += o.ignored_not_owner;
+        self.steered_out += o.steered_out;
+        self.steered_in += o.steered_in;
     }
 
     /// Counter-wise difference from a baseline.
@@ -110,6 +120,8 @@ impl CounterSnapshot {
         d.busy_polls = d.busy_polls.wrapping_sub(base.busy_polls);
         d.idle_polls = d.idle_polls.wrapping_sub(base.idle_polls);
         d.ignored_not_owner = d.ignored_not_owner.wrapping_sub(base.ignored_not_owner);
+        d.steered_out = d.steered_out.wrapping_sub(base.steered_out);
+        d.steered_in = d.steered_in.wrapping_sub(base.steered_in);
         d
     }
 

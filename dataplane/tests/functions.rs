@@ -63,7 +63,7 @@ fn router(nat: bool) -> Router<RustLpm> {
 /// Runs one frame through `r`; returns the verdict and the bytes after.
 fn run(r: &mut Router<RustLpm>, bytes: &[u8], ingress: Side, now_ns: u64) -> (Verdict, Vec<u8>) {
     let mut f = OwnedFrame::from_bytes(bytes);
-    let v = f.with_frame(|fr| r.process(fr, &PacketCtx { ingress, now_ns }));
+    let v = f.with_frame(|fr| r.process(fr, &PacketCtx::new(ingress, now_ns)));
     (v, f.data().to_vec())
 }
 
@@ -488,4 +488,142 @@ fn the_rust_lpm_and_route_parsing_agree_on_a_default_route() {
     use dataplane::nf::route::RouteLookup;
     assert_eq!(lpm.lookup(u32::from(Ipv4Addr::new(192, 0, 2, 9))), Some(2));
     assert_eq!(lpm.lookup(u32::from(Ipv4Addr::new(10, 10, 1, 9))), Some(0));
+}
+
+// ---- Several shards ----
+
+use dataplane::nf::nat::Nat;
+use dataplane::nf::Owner;
+
+fn nat_config(lo: u16, hi: u16) -> NatConfig {
+    NatConfig {
+        address: u32::from(Ipv4Addr::new(10, 10, 2, 1)),
+        port_lo: lo,
+        port_hi: hi,
+        max_sessions: 16,
+        timeouts: Timeouts::default(),
+    }
+}
+
+#[test]
+fn shards_cut_the_port_range_into_disjoint_blocks_that_cover_it() {
+    for (lo, hi, shards) in [
+        (1024, 65535, 1),
+        (1024, 65535, 2),
+        (1024, 65535, 3),
+        (5000, 5001, 2),
+        (5000, 5006, 3),
+    ] {
+        let cfg = nat_config(lo, hi);
+        let nats: Vec<Nat> = (0..shards).map(|k| Nat::new(cfg).for_shard(k, shards)).collect();
+        let mut next = lo as u32;
+        for (k, n) in nats.iter().enumerate() {
+            let (a, b) = n.port_block(k as u16);
+            assert_eq!(
+                a as u32,
+                next,
+                "{lo}-{hi}/{shards}: block {k} starts where {} ended",
+                k as i32 - 1
+            );
+            for p in [a, b] {
+                assert_eq!(nats[0].shard_of_port(p), Some(k as u16), "port {p}");
+            }
+            next = b as u32 + 1;
+        }
+        assert_eq!(
+            next,
+            hi as u32 + 1,
+            "{lo}-{hi}/{shards}: the blocks end at the range's end"
+        );
+        assert_eq!(nats[0].shard_of_port(lo - 1), None);
+    }
+}
+
+#[test]
+fn a_shard_allocates_ports_from_its_own_block_only() {
+    let cfg = config(true);
+    let mut r = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes))).for_shard(1, 2);
+    run(&mut r, &one("arp_reply_from_server"), Side::Outside, 0);
+    // Shard 1 of 2 owns 33280..=65535: 50000 is kept, 5000 is not.
+    for (client, port) in [(2u8, 50000u16), (3, 5000)] {
+        assert_eq!(
+            run(&mut r, &udp_from(client, port, 1), Side::Inside, 0).0,
+            Verdict::Forward(Side::Outside)
+        );
+    }
+    let ext = |c: u8, p: u16| {
+        r.nat()
+            .unwrap()
+            .lookup_outbound(
+                17,
+                u32::from(Ipv4Addr::new(10, 10, 1, c)),
+                p,
+                u32::from(Ipv4Addr::new(10, 10, 2, 2)),
+                9000,
+            )
+            .unwrap()
+            .ext_port
+    };
+    assert_eq!(ext(2, 50000), 50000);
+    assert!((33280..=65535).contains(&ext(3, 5000)), "got {}", ext(3, 5000));
+}
+
+#[test]
+fn a_reply_belongs_to_the_shard_whose_block_holds_its_port_or_quoted_port() {
+    let cfg = config(true);
+    let r = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes))).for_shard(0, 2);
+    for (name, owner) in [
+        ("nat_udp_in", 1),                // to port 50000
+        ("nat_synack_in", 1),             // to port 40000
+        ("nat_echo_in", 0),               // echo id 1911
+        ("nat_frag_needed_udp_in", 1),    // quoting source port 50000
+        ("nat_frag_needed_tcp_in", 1),    // quoting source port 40000
+        ("nat_time_exceeded_echo_in", 0), // quoting echo id 1911
+    ] {
+        assert_eq!(r.owner(&one(name), Side::Outside), Owner::Shard(owner), "{name}");
+    }
+}
+
+#[test]
+fn every_shard_sees_arp_and_an_inside_hosts_traffic_and_errors_go_to_the_shard_of_its_address() {
+    let cfg = config(true);
+    let r = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes))).for_shard(0, 2);
+    assert_eq!(r.owner(&one("arp_reply_from_server"), Side::Outside), Owner::Every);
+    assert_eq!(r.owner(&one("arp_who_has_gw"), Side::Inside), Owner::Every);
+    let client = r.nat().unwrap().shard_of_inside(u32::from(Ipv4Addr::new(10, 10, 1, 2)));
+    for name in ["nat_udp_out", "nat_syn_out", "nat_echo_out", "nat_port_unreachable_out"] {
+        assert_eq!(r.owner(&one(name), Side::Inside), Owner::Shard(client), "{name}");
+    }
+    // Hosts spread over both shards, the same way on every node.
+    let shards: std::collections::BTreeSet<u16> = (1..=20u8)
+        .map(|h| r.nat().unwrap().shard_of_inside(u32::from(Ipv4Addr::new(10, 10, 1, h))))
+        .collect();
+    assert_eq!(shards.len(), 2);
+    assert_eq!(
+        r.owner(&[0u8; 10], Side::Outside),
+        Owner::Here,
+        "too short to say: stays"
+    );
+    let plain = router(false);
+    assert_eq!(
+        plain.owner(&one("echo_client_to_server"), Side::Inside),
+        Owner::Here,
+        "a router keeps IPv4 where it lands"
+    );
+}
+
+#[test]
+fn a_copy_of_an_arp_request_teaches_the_asker_and_answers_nothing() {
+    let mut r = router(false);
+    let mut f = OwnedFrame::from_bytes(&one("arp_who_has_gw"));
+    let ctx = PacketCtx {
+        copy: true,
+        ..PacketCtx::new(Side::Inside, 0)
+    };
+    assert_eq!(f.with_frame(|fr| r.process(fr, &ctx)), Verdict::Consumed);
+    assert_eq!(f.data(), &one("arp_who_has_gw")[..], "untouched");
+    assert_eq!(
+        r.neighbors.get(u32::from(Ipv4Addr::new(10, 10, 1, 2)), Side::Inside),
+        Some(MacAddr([2, 0, 0, 0, 1, 2]))
+    );
 }

@@ -46,6 +46,7 @@ fn run_forward_worker(
         quit: quit.clone(),
         repl: None,
         commands: None,
+        steering: None,
     };
     let t = std::thread::spawn(move || worker.run());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

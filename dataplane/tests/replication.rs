@@ -180,6 +180,7 @@ impl Node {
                 signals: Arc::new(NodeSignals::default()),
             }),
             commands: Some(rx),
+            steering: None,
         };
         let thread = Some(std::thread::spawn(move || worker.run()));
         Node {

@@ -84,13 +84,7 @@ fn main() {
         buf[128..188].copy_from_slice(&tpl);
         set_flow(&mut buf[128..188], i);
         let mut fr = Frame::new(&mut buf, 128, 60);
-        r.process(
-            &mut fr,
-            &PacketCtx {
-                ingress: Side::Inside,
-                now_ns: t,
-            },
-        )
+        r.process(&mut fr, &PacketCtx::new(Side::Inside, t))
     };
 
     let rss0 = rss_bytes();

@@ -82,6 +82,21 @@ impl Mbuf {
         self.m().port
     }
 
+    /// Overwrites the port field. No PMD reads it on transmit, so between
+    /// lcores it can carry what the sender wants the receiver to know.
+    #[inline]
+    pub fn set_port(&mut self, port: u16) {
+        self.m_mut().port = port;
+    }
+
+    /// A one-segment copy of this mbuf's first segment, from `pool`.
+    pub fn copy_from(&self, pool: &Mempool) -> Option<Mbuf> {
+        let mut c = Mbuf::alloc(pool)?;
+        c.extend(self.data_len())?.copy_from_slice(self.data());
+        c.set_port(self.port());
+        Some(c)
+    }
+
     /// The first segment's bytes.
     #[inline]
     pub fn data(&self) -> &[u8] {

@@ -42,6 +42,7 @@ drop_reasons! {
     ReplicationRefused => "replication_refused", "The replication port refused the replica: never processed (output commit).";
     TxRefused => "tx_refused", "The egress NIC queue refused the packet.";
     NoMbuf => "no_mbuf", "No mbuf for a replica header or clone.";
+    SteerRefused => "steer_refused", "Several shards: the owning shard's inbox was full.";
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ mod tests {
         let mut f = Forward;
         let mut pkt = OwnedFrame::from_bytes(&[1, 2, 3, 4]);
         for (ingress, egress) in [(Side::Inside, Side::Outside), (Side::Outside, Side::Inside)] {
-            let ctx = PacketCtx { ingress, now_ns: 0 };
+            let ctx = PacketCtx::new(ingress, 0);
             assert_eq!(pkt.with_frame(|fr| f.process(fr, &ctx)), Verdict::Forward(egress));
         }
         assert_eq!(pkt.data(), &[1, 2, 3, 4]);

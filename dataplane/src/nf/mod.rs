@@ -69,6 +69,37 @@ pub struct PacketCtx {
     pub ingress: Side,
     /// Nanoseconds on the primary's clock at ingress (replicated to backups).
     pub now_ns: u64,
+    /// A copy of a packet another shard received and showed to every shard
+    /// ([`Owner::Every`]): learn from it; the shard that received it
+    /// answers it.
+    pub copy: bool,
+}
+
+impl PacketCtx {
+    pub fn new(ingress: Side, now_ns: u64) -> PacketCtx {
+        PacketCtx {
+            ingress,
+            now_ns,
+            copy: false,
+        }
+    }
+}
+
+/// With several shards: which one a packet belongs to. The NIC spreads
+/// packets over the shards by a flow hash; a function whose state a packet
+/// needs may live on another shard (a NAT reply's session, a neighbour
+/// another shard learned) says so here, before the packet is replicated,
+/// and the worker steers it there (DESIGN.md §3, "Steering").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// The shard it arrived on.
+    Here,
+    /// That shard.
+    Shard(u16),
+    /// The shard it arrived on, and every other shard sees a copy
+    /// (`PacketCtx::copy`) in its own sequence, so that state every shard
+    /// needs (neighbours) is learned by all in a replicated order.
+    Every,
 }
 
 /// What becomes of a packet.
@@ -113,6 +144,13 @@ pub trait NetworkFunction: Send + 'static {
     /// lines (`show sessions`).
     fn describe(&self, _max: usize) -> String {
         String::new()
+    }
+
+    /// Which shard owns `frame`, received on `ingress`. Called only when the
+    /// node has several shards, on packets from the data ports, before they
+    /// are replicated; must not change state.
+    fn owner(&self, _frame: &[u8], _ingress: Side) -> Owner {
+        Owner::Here
     }
 
     /// Processes one frame.

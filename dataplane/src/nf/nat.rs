@@ -155,6 +155,13 @@ pub struct Nat {
     deleted: std::collections::VecDeque<(u64, OutKey)>,
     pub created: u64,
     pub expired: u64,
+    /// This table's shard and the node's shard count: an inside host's
+    /// sessions live on one shard ([`Nat::shard_of_inside`]), and the
+    /// external port range is cut into `shards` blocks, this shard
+    /// allocating from block `shard` only, so a reply's destination port
+    /// names the shard that holds its session ([`Nat::owner_of_inbound`]).
+    shard: u16,
+    shards: u16,
 }
 
 /// Where the L4 identifiers of a packet sit.
@@ -180,7 +187,90 @@ impl Nat {
             deleted: std::collections::VecDeque::new(),
             created: 0,
             expired: 0,
+            shard: 0,
+            shards: 1,
         }
+    }
+
+    /// The table of shard `shard` of `shards` (the port block it allocates
+    /// from). The caller checks the range holds at least `shards` ports.
+    pub fn for_shard(mut self, shard: u16, shards: u16) -> Nat {
+        self.shards = shards.max(1);
+        self.shard = shard.min(self.shards - 1);
+        self
+    }
+
+    /// The external ports shard `k` allocates from.
+    pub fn port_block(&self, k: u16) -> (u16, u16) {
+        let (lo, hi) = (self.cfg.port_lo as u32, self.cfg.port_hi as u32);
+        let n = self.shards as u32;
+        let block = ((hi - lo + 1) / n).max(1);
+        let first = lo + block * k as u32;
+        let last = if k as u32 + 1 >= n { hi } else { first + block - 1 };
+        (first.min(hi) as u16, last.min(hi) as u16)
+    }
+
+    /// Which shard allocated external port `port`, if it is in the range.
+    pub fn shard_of_port(&self, port: u16) -> Option<u16> {
+        let (lo, hi) = (self.cfg.port_lo as u32, self.cfg.port_hi as u32);
+        let p = port as u32;
+        if !(lo..=hi).contains(&p) {
+            return None;
+        }
+        let n = self.shards as u32;
+        let block = ((hi - lo + 1) / n).max(1);
+        Some(((p - lo) / block).min(n - 1) as u16)
+    }
+
+    /// The shard whose session an outside-to-inside packet addressed to
+    /// the NAT address belongs to: the block of its destination port (the
+    /// echo identifier for ICMP), or of the quoted source port for an ICMP
+    /// error. Read-only; `None` when there is no such port (the packet
+    /// stays where it arrived and meets its drop there).
+    pub fn owner_of_inbound(&self, ip_bytes: &[u8]) -> Option<u16> {
+        let ip = Ipv4Packet::new_checked(ip_bytes).ok()?;
+        if ip.dst_u32() != self.cfg.address || ip.frag_offset() != 0 {
+            return None;
+        }
+        let p = ip.payload();
+        let port = match ip.protocol() {
+            IpProtocol::TCP | IpProtocol::UDP if p.len() >= 4 => get_u16(p, 2),
+            IpProtocol::ICMP => {
+                let i = IcmpPacket::new_checked(p).ok()?;
+                if i.is_echo() {
+                    i.echo_ident()
+                } else if i.is_error() {
+                    // The quote: a packet the NAT sent, from its port.
+                    let q = p.get(ICMP_HEADER_LEN..)?;
+                    let qhl = ((*q.first()? & 0x0f) as usize) * 4;
+                    let l4 = q.get(qhl..qhl + 8)?;
+                    match *q.get(9)? {
+                        IpProtocol::TCP | IpProtocol::UDP => get_u16(l4, 0),
+                        IpProtocol::ICMP => get_u16(l4, 4),
+                        _ => return None,
+                    }
+                } else {
+                    return None;
+                }
+            }
+            _ => return None,
+        };
+        self.shard_of_port(port)
+    }
+
+    /// The shard that holds an inside host's sessions: a fixed hash of its
+    /// address (VPP's NAT44 hands in-to-out traffic to its worker the same
+    /// way). A NIC's flow hash cannot be trusted with it: the NIC sees the
+    /// inside and outside tuples of a session as two unrelated flows, and
+    /// a software fanout may move a flow when its socket rehashes. Keyed by
+    /// the address alone, the host's ICMP errors about its sessions land
+    /// on the same shard.
+    pub fn shard_of_inside(&self, inside_ip: u32) -> u16 {
+        (fx(&inside_ip) % self.shards as u64) as u16
+    }
+
+    pub fn shards(&self) -> u16 {
+        self.shards
     }
 
     pub fn config(&self) -> &NatConfig {
@@ -261,9 +351,10 @@ impl Nat {
         idx
     }
 
-    /// The inside port itself when free (port preservation), else the first
-    /// free port probing from a fixed hash of the session (so preserved
-    /// ports of many hosts do not pile up into one long probe run).
+    /// The inside port itself when free and in this shard's block (port
+    /// preservation), else the first free port of the block probing from a
+    /// fixed hash of the session (so preserved ports of many hosts do not
+    /// pile up into one long probe run).
     fn allocate_port(
         &self,
         proto: u8,
@@ -272,7 +363,8 @@ impl Nat {
         remote_ip: u32,
         remote_port: u16,
     ) -> Option<u16> {
-        let (lo, hi) = (self.cfg.port_lo as u32, self.cfg.port_hi as u32);
+        let (lo, hi) = self.port_block(self.shard);
+        let (lo, hi) = (lo as u32, hi as u32);
         let free = |p: u16| !self.in_map.contains_key(&(proto, p, remote_ip, remote_port));
         if (lo..=hi).contains(&(inside_port as u32)) && free(inside_port) {
             return Some(inside_port);

@@ -23,7 +23,7 @@ use super::nat::{Nat, NatConfig};
 use super::neighbor::Neighbors;
 use super::ratelimit::TokenBucket;
 use super::route::{mask, Route, RouteLookup};
-use super::{DropReason, NetworkFunction, PacketCtx, Side, Verdict};
+use super::{DropReason, NetworkFunction, Owner, PacketCtx, Side, Verdict};
 use crate::frame::Frame;
 use crate::wire::arp::{ArpOp, ArpPacket, PACKET_LEN as ARP_LEN};
 use crate::wire::checksum;
@@ -85,6 +85,9 @@ pub struct Router<L: RouteLookup> {
     nat: Option<Nat>,
     /// The interface addresses as integers (compared per packet).
     addr: [u32; 2],
+    /// How many shards the node runs (steering is asked of the function
+    /// only when more than one).
+    shards: u16,
 }
 
 impl<L: RouteLookup> Router<L> {
@@ -106,7 +109,16 @@ impl<L: RouteLookup> Router<L> {
             addr: cfg.addr.map(u32::from),
             cfg,
             lpm,
+            shards: 1,
         }
+    }
+
+    /// The router of shard `shard` of `shards`: its NAT allocates from the
+    /// shard's block of external ports.
+    pub fn for_shard(mut self, shard: u16, shards: u16) -> Router<L> {
+        self.shards = shards.max(1);
+        self.nat = self.nat.take().map(|n| n.for_shard(shard, shards));
+        self
     }
 
     pub fn nat(&self) -> Option<&Nat> {
@@ -139,6 +151,10 @@ impl<L: RouteLookup> Router<L> {
         if self.cfg.on_link(side, spa) && spa != our && !sha.is_multicast() && (for_us || self.neighbors.contains(spa))
         {
             self.neighbors.learn(spa, sha, side, ctx.now_ns);
+        }
+        if ctx.copy {
+            // Another shard received it and answers it; this one learned.
+            return Verdict::Consumed;
         }
         if !for_us {
             return Verdict::Drop(DropReason::NotForUs);
@@ -458,6 +474,33 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
         out
     }
 
+    /// ARP teaches neighbours, which every shard needs: every shard sees
+    /// it. With a NAT, what an inside host sends belongs to the shard of
+    /// its address (its sessions, and its ICMP errors about them), and a
+    /// reply to the NAT address to the shard whose block holds its port.
+    fn owner(&self, frame: &[u8], ingress: Side) -> Owner {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return Owner::Here;
+        };
+        match eth.ethertype() {
+            EtherType::ARP => Owner::Every,
+            EtherType::IPV4 => {
+                let Some(nat) = self.nat.as_ref() else {
+                    return Owner::Here;
+                };
+                let ip = &frame[ETH_LEN..];
+                match ingress {
+                    Side::Outside => nat.owner_of_inbound(ip).map_or(Owner::Here, Owner::Shard),
+                    Side::Inside => match Ipv4Packet::new_checked(ip) {
+                        Ok(p) => Owner::Shard(nat.shard_of_inside(p.src_u32())),
+                        Err(_) => Owner::Here,
+                    },
+                }
+            }
+            _ => Owner::Here,
+        }
+    }
+
     #[inline]
     fn process(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
         let ethertype = match EthernetFrame::new_checked(frame.data()) {
@@ -546,10 +589,7 @@ mod tests {
         for i in 0..60_000u64 {
             let base = udp([10, 10, 1, 2], dsts[(i % 6) as usize], (i / 6 % 4) as u8);
             let bytes = if i % 3 == 0 { c.frame(&base) } else { base };
-            let ctx = PacketCtx {
-                ingress: if i % 2 == 0 { Side::Inside } else { Side::Outside },
-                now_ns: i * 1000,
-            };
+            let ctx = PacketCtx::new(if i % 2 == 0 { Side::Inside } else { Side::Outside }, i * 1000);
             let mut a = bytes.clone();
             match fast.ipv4_fast(&mut a) {
                 None => assert_eq!(a, bytes, "declined, yet wrote: {bytes:02x?}"),

@@ -16,10 +16,14 @@
 //! All fields big-endian. For DATA the body is the original frame as
 //! received; KEEPALIVE has an empty body; AUDIT, SYNC_MARK and SWITCHOVER
 //! bodies are defined by the checkpoint protocol.
+//!
+//! The ingress field's low byte is the data port (0 inside, 1 outside); its
+//! high byte holds [`ingress`] flags for packets steered between shards.
+//! Version 2 added them.
 
 use super::{get_u16, get_u32, get_u64, set_u16, set_u32, set_u64, Result, WireError};
 
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 36;
 
 mod field {
@@ -33,6 +37,23 @@ mod field {
     pub const INGRESS: usize = 32;
     pub const LENGTH: usize = 34;
     pub const BODY: usize = 36;
+}
+
+/// The ingress field: data port and steering flags.
+pub mod ingress {
+    /// The low byte: the data port the packet arrived on.
+    pub const PORT_MASK: u16 = 0x00ff;
+    /// This shard received the packet and handed it to the shard that owns
+    /// it: a backup retires its copy of it and does not process it (the
+    /// owner's stream carries it again, with [`STEERED`]).
+    pub const HANDED_OFF: u16 = 0x0100;
+    /// Another shard received the packet: a backup has no copy of it in
+    /// this shard's ingress window.
+    pub const STEERED: u16 = 0x0200;
+    /// With [`STEERED`]: a copy every shard sees (`PacketCtx::copy`).
+    pub const COPY: u16 = 0x0400;
+    /// Every flag this version knows.
+    pub const FLAGS: u16 = HANDED_OFF | STEERED | COPY;
 }
 
 /// Frame types.
@@ -183,8 +204,12 @@ mod tests {
     fn unknown_version_or_type_is_malformed() {
         let mut b = [0u8; HEADER_LEN + 3];
         ReplicationFrame::new_unchecked(&mut b[..]).emit(FrameType::Keepalive, &header());
-        b[0] = 2;
-        assert_eq!(ReplicationFrame::new_checked(&b[..]).unwrap_err(), WireError::Malformed);
+        b[0] = 1;
+        assert_eq!(
+            ReplicationFrame::new_checked(&b[..]).unwrap_err(),
+            WireError::Malformed,
+            "version 1 had no steering flags"
+        );
         b[0] = VERSION;
         b[1] = 9;
         assert_eq!(ReplicationFrame::new_checked(&b[..]).unwrap_err(), WireError::Malformed);

@@ -14,6 +14,7 @@ use crate::replication::seq::SeqVerdict;
 use crate::replication::{frame_hash, FrameType, ReplHeader, ReplicationFrame, HEADER_LEN};
 use crate::stats::bump;
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
+use crate::wire::replication::ingress;
 
 impl<F: NetworkFunction> Worker<F> {
     /// One backup iteration. Returns whether anything arrived.
@@ -180,20 +181,37 @@ impl<F: NetworkFunction> Worker<F> {
                 if st.tracker.on_data(h.seq) == SeqVerdict::Old {
                     return;
                 }
-                let Some(side) = Side::from_index(h.ingress as usize) else {
+                let flags = h.ingress & !ingress::PORT_MASK;
+                let side = Side::from_index((h.ingress & ingress::PORT_MASK) as usize);
+                let Some(side) = side.filter(|_| flags & !ingress::FLAGS == 0) else {
                     bump(&r.malformed, 1);
                     return;
                 };
-                st.windows[side.index()].replicated(frame_hash(m.data()));
+                if flags & ingress::STEERED == 0 {
+                    // Its copy, if this backup got one, is in this shard's
+                    // window (a steered packet's is in the receiving
+                    // shard's, retired by its HANDED_OFF record).
+                    st.windows[side.index()].replicated(frame_hash(m.data()));
+                }
+                if flags & ingress::HANDED_OFF != 0 {
+                    // Processed by the shard it was handed to, in its stream.
+                    bump(&self.shared.counters.steered_out, 1);
+                    return;
+                }
                 if F::TRANSPARENT_L2 {
                     if let Ok(e) = EthernetFrame::new_checked(m.data()) {
                         st.macs[side.index()].learn(e.src());
                     }
                 }
-                self.shared.counters.rx(side, 1);
+                if flags & ingress::STEERED == 0 {
+                    self.shared.counters.rx(side, 1);
+                } else {
+                    bump(&self.shared.counters.steered_in, 1);
+                }
                 let ctx = PacketCtx {
                     ingress: side,
                     now_ns: h.time_ns,
+                    copy: flags & ingress::COPY != 0,
                 };
                 match self.verdict(&mut m, &ctx) {
                     Verdict::Forward(out) => st.shadow.push(h.seq, (out, m)),

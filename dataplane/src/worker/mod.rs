@@ -22,6 +22,7 @@ pub mod announce;
 pub mod backup;
 pub mod primary;
 pub mod status;
+pub mod steer;
 pub mod takeover;
 
 use std::collections::VecDeque;
@@ -38,7 +39,7 @@ use crate::dpdk::eal::{rdtsc, tsc_hz};
 use crate::dpdk::ring::MbufRing;
 use crate::dpdk::{Mbuf, Mempool, RxBurst, RxQueue, TxBatch, TxQueue};
 use crate::frame::Frame;
-use crate::nf::{DropReason, NetworkFunction, PacketCtx, Side, Verdict};
+use crate::nf::{DropReason, NetworkFunction, Owner, PacketCtx, Side, Verdict};
 use crate::ownership::TxOwnership;
 use crate::replication::builder::Encap;
 use crate::replication::learn::MacTable;
@@ -49,6 +50,7 @@ use crate::stats::{bump, new_latency_histogram, LatencyShared, WorkerCounters};
 use crate::wire::MacAddr;
 
 pub use status::{Mode, ReplStatus};
+pub use steer::Steering;
 
 /// Largest burst a worker handles (the `burst` setting is capped to it).
 pub const MAX_BURST: usize = 256;
@@ -184,6 +186,9 @@ pub struct Worker<F: NetworkFunction> {
     /// `None` for a standalone node.
     pub repl: Option<ReplPath>,
     pub commands: Option<Receiver<WorkerCmd>>,
+    /// With several shards and a function that keeps state: the inboxes
+    /// packets are steered through ([`steer`]).
+    pub steering: Option<Steering>,
 }
 
 /// Per-iteration scratch space, allocated once per worker.
@@ -195,6 +200,10 @@ pub(crate) struct Scratch {
     pub frames: Vec<Mbuf>,
     /// Packets carried by each replication frame of a burst.
     pub frame_pkts: Vec<u16>,
+    /// With steering: the owner of each packet of `pending`.
+    pub owners: Vec<Owner>,
+    /// With steering: what other shards steered here this iteration.
+    pub inbox: Vec<Mbuf>,
     pub repl_tx: TxBatch<MAX_BURST>,
     pub tx: [TxBatch<MAX_BURST>; 2],
     pub latency: Histogram<u64>,
@@ -235,6 +244,8 @@ impl<F: NetworkFunction> Worker<F> {
             pending: VecDeque::with_capacity(MAX_BURST),
             frames: Vec::with_capacity(MAX_BURST),
             frame_pkts: Vec::with_capacity(MAX_BURST),
+            owners: Vec::with_capacity(MAX_BURST),
+            inbox: Vec::with_capacity(MAX_BURST),
             repl_tx: TxBatch::default(),
             tx: [TxBatch::default(), TxBatch::default()],
             latency: new_latency_histogram(),
@@ -346,15 +357,36 @@ impl<F: NetworkFunction> Worker<F> {
                 continue;
             }
             self.shared.counters.rx(side, n as u64);
-            let ctx = PacketCtx {
-                ingress: side,
-                now_ns: clock.ns(t),
-            };
-            self.process_burst(&ctx, s);
+            let ctx = PacketCtx::new(side, clock.ns(t));
+            if self.steering.is_some() && !F::BURST_VERDICT {
+                while let Some(m) = s.rx.pop() {
+                    s.owners.push(self.owner_of(&m, side, 0));
+                    s.pending.push_back(m);
+                }
+                self.dispatch_pending(&ctx, s);
+            } else {
+                self.process_burst(&ctx, s);
+            }
             self.transmit(s);
             let end = rdtsc();
             s.latency.saturating_record(clock.ns(end.wrapping_sub(t)).max(1));
             t = end;
+        }
+        if self.take_inbox(s) > 0 {
+            busy = true;
+            let now_ns = clock.ns(t);
+            let mut inbox = std::mem::take(&mut s.inbox);
+            for m in inbox.drain(..) {
+                let (side, flags) = steer::untag(&m);
+                let ctx = PacketCtx {
+                    ingress: side,
+                    now_ns,
+                    copy: flags & crate::wire::replication::ingress::COPY != 0,
+                };
+                self.process_one(m, &ctx, &mut s.tx);
+            }
+            s.inbox = inbox;
+            self.transmit(s);
         }
         busy
     }

@@ -4,15 +4,17 @@
 
 use std::sync::atomic::Ordering;
 
+use super::steer::untag;
 use super::{ReplState, Scratch, Worker, MAX_BURST};
 use crate::clock::TscClock;
 use crate::dpdk::eal::rdtsc;
 use crate::dpdk::Mbuf;
-use crate::nf::{DropReason, NetworkFunction, PacketCtx, Side};
+use crate::nf::{DropReason, NetworkFunction, Owner, PacketCtx, Side};
 use crate::replication::builder::{append_record, build_data, build_marker, start_batch, COPY_MAX};
 use crate::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN};
 use crate::stats::bump;
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
+use crate::wire::replication::ingress;
 
 impl<F: NetworkFunction> Worker<F> {
     /// One primary iteration. Returns whether anything arrived.
@@ -30,10 +32,26 @@ impl<F: NetworkFunction> Worker<F> {
             while let Some(m) = s.rx.pop() {
                 s.pending.push_back(m);
             }
-            self.primary_ingest(side, st, s, clock.ns(t));
+            self.primary_ingest(side, 0, st, s, clock.ns(t));
             let end = rdtsc();
             s.latency.saturating_record(clock.ns(end.wrapping_sub(t)).max(1));
             t = end;
+        }
+        if self.take_inbox(s) > 0 {
+            busy = true;
+            // Runs of one side and kind go through the primary path as
+            // ingress of this shard.
+            let mut inbox = std::mem::take(&mut s.inbox);
+            let mut it = inbox.drain(..).peekable();
+            while let Some(m) = it.next() {
+                let key = untag(&m);
+                s.pending.push_back(m);
+                if it.peek().map(untag) != Some(key) {
+                    self.primary_ingest(key.0, key.1, st, s, clock.ns(t));
+                }
+            }
+            drop(it);
+            s.inbox = inbox;
         }
         let now = clock.ns(t);
         self.watch_for_higher_epoch(st, s);
@@ -50,8 +68,23 @@ impl<F: NetworkFunction> Worker<F> {
     }
 
     /// Stamps, replicates, processes and transmits the packets in
-    /// `s.pending`, all received on `side` at local time `local_ns`.
-    pub(crate) fn primary_ingest(&mut self, side: Side, st: &mut ReplState, s: &mut Scratch, local_ns: u64) {
+    /// `s.pending`, all received on `side` at local time `local_ns`, with
+    /// the replication `flags` of their kind (0 for the data ports').
+    pub(crate) fn primary_ingest(
+        &mut self,
+        side: Side,
+        flags: u16,
+        st: &mut ReplState,
+        s: &mut Scratch,
+        local_ns: u64,
+    ) {
+        let steering = self.steering.is_some();
+        s.owners.clear();
+        if steering {
+            for m in s.pending.iter() {
+                s.owners.push(self.owner_of(m, side, flags));
+            }
+        }
         let Some(repl) = self.repl.as_mut() else {
             return;
         };
@@ -67,8 +100,14 @@ impl<F: NetworkFunction> Worker<F> {
         let mut batch: Option<Mbuf> = None;
         let mut in_batch = 0u16;
         let mut kept = 0usize;
-        for _ in 0..n {
+        for i in 0..n {
             let Some(m) = s.pending.pop_front() else { break };
+            let owner = if steering { s.owners[i] } else { Owner::Here };
+            let handed_off = if matches!(owner, Owner::Shard(_)) {
+                ingress::HANDED_OFF
+            } else {
+                0
+            };
             if !F::BURST_VERDICT && m.nb_segs() != 1 {
                 counters.drop(DropReason::MultiSegment, 1);
                 continue;
@@ -79,7 +118,7 @@ impl<F: NetworkFunction> Worker<F> {
                 seq: base + kept as u64 + 1,
                 tx_done: st.tx_done,
                 time_ns: now_ns,
-                ingress: side as u16,
+                ingress: side as u16 | flags | handed_off,
                 length: m.pkt_len() as u16,
             };
             let len = m.data_len();
@@ -125,8 +164,12 @@ impl<F: NetworkFunction> Worker<F> {
                 s.frame_pkts.push(1);
             }
             s.pending.push_back(m);
+            if steering {
+                s.owners[kept] = owner;
+            }
             kept += 1;
         }
+        s.owners.truncate(kept);
         if let Some(b) = batch.take() {
             let _ = s.repl_tx.push(b);
             s.frame_pkts.push(in_batch);
@@ -143,13 +186,22 @@ impl<F: NetworkFunction> Worker<F> {
             // processed, and its sequence number is reused.
             counters.drop(DropReason::ReplicationRefused, (kept - sent) as u64);
             s.pending.truncate(sent);
+            s.owners.truncate(sent);
         }
         st.next_seq += sent as u64;
         st.last_frame_ns = local_ns;
         bump(&self.shared.repl.frames_tx, sent_frames as u64);
         // 2. Process, 3. transmit.
-        let ctx = PacketCtx { ingress: side, now_ns };
-        self.process_pending(&ctx, s);
+        let ctx = PacketCtx {
+            ingress: side,
+            now_ns,
+            copy: flags & ingress::COPY != 0,
+        };
+        if steering {
+            self.dispatch_pending(&ctx, s);
+        } else {
+            self.process_pending(&ctx, s);
+        }
         let (_, refused) = self.transmit(s);
         // tx_done covers only egress the NIC took: after a refusal it stays
         // at the previous burst, so a takeover now would resend this one.

@@ -89,7 +89,7 @@ impl<F: NetworkFunction> Worker<F> {
             let same_next = it.peek().is_some_and(|(_, sd, _)| *sd == side);
             if !same_next || s.pending.len() == MAX_BURST {
                 self.shared.counters.rx(side, s.pending.len() as u64);
-                self.primary_ingest(side, st, s, clock.now_ns());
+                self.primary_ingest(side, 0, st, s, clock.now_ns());
             }
         }
         self.shared.repl.takeover_unreplicated.store(n, Relaxed);

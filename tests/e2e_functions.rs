@@ -274,3 +274,78 @@ fn a_nat_pair_keeps_50_tcp_connections_and_a_udp_stream_through_kill_9_with_the_
     assert!(pb.len() >= 40, "sessions listed before: {}", pb.len());
     assert!(pb.is_subset(&pa), "same external ports after failover");
 }
+
+/// The sum over workers of `counter` in `show worker stats`, and how many
+/// workers received anything.
+fn worker_totals(ls: &mut Lockstep, counter: &str) -> (u64, usize) {
+    let text = ls.cmd("show worker stats");
+    let mut total = 0;
+    let mut busy = 0;
+    for block in text.split("worker ").skip(1) {
+        let n: u64 = block
+            .split_whitespace()
+            .skip_while(|w| *w != counter)
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        total += n;
+        let rx: u64 = block
+            .lines()
+            .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "rx").nth(1))
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum();
+        busy += usize::from(rx > 0);
+    }
+    (total, busy)
+}
+
+#[test]
+fn a_nat_pair_on_two_workers_keeps_tcp_and_a_udp_stream_through_kill_9() {
+    let bed = TestBed::up("nat2w", false, "primary backup");
+    let dir = scratch("nat2w");
+    let function = gateway_function("nat");
+    let config = |node: &str, id: u32, prio: u8, peer: &str| {
+        cluster_config_with(node, id, prio, node, &[peer], &function)
+            .replace("workers = 1", "workers = 2")
+            .replace("mbufs = 32767", "mbufs = 65535")
+    };
+    let mut p = start_cluster_node_two_workers(&bed, &dir, "primary", &config("primary", 1, 200, "backup"), "a");
+    wait_role(&mut p, "primary", 10);
+    let mut b = start_cluster_node_two_workers(&bed, &dir, "backup", &config("backup", 2, 100, "primary"), "a");
+    wait_role(&mut b, "backup", 10);
+    warm_up(&bed);
+
+    let iperf = Iperf::start_with(
+        &bed,
+        &dir,
+        &["-P", "8", "-t", "5", "-b", "2M", "--connect-timeout", "3000"],
+    );
+    let stream = Stream::start(&bed, &dir, 5_000, 4.0);
+    std::thread::sleep(Duration::from_millis(2000));
+    let (steered, busy) = worker_totals(&mut p, "steered_out");
+    let before = p.cmd("show sessions");
+    p.kill9();
+    assert_eq!(wait_role(&mut b, "primary", 5), 2);
+    let after = b.cmd("show sessions");
+    let r = stream.finish();
+    let tcp = iperf.finish();
+
+    assert!(tcp.get("error").is_none(), "iperf3: {}", tcp["error"]);
+    assert_eq!(tcp["end"]["streams"].as_array().map(|a| a.len()), Some(8));
+    assert_eq!(r["lost"], 0, "{r}");
+    let ports = |s: &str| -> std::collections::BTreeSet<String> {
+        s.lines()
+            .filter(|l| l.contains("10.10.2.2:"))
+            .filter_map(|l| l.split("via :").nth(1))
+            .map(|p| p.split_whitespace().next().unwrap_or("").to_string())
+            .collect()
+    };
+    let (pb, pa) = (ports(&before), ports(&after));
+    assert!(pb.len() >= 9, "sessions listed before: {before}");
+    assert!(
+        pb.is_subset(&pa),
+        "same external ports after failover:\n{before}\n{after}"
+    );
+    assert_eq!(busy, 2, "the fanout spread ingress over both workers");
+    assert!(steered > 0, "packets were steered between the workers");
+}

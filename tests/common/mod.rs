@@ -473,6 +473,22 @@ ingress_window = 8192
     )
 }
 
+/// Starts a replicating node `node` of the test bed with two workers:
+/// `config` must say `workers = 2`. Every port gets two queue pairs (the
+/// kernel's packet fanout spreads flows over them by hash); the main lcore
+/// and the second worker share CPU 0.
+pub fn start_cluster_node_two_workers(bed: &TestBed, dir: &Path, node: &str, config: &str, tag: &str) -> Lockstep {
+    let cfg = write_config(dir, &format!("{node}-{tag}.toml"), config);
+    let prefix = format!("{}{node}-{tag}", bed.prefix);
+    let mut eal: Vec<String> = eal_base(&prefix, "0,1").into_iter().skip(2).collect();
+    eal.splice(0..0, ["--lcores".to_string(), "0@0,1@1,2@0".to_string()]);
+    for (i, dev) in ["in0", "out0", "rep0"].iter().enumerate() {
+        eal.push("--vdev".into());
+        eal.push(format!("net_af_packet{i},iface={dev},framecnt=4096,qpairs=2"));
+    }
+    Lockstep::start(Some(&bed.ns(node)), &eal, &cfg, dir, &prefix)
+}
+
 /// Starts a replicating node `node` of the test bed.
 pub fn start_cluster_node(bed: &TestBed, dir: &Path, node: &str, config: &str, tag: &str) -> Lockstep {
     let cfg = write_config(dir, &format!("{node}-{tag}.toml"), config);
@@ -642,9 +658,18 @@ impl Iperf {
         Iperf { server, client, out }
     }
 
-    /// Waits; returns the client's JSON.
+    /// Waits; returns the client's JSON. A server still waiting 5 s after
+    /// its client ended (the client never reached it) is killed, so a
+    /// broken path fails the test instead of hanging it.
     pub fn finish(mut self) -> serde_json::Value {
         let _ = self.client.wait();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while matches!(self.server.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if matches!(self.server.try_wait(), Ok(None)) {
+            signal(self.server.id(), "KILL");
+        }
         let _ = self.server.wait();
         let text = std::fs::read_to_string(&self.out).unwrap_or_default();
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("iperf3 gave no JSON: '{text}'"))

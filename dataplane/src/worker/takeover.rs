@@ -116,6 +116,16 @@ impl<F: NetworkFunction> Worker<F> {
         for w in &mut st.windows {
             w.clear();
         }
+        // What other shards steered here as primary: the new primary has
+        // its own copies of it (a backup never reads its inbox).
+        loop {
+            let n = self.take_inbox(s);
+            if n == 0 {
+                break;
+            }
+            s.inbox.clear();
+            crate::stats::bump(&self.shared.counters.ignored_not_owner, n as u64);
+        }
         st.mode = Mode::Backup;
         st.epoch = st.epoch.max(epoch);
         st.switchover_for = 0;

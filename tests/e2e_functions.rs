@@ -18,8 +18,9 @@ fn start_gateway(bed: &TestBed, dir: &std::path::Path, kind: &str) -> Lockstep {
     Lockstep::start(Some(&bed.ns("primary")), &eal, &cfg, dir, &prefix)
 }
 
-/// The first packet to an unresolved next hop is dropped while the router
-/// asks for it (counted `arp_pending`); warm both directions up.
+/// Both directions resolved before a measurement (the router holds one
+/// packet per unresolved next hop; later ones are dropped, `arp_pending`,
+/// until the answer comes).
 fn warm_up(bed: &TestBed) {
     bed.run("client", &["ping", "-c", "2", "-i", "0.2", "-W", "1", "10.10.2.2"]);
     bed.run("server", &["ping", "-c", "1", "-W", "1", "10.10.2.1"]);
@@ -94,6 +95,23 @@ fn router_carries_ping_tcp_and_udp_and_the_kernel_peers_learn_it_by_arp() {
     let sessions = node.cmd("show sessions");
     assert!(
         sessions.contains("10.10.1.2") && sessions.contains("10.10.2.2"),
+        "{sessions}"
+    );
+    let (st, _) = node.quit(Duration::from_secs(20));
+    assert!(st.success());
+}
+
+#[test]
+fn the_first_ping_through_a_fresh_router_is_answered() {
+    let bed = TestBed::up("first", false, "primary");
+    let dir = scratch("first");
+    let mut node = start_gateway(&bed, &dir, "router");
+    let ping = bed.run("client", &["ping", "-c", "1", "-W", "3", "10.10.2.2"]);
+    let text = String::from_utf8_lossy(&ping.stdout);
+    assert!(text.contains("1 received"), "{text}");
+    let sessions = node.cmd("show sessions");
+    assert!(
+        sessions.contains("held for their next hop: 0 (sent after the answer 1, expired 0)"),
         "{sessions}"
     );
     let (st, _) = node.quit(Duration::from_secs(20));

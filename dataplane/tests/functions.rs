@@ -88,9 +88,13 @@ fn arp_for_the_gateway_is_answered_from_the_virtual_mac_and_the_asker_is_learned
 }
 
 #[test]
-fn a_packet_to_an_unknown_next_hop_becomes_an_arp_request() {
+fn the_first_packet_to_an_unknown_next_hop_waits_for_the_arp_answer_and_then_leaves() {
     let mut r = router(false);
     let (v, out) = run(&mut r, &one("echo_client_to_server"), Side::Inside, 0);
+    assert_eq!(v, Verdict::Forward(Side::Outside), "the frame became the ARP request");
+    assert_eq!(out, one("expect_arp_request_server"));
+    // One packet waits per next hop: the next is dropped, and asks again.
+    let (v, out) = run(&mut r, &one("echo_client_to_server"), Side::Inside, 1);
     assert_eq!(
         v,
         Verdict::Replaced {
@@ -99,6 +103,33 @@ fn a_packet_to_an_unknown_next_hop_becomes_an_arp_request() {
         }
     );
     assert_eq!(out, one("expect_arp_request_server"));
+    // The answer: the held packet leaves in its place, routed as any other.
+    let (v, out) = run(&mut r, &one("arp_reply_from_server"), Side::Outside, 2);
+    assert_eq!(v, Verdict::Forward(Side::Outside));
+    assert_eq!(out, one("expect_echo_forwarded"));
+    assert_eq!((r.held.len(), r.held.released, r.held.expired), (0, 1, 0));
+}
+
+#[test]
+fn a_packet_that_waited_longer_than_three_seconds_is_not_sent() {
+    let mut r = router(false);
+    run(&mut r, &one("echo_client_to_server"), Side::Inside, 0);
+    let (v, _) = run(&mut r, &one("arp_reply_from_server"), Side::Outside, 3 * SEC + 1);
+    assert_eq!(v, Verdict::Consumed);
+    assert_eq!((r.held.len(), r.held.released, r.held.expired), (0, 0, 1));
+}
+
+#[test]
+fn a_copy_of_the_arp_answer_sends_the_packet_this_shard_held() {
+    let mut r = router(false);
+    run(&mut r, &one("echo_client_to_server"), Side::Inside, 0);
+    let mut f = OwnedFrame::from_bytes(&one("arp_reply_from_server"));
+    let ctx = PacketCtx {
+        copy: true,
+        ..PacketCtx::new(Side::Outside, 1)
+    };
+    assert_eq!(f.with_frame(|fr| r.process(fr, &ctx)), Verdict::Forward(Side::Outside));
+    assert_eq!(f.data(), &one("expect_echo_forwarded")[..]);
 }
 
 #[test]

@@ -30,7 +30,7 @@ drop_reasons! {
     NotIpv4 => "not_ipv4", "An EtherType the function does not handle.";
     TtlExpired => "ttl_expired", "TTL would reach zero.";
     NoRoute => "no_route", "No route to the destination.";
-    ArpPending => "arp_pending", "Next hop MAC unknown; an ARP request went out instead.";
+    ArpPending => "arp_pending", "Next hop MAC unknown and a packet for it already waits; an ARP request went out instead.";
     NotForUs => "not_for_us", "Addressed to another host on the segment.";
     Fragment => "fragment", "A non-first IPv4 fragment the NAT cannot map.";
     UnsupportedProtocol => "unsupported_protocol", "A transport protocol the function does not handle.";

@@ -10,6 +10,7 @@
 pub mod drop_reason;
 pub mod forward;
 pub mod hash;
+pub mod hold;
 pub mod nat;
 pub mod neighbor;
 pub mod ratelimit;

@@ -8,7 +8,8 @@
 //! destination), routed by longest-prefix match (ICMP destination
 //! unreachable when no route), and sent to the next hop's MAC with TTL
 //! decremented and the checksum patched (RFC 1624). An unknown next hop gets
-//! an ARP request in place of the packet. ICMP errors and ARP requests are
+//! an ARP request in place of the packet, which waits ([`super::hold`]) and
+//! leaves in place of the ARP packet that answers. ICMP errors and ARP requests are
 //! rate-limited on replicated time. Echo requests to the interface
 //! addresses are answered.
 //!
@@ -19,6 +20,7 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use super::hold::HeldPackets;
 use super::nat::{Nat, NatConfig};
 use super::neighbor::Neighbors;
 use super::ratelimit::TokenBucket;
@@ -31,6 +33,9 @@ use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
 use crate::wire::icmp::{IcmpPacket, IcmpType};
 use crate::wire::ipv4::{IpProtocol, Ipv4Packet, MIN_HEADER_LEN};
 use crate::wire::{MacAddr, WireError};
+
+/// Next hops that may each have a packet waiting for their MAC.
+const HOLD_MAX: usize = 256;
 
 /// The router's static configuration (shared by every shard).
 #[derive(Clone, Debug)]
@@ -83,6 +88,8 @@ pub struct Router<L: RouteLookup> {
     icmp: TokenBucket,
     arp: TokenBucket,
     nat: Option<Nat>,
+    /// Packets waiting for their next hop's MAC.
+    pub held: HeldPackets,
     /// The interface addresses as integers (compared per packet).
     addr: [u32; 2],
     /// How many shards the node runs (steering is asked of the function
@@ -106,6 +113,7 @@ impl<L: RouteLookup> Router<L> {
             icmp: TokenBucket::new(cfg.icmp_rate),
             arp: TokenBucket::new(cfg.arp_rate),
             nat: cfg.nat.map(Nat::new),
+            held: HeldPackets::new(HOLD_MAX),
             addr: cfg.addr.map(u32::from),
             cfg,
             lpm,
@@ -152,6 +160,13 @@ impl<L: RouteLookup> Router<L> {
         {
             self.neighbors.learn(spa, sha, side, ctx.now_ns);
         }
+        let to_answer = !ctx.copy && for_us && op == ArpOp::REQUEST;
+        if !to_answer {
+            // What waited for this neighbour leaves in this frame's place.
+            if let Some(v) = self.release(frame, spa, side, ctx.now_ns) {
+                return v;
+            }
+        }
         if ctx.copy {
             // Another shard received it and answers it; this one learned.
             return Verdict::Consumed;
@@ -178,14 +193,20 @@ impl<L: RouteLookup> Router<L> {
         Verdict::Forward(side)
     }
 
-    /// Turns the frame into an ARP request for `ip` on `side`.
-    fn arp_request(&mut self, frame: &mut Frame<'_>, side: Side, ip: u32, now: u64) -> Verdict {
+    /// Turns the frame into an ARP request for `ip` on `side`. `held`: the
+    /// packet it carried waits for the answer (not a drop).
+    fn arp_request(&mut self, frame: &mut Frame<'_>, side: Side, ip: u32, now: u64, held: bool) -> Verdict {
+        let unsent = if held {
+            Verdict::Consumed
+        } else {
+            Verdict::Drop(DropReason::ArpPending)
+        };
         if !self.arp.take(now) {
-            return Verdict::Drop(DropReason::ArpPending);
+            return unsent;
         }
         let want = 60;
         if frame.len() < want && !frame.append(want - frame.len()) {
-            return Verdict::Drop(DropReason::ArpPending);
+            return unsent;
         }
         frame.truncate(want);
         let vmac = self.cfg.vmac;
@@ -203,10 +224,40 @@ impl<L: RouteLookup> Router<L> {
             MacAddr::ZERO,
             Ipv4Addr::from(ip),
         );
-        Verdict::Replaced {
-            out: side,
-            dropped: DropReason::ArpPending,
+        if held {
+            Verdict::Forward(side)
+        } else {
+            Verdict::Replaced {
+                out: side,
+                dropped: DropReason::ArpPending,
+            }
         }
+    }
+
+    /// The frame (an ARP packet that taught this router `ip`'s MAC) becomes
+    /// the packet held for `ip`, routed on. None when nothing is held, or
+    /// the frame is longer than the rewrite span (the replica shares what
+    /// lies beyond it; the packet then waits for the next ARP from `ip`).
+    fn release(&mut self, frame: &mut Frame<'_>, ip: u32, side: Side, now: u64) -> Option<Verdict> {
+        if self.held.is_empty() || frame.len() > Self::REWRITE_SPAN {
+            return None;
+        }
+        let mac = self.neighbors.get(ip, side)?;
+        let bytes = self.held.take(ip, side, now)?;
+        let n = bytes.len();
+        if n > frame.len() && !frame.append(n - frame.len()) {
+            self.held.expired += 1;
+            return None;
+        }
+        frame.truncate(n);
+        let vmac = self.cfg.vmac;
+        let d = frame.data_mut();
+        d.copy_from_slice(&bytes);
+        Ipv4Packet::new_unchecked(&mut d[ETH_LEN..]).decrement_ttl();
+        let mut eth = EthernetFrame::new_unchecked(&mut d[..]);
+        eth.set_dst(mac);
+        eth.set_src(vmac);
+        Some(Verdict::Forward(side))
     }
 
     /// Turns the frame into an ICMP error about it, back out of the ingress
@@ -411,7 +462,8 @@ impl<L: RouteLookup> Router<L> {
         }
         let next_hop = route.via.map(u32::from).unwrap_or(dst);
         let Some(mac) = self.neighbors.get(next_hop, out) else {
-            return self.arp_request(frame, out, next_hop, ctx.now_ns);
+            let held = self.held.hold(next_hop, out, frame.data(), ctx.now_ns);
+            return self.arp_request(frame, out, next_hop, ctx.now_ns, held);
         };
         let vmac = self.cfg.vmac;
         let d = frame.data_mut();
@@ -440,6 +492,13 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
         use std::fmt::Write;
         let mut out = String::new();
         let _ = writeln!(out, "  neighbours: {}", self.neighbors.len());
+        let _ = writeln!(
+            out,
+            "  held for their next hop: {} (sent after the answer {}, expired {})",
+            self.held.len(),
+            self.held.released,
+            self.held.expired
+        );
         for (ip, n) in self.neighbors.sorted().iter().take(max) {
             let _ = writeln!(out, "    {:<15} {}  {}", Ipv4Addr::from(*ip), n.mac, n.side.name());
         }

@@ -119,6 +119,33 @@ fn the_first_ping_through_a_fresh_router_is_answered() {
 }
 
 #[test]
+fn a_router_on_two_workers_answers_the_first_ping_and_carries_tcp_over_both() {
+    let bed = TestBed::up("rt2w", false, "primary");
+    let dir = scratch("rt2w");
+    let cfg = write_config(
+        &dir,
+        "router2.toml",
+        &gateway_config("router").replace("workers = 1", "workers = 2"),
+    );
+    let prefix = format!("{}router2", bed.prefix);
+    let eal = eal_two_workers(&prefix, &["in0", "out0"]);
+    let mut node = Lockstep::start(Some(&bed.ns("primary")), &eal, &cfg, &dir, &prefix);
+    // The ARP answer may reach either worker; the one holding the ping
+    // learns it from its copy and sends the ping.
+    let ping = bed.run("client", &["ping", "-c", "1", "-W", "3", "10.10.2.2"]);
+    let text = String::from_utf8_lossy(&ping.stdout);
+    assert!(text.contains("1 received"), "{text}");
+    let (tcp, _) = iperf(&bed, &["-t", "2", "-P", "4"]);
+    assert!(tcp.get("error").is_none(), "{}", tcp["error"]);
+    assert!(tcp["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0) > 1_000_000);
+    let (steered, busy) = worker_totals(&mut node, "steered_out");
+    assert_eq!(busy, 2, "the fanout spread the flows over both workers");
+    assert!(steered > 0, "ARP was shown to both workers");
+    let (st, _) = node.quit(Duration::from_secs(20));
+    assert!(st.success());
+}
+
+#[test]
 fn nat_carries_tcp_and_udp_from_the_nat_address_with_checksums_tshark_accepts() {
     let bed = TestBed::up("nat", false, "primary");
     let dir = scratch("nat");

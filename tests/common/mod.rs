@@ -480,13 +480,20 @@ ingress_window = 8192
 pub fn start_cluster_node_two_workers(bed: &TestBed, dir: &Path, node: &str, config: &str, tag: &str) -> Lockstep {
     let cfg = write_config(dir, &format!("{node}-{tag}.toml"), config);
     let prefix = format!("{}{node}-{tag}", bed.prefix);
-    let mut eal: Vec<String> = eal_base(&prefix, "0,1").into_iter().skip(2).collect();
+    let eal = eal_two_workers(&prefix, &["in0", "out0", "rep0"]);
+    Lockstep::start(Some(&bed.ns(node)), &eal, &cfg, dir, &prefix)
+}
+
+/// EAL arguments for two workers: lcore 0 (main) and 2 on CPU 0, lcore 1
+/// on CPU 1; `net_af_packet<i>` on each of `devs` with two queue pairs.
+pub fn eal_two_workers(prefix: &str, devs: &[&str]) -> Vec<String> {
+    let mut eal: Vec<String> = eal_base(prefix, "0,1").into_iter().skip(2).collect();
     eal.splice(0..0, ["--lcores".to_string(), "0@0,1@1,2@0".to_string()]);
-    for (i, dev) in ["in0", "out0", "rep0"].iter().enumerate() {
+    for (i, dev) in devs.iter().enumerate() {
         eal.push("--vdev".into());
         eal.push(format!("net_af_packet{i},iface={dev},framecnt=4096,qpairs=2"));
     }
-    Lockstep::start(Some(&bed.ns(node)), &eal, &cfg, dir, &prefix)
+    eal
 }
 
 /// Starts a replicating node `node` of the test bed.

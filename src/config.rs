@@ -357,6 +357,12 @@ pub struct ReplicationSection {
     /// server's NIC TX ring (more duplicates, no loss).
     #[serde(default)]
     pub takeover_replay: u32,
+    /// In-band sync audit: every this many ms each primary shard sends the
+    /// digest of one slice (of 64) of its state; a backup whose own digest
+    /// differs at the same sequence point stops counting as synchronized.
+    /// 0 = off.
+    #[serde(default = "default_audit_ms")]
+    pub audit_ms: u32,
     /// Destination of replication frames (a group address reaches every
     /// backup on the replication segment).
     #[serde(default = "default_group_mac")]
@@ -378,6 +384,7 @@ impl Default for ReplicationSection {
             ingress_window: default_ingress_window(),
             keepalive_us: None,
             takeover_replay: 0,
+            audit_ms: default_audit_ms(),
             group_mac: default_group_mac(),
             header_mbufs: default_header_mbufs(),
             batch_bytes: default_batch_bytes(),
@@ -391,6 +398,10 @@ fn default_shadow_ring() -> u32 {
 fn default_ingress_window() -> u32 {
     8192
 }
+fn default_audit_ms() -> u32 {
+    1000
+}
+
 fn default_group_mac() -> String {
     "03:4c:53:00:00:01".to_string()
 }
@@ -775,6 +786,12 @@ impl Config {
         }
         if r.keepalive_us == Some(0) {
             errs.push(err("replication.keepalive_us", "must be >= 1"));
+        }
+        if r.audit_ms > 3_600_000 {
+            errs.push(err(
+                "replication.audit_ms",
+                format!("must be 0 (off) ..= 3600000 (got {})", r.audit_ms),
+            ));
         }
         if r.batch_bytes != 0 && !(128..=9014).contains(&r.batch_bytes) {
             errs.push(err(

@@ -17,6 +17,7 @@ use dataplane::dpdk::{Eal, Mempool, Port, PortConfig};
 use dataplane::nf::{Forward, NetworkFunction, Router, Side};
 use dataplane::ownership::TxOwnership;
 use dataplane::replication::builder::{Encap, HEADER_DATA_ROOM};
+use dataplane::replication::handoff::HandoffLedger;
 use dataplane::stats::CounterSnapshot;
 use dataplane::wire::MacAddr;
 use dataplane::worker::{
@@ -125,6 +126,9 @@ pub struct Node {
 /// Slots of each shard's steering inbox: a few bursts of every other
 /// shard (a full inbox drops, counted `steer_refused`).
 const STEER_RING: u32 = 4096;
+
+/// Entries of a backup's ledger of copies in transit between shards.
+const HANDOFF_LEDGER: usize = 16384;
 
 /// Everything one worker needs besides its function.
 struct WorkerParts {
@@ -243,6 +247,8 @@ impl Node {
                 ));
             }
         }
+        // A backup's copies of packets in transit between its shards.
+        let handoff = (replicating && !steer_rings.is_empty()).then(|| Arc::new(HandoffLedger::new(HANDOFF_LEDGER)));
         let settings = ReplSettings {
             node_id: cfg.node.id,
             shadow: cfg.replication.shadow_ring as usize,
@@ -254,6 +260,7 @@ impl Node {
                 .unwrap_or(cfg.management.heartbeat_ms as u64 * 1_000_000),
             replay: cfg.replication.takeover_replay as u64,
             batch_bytes: cfg.replication.batch_bytes as usize,
+            audit_ns: cfg.replication.audit_ms as u64 * 1_000_000,
             announce: Announce {
                 vmac: cfg.node.virtual_mac.as_deref().and_then(MacAddr::parse),
                 // The router's interface addresses are the virtual IPs unless
@@ -305,6 +312,7 @@ impl Node {
                             inbox: rings.get(q as usize).cloned(),
                         },
                         steer: rings.iter().cloned().map(Some).collect(),
+                        handoff: handoff.clone(),
                         encap: Encap {
                             dst: MacAddr::parse(&cfg.replication.group_mac).unwrap_or(MacAddr::BROADCAST),
                             src: MacAddr(rep.mac()),

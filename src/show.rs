@@ -252,7 +252,7 @@ pub fn sync_text(view: &NodeView) -> String {
         let r = &w.repl;
         let _ = writeln!(
             out,
-            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {} gaps {} (missing {}) shadow {} window {} (evicted {} unmatched {}) frames tx {} rx {} keepalives tx {} rx {} stale {}",
+            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {} gaps {} (missing {}) shadow {} window {} (evicted {} unmatched {}) frames tx {} rx {} keepalives tx {} rx {} stale {} audits {} (mismatched {})",
             w.shard,
             r.mode().map(|m| m.name()).unwrap_or("standalone"),
             r.epoch.load(Relaxed),
@@ -270,6 +270,8 @@ pub fn sync_text(view: &NodeView) -> String {
             r.keepalives_tx.load(Relaxed),
             r.keepalives_rx.load(Relaxed),
             r.stale_epoch.load(Relaxed),
+            r.audits.load(Relaxed),
+            r.audit_mismatches.load(Relaxed),
         );
     }
     if let Some(t) = c.last_takeover {

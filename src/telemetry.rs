@@ -139,6 +139,8 @@ fn sync(v: &NodeView) -> Vec<(String, TelValue)> {
                 u("frames_tx", r.frames_tx.load(Relaxed)),
                 u("frames_rx", r.frames_rx.load(Relaxed)),
                 u("stale_epoch", r.stale_epoch.load(Relaxed)),
+                u("audits", r.audits.load(Relaxed)),
+                u("audit_mismatches", r.audit_mismatches.load(Relaxed)),
             ]),
         ));
     }

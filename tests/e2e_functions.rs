@@ -378,6 +378,10 @@ fn a_nat_pair_on_two_workers_keeps_tcp_and_a_udp_stream_through_kill_9() {
     assert!(tcp.get("error").is_none(), "iperf3: {}", tcp["error"]);
     assert_eq!(tcp["end"]["streams"].as_array().map(|a| a.len()), Some(8));
     assert_eq!(r["lost"], 0, "{r}");
+    assert!(
+        r["duplicates"].as_u64().unwrap_or(u64::MAX) <= 64,
+        "at most a burst of duplicates per shard: {r}"
+    );
     let ports = |s: &str| -> std::collections::BTreeSet<String> {
         s.lines()
             .filter(|l| l.contains("10.10.2.2:"))

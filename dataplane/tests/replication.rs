@@ -161,6 +161,7 @@ impl Node {
                     inbox: None,
                 },
                 steer: Vec::new(),
+                handoff: None,
                 encap: ENC,
                 headers: headers.clone(),
                 clones: clones.clone(),
@@ -172,6 +173,7 @@ impl Node {
                     keepalive_ns: 10_000_000,
                     replay: 0,
                     batch_bytes,
+                    audit_ns: 0,
                     announce: Announce {
                         vmac: Some(MacAddr([2, 0, 0x5e, 0, 1, 1])),
                         vips: [Some(Ipv4Addr::new(10, 10, 1, 1)), None],

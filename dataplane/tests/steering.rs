@@ -20,6 +20,7 @@ use dataplane::nf::route::RustLpm;
 use dataplane::nf::{Router, RouterConfig, Side};
 use dataplane::ownership::TxOwnership;
 use dataplane::replication::builder::{Encap, HEADER_DATA_ROOM};
+use dataplane::replication::handoff::HandoffLedger;
 use dataplane::wire::checksum;
 use dataplane::wire::MacAddr;
 use dataplane::worker::{
@@ -32,6 +33,9 @@ const SERVER_MAC: MacAddr = MacAddr([2, 0, 0, 0, 2, 2]);
 const CLIENT: [u8; 4] = [10, 10, 1, 2];
 const SERVER: [u8; 4] = [10, 10, 2, 2];
 const NAT_ADDR: [u8; 4] = [10, 10, 2, 1];
+
+/// The primary audits one slice of a shard's state this often.
+const AUDIT_NS: u64 = 2_000_000;
 
 const ENC: Encap = Encap {
     dst: MacAddr([0x03, 0x4c, 0x53, 0, 0, 1]),
@@ -146,6 +150,7 @@ impl Node {
         let ownership = Arc::new(TxOwnership::new(2, !replicating));
         let quit = Arc::new(AtomicBool::new(false));
         let signals = Arc::new(NodeSignals::default());
+        let handoff = Arc::new(HandoffLedger::new(1024));
         let mut shards = Vec::new();
         let mut threads = Vec::new();
         for k in 0..2u16 {
@@ -160,6 +165,7 @@ impl Node {
                     inbox: None,
                 },
                 steer: Vec::new(),
+                handoff: Some(handoff.clone()),
                 encap: ENC,
                 headers: pools.headers.clone(),
                 clones: pools.clones.clone(),
@@ -171,6 +177,7 @@ impl Node {
                     keepalive_ns: 10_000_000,
                     replay: 0,
                     batch_bytes: 1514,
+                    audit_ns: AUDIT_NS,
                     announce: Announce::default(),
                 },
                 signals: signals.clone(),
@@ -451,4 +458,132 @@ fn steered_packets_replay_on_the_backup_shard_by_shard_and_a_takeover_repeats_no
         );
     }
     bak.stop();
+}
+
+/// A primary and a backup of two shards each, in their modes.
+fn pair(tag: &str, p: &Pools) -> (Node, Node) {
+    let pri = Node::start(&format!("{tag}p"), 1, true, p);
+    let bak = Node::start(&format!("{tag}b"), 2, true, p);
+    bak.command(
+        WorkerCmd::BecomeBackup {
+            epoch: 1,
+            diverged: false,
+        },
+        false,
+    );
+    pri.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
+    wait("primary", || {
+        pri.shards.iter().all(|s| s.shared.repl.mode() == Some(Mode::Primary))
+    });
+    (pri, bak)
+}
+
+/// The client's packet and the server's reply, on the client's shard, to
+/// both nodes; then `ms` of the primary's streams (AUDITs included) moved
+/// to the backup, each frame passed through `tamper` first.
+fn traffic_then_streams(p: &Pools, pri: &Node, bak: &Node, ms: u64, mut tamper: impl FnMut(&mut Mbuf)) {
+    let (s, _) = client_shard();
+    for node in [pri, bak] {
+        let port = &node.shards[s].inside;
+        port.inject(vec![mbuf(&p.pkts, &udp(VMAC, CLIENT_MAC, CLIENT, 50000, SERVER, 9000))]);
+    }
+    wait("out", || pri.shards[s].outside.queued() == 1);
+    drop(pri.shards[s].outside.take_sent(4));
+    let deadline = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        for k in 0..2 {
+            let mut frames = pri.shards[k].rep.take_sent(256);
+            for m in &mut frames {
+                tamper(m);
+            }
+            assert!(bak.shards[k].rep.inject(frames).is_empty());
+        }
+    }
+    std::thread::sleep(Duration::from_millis(20));
+}
+
+#[test]
+fn the_audits_of_a_faithful_backup_all_match() {
+    let p = pools("au");
+    let (pri, bak) = pair("au", &p);
+    traffic_then_streams(&p, &pri, &bak, 300, |_| {});
+    for k in 0..2 {
+        let r = &bak.shards[k].shared.repl;
+        assert!(
+            r.audits.load(Ordering::Relaxed) >= 64,
+            "shard {k}: every slice compared"
+        );
+        assert_eq!(r.audit_mismatches.load(Ordering::Relaxed), 0, "shard {k}");
+        assert!(r.synced.load(Ordering::Relaxed), "shard {k}");
+    }
+}
+
+#[test]
+fn a_backup_whose_state_diverged_is_caught_by_an_audit_and_no_longer_counts_as_synchronized() {
+    let p = pools("ad");
+    let (pri, bak) = pair("ad", &p);
+    let (s, o) = client_shard();
+    // The replica of the client's packet arrives with another source port
+    // (the IP checksum does not cover it; the UDP checksum is off): the
+    // backup's session differs from the primary's, and nothing else shows it.
+    let mut tampered = 0;
+    let from = [CLIENT, SERVER]
+        .concat()
+        .into_iter()
+        .chain(50000u16.to_be_bytes())
+        .collect::<Vec<u8>>();
+    traffic_then_streams(&p, &pri, &bak, 300, |m| {
+        let d = m.data_mut();
+        if let Some(i) = d.windows(from.len()).position(|w| w == from) {
+            d[i + 9] ^= 1;
+            tampered += 1;
+        }
+    });
+    assert_eq!(tampered, 1);
+    let (rs, ro) = (&bak.shards[s].shared.repl, &bak.shards[o].shared.repl);
+    assert_eq!(rs.gaps.load(Ordering::Relaxed), 0, "no gap: only the audit can tell");
+    assert!(rs.audit_mismatches.load(Ordering::Relaxed) >= 1);
+    assert!(!rs.synced.load(Ordering::Relaxed), "shard {s} lost its synchronization");
+    assert_eq!(ro.audit_mismatches.load(Ordering::Relaxed), 0);
+    assert!(ro.synced.load(Ordering::Relaxed), "shard {o} is still in sync");
+}
+
+#[test]
+fn a_packet_handed_off_but_not_yet_replicated_by_its_owner_is_sent_by_the_new_primary() {
+    let p = pools("ho");
+    let (mut pri, bak) = pair("ho", &p);
+    let (s, o) = client_shard();
+    let client = udp(VMAC, CLIENT_MAC, CLIENT, 50000, SERVER, 9000);
+    for node in [&pri, &bak] {
+        assert!(node.shards[o].inside.inject(vec![mbuf(&p.pkts, &client)]).is_empty());
+    }
+    wait("out", || pri.shards[s].outside.queued() == 1);
+    let out = pri.shards[s].outside.take_sent(4);
+    let ext = port_at(out[0].data(), 34);
+    drop(out);
+    std::thread::sleep(Duration::from_millis(30));
+    // Shard o's stream (its HANDED_OFF record) reaches the backup; shard
+    // s's (the packet, STEERED) dies with the primary: it was still in the
+    // owner's inbox, as far as the backup can tell.
+    let frames = pri.shards[o].rep.take_sent(64);
+    assert!(bak.shards[o].rep.inject(frames).is_empty());
+    drop(pri.shards[s].rep.take_sent(64));
+    wait("the HANDED_OFF record", || {
+        bak.shards[o].shared.counters.snapshot().steered_out == 1
+    });
+    pri.stop();
+    bak.command(WorkerCmd::BecomePrimary { epoch: 2 }, true);
+    wait("the parked copy sent", || bak.shards[s].outside.queued() == 1);
+    let out = bak.shards[s].outside.take_sent(4);
+    let d = out[0].data();
+    assert_eq!(
+        (&d[26..30], port_at(d, 34)),
+        (&NAT_ADDR[..], ext),
+        "the same translation as the old primary's"
+    );
+    drop(out);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(bak.shards[o].outside.queued(), 0, "sent once, by its owner");
+    assert_eq!(bak.shards[s].outside.queued(), 0);
 }

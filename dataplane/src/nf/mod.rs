@@ -147,6 +147,15 @@ pub trait NetworkFunction: Send + 'static {
         String::new()
     }
 
+    /// A digest of slice `slice` of `of` of the function's flow state, for
+    /// the in-band sync audit: the primary sends its digest at a sequence
+    /// boundary and the backup compares its own at the same point, so a
+    /// backup whose state silently diverged stops counting as synchronized.
+    /// 0 for a function without state.
+    fn audit_digest(&self, _slice: u32, _of: u32) -> u64 {
+        0
+    }
+
     /// Which shard owns `frame`, received on `ingress`. Called only when the
     /// node has several shards, on packets from the data ports, before they
     /// are replicated; must not change state.

@@ -617,6 +617,22 @@ impl Nat {
         Ok(outer)
     }
 
+    /// The audit's digest of slab slice `slice` of `of`: every slot in it,
+    /// by position (primary and backup fill the slab in the same order), so
+    /// the work per audit is a fraction of the table, never all of it.
+    pub fn audit_digest(&self, slice: u32, of: u32) -> u64 {
+        let of = of.max(1) as usize;
+        let n = self.slab.len();
+        let (a, b) = (n * slice as usize / of, n * (slice as usize + 1) / of);
+        let mut d = fx(&(n, slice));
+        for (i, s) in self.slab.iter().enumerate().take(b.min(n)).skip(a) {
+            if let Some(s) = s {
+                d ^= fx(&(i, s.out_key(), s.ext_port, s.tcp, s.last_ns));
+            }
+        }
+        d
+    }
+
     /// The session of an inside flow, if any (for tests and `show sessions`).
     pub fn lookup_outbound(
         &self,

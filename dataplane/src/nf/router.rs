@@ -533,6 +533,15 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
         out
     }
 
+    /// The NAT's slab slice, and (slice 0 only, it is small) the
+    /// neighbours.
+    fn audit_digest(&self, slice: u32, of: u32) -> u64 {
+        use super::state::SessionState;
+        let nat = self.nat.as_ref().map_or(0, |n| n.audit_digest(slice, of));
+        let neighbors = if slice == 0 { self.neighbors.digest(0, 1) } else { 0 };
+        nat ^ neighbors.rotate_left(17)
+    }
+
     /// ARP teaches neighbours, which every shard needs: every shard sees
     /// it. With a NAT, what an inside host sends belongs to the shard of
     /// its address (its sessions, and its ICMP errors about them), and a

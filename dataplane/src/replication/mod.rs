@@ -11,8 +11,10 @@
 //! - [`window`]: the bounded window of a backup's own ingress, and the
 //!   matching that finds what the primary never replicated.
 //! - [`learn`]: the MACs seen per side, announced after a takeover.
+//! - [`handoff`]: a backup's copies of packets in transit between shards.
 
 pub mod builder;
+pub mod handoff;
 pub mod learn;
 pub mod seq;
 pub mod shadow;

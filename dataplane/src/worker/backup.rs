@@ -9,7 +9,7 @@ use super::{ReplState, Scratch, Worker, MAX_BURST};
 use crate::clock::TscClock;
 use crate::dpdk::Mbuf;
 use crate::nf::DropReason;
-use crate::nf::{NetworkFunction, PacketCtx, Side, Verdict};
+use crate::nf::{NetworkFunction, Owner, PacketCtx, Side, Verdict};
 use crate::replication::seq::SeqVerdict;
 use crate::replication::{frame_hash, FrameType, ReplHeader, ReplicationFrame, HEADER_LEN};
 use crate::stats::bump;
@@ -118,19 +118,19 @@ impl<F: NetworkFunction> Worker<F> {
             let extra = m
                 .pkt_len()
                 .saturating_sub(ETH_LEN + off as usize + HEADER_LEN + len as usize);
-            let (t, h, target) = header_of(&m.data()[ETH_LEN + off as usize..]);
+            let (t, h, marker) = header_of(&m.data()[ETH_LEN + off as usize..]);
             if t == FrameType::Data && (!m.adj((ETH_LEN + HEADER_LEN) as u16) || !m.trim(extra as u16)) {
                 bump(&self.shared.repl.malformed, 1);
                 return;
             }
-            self.backup_record(t, h, target, Some(m), st, now);
+            self.backup_record(t, h, marker, Some(m), st, now);
             return;
         }
         // A batch: each DATA record gets an mbuf of its own.
         let pool = self.repl.as_ref().map(|p| p.pool.clone());
         for &(off, len) in &records[..count] {
             let start = ETH_LEN + off as usize;
-            let (t, h, target) = header_of(&m.data()[start..]);
+            let (t, h, marker) = header_of(&m.data()[start..]);
             let body = if t == FrameType::Data {
                 let Some(mut copy) = pool.as_deref().and_then(Mbuf::alloc) else {
                     self.shared.counters.drop(DropReason::NoMbuf, 1);
@@ -148,7 +148,7 @@ impl<F: NetworkFunction> Worker<F> {
             } else {
                 None
             };
-            self.backup_record(t, h, target, body, st, now);
+            self.backup_record(t, h, marker, body, st, now);
         }
     }
 
@@ -157,7 +157,7 @@ impl<F: NetworkFunction> Worker<F> {
         &mut self,
         t: FrameType,
         h: ReplHeader,
-        target: u32,
+        marker: [u8; MARKER_BODY],
         body: Option<Mbuf>,
         st: &mut ReplState,
         now: u64,
@@ -187,16 +187,31 @@ impl<F: NetworkFunction> Worker<F> {
                     bump(&r.malformed, 1);
                     return;
                 };
+                let hash = frame_hash(m.data());
+                if flags & ingress::HANDED_OFF != 0 {
+                    // Processed by the shard it was handed to, in its own
+                    // stream: this backup's copy waits in the ledger until
+                    // that shard's replica settles it.
+                    let copy = st.windows[side.index()].take_replicated(hash);
+                    let owner = match self.nf.owner(m.data(), side) {
+                        Owner::Shard(k) => k,
+                        _ => self.shard,
+                    };
+                    if let (Some(copy), Some(l)) = (copy, self.repl.as_ref().and_then(|p| p.handoff.as_ref())) {
+                        l.park(owner, hash, (side, copy), now);
+                    }
+                    bump(&self.shared.counters.steered_out, 1);
+                    return;
+                }
                 if flags & ingress::STEERED == 0 {
                     // Its copy, if this backup got one, is in this shard's
                     // window (a steered packet's is in the receiving
-                    // shard's, retired by its HANDED_OFF record).
-                    st.windows[side.index()].replicated(frame_hash(m.data()));
-                }
-                if flags & ingress::HANDED_OFF != 0 {
-                    // Processed by the shard it was handed to, in its stream.
-                    bump(&self.shared.counters.steered_out, 1);
-                    return;
+                    // shard's, handed to the ledger by its HANDED_OFF record).
+                    st.windows[side.index()].replicated(hash);
+                } else if flags & ingress::COPY == 0 {
+                    if let Some(l) = self.repl.as_ref().and_then(|p| p.handoff.as_ref()) {
+                        l.settle(self.shard, hash, now);
+                    }
                 }
                 if F::TRANSPARENT_L2 {
                     if let Ok(e) = EthernetFrame::new_checked(m.data()) {
@@ -229,12 +244,37 @@ impl<F: NetworkFunction> Worker<F> {
             }
             FrameType::Switchover => {
                 st.tracker.on_marker(h.seq);
+                let target = u32::from_be_bytes([marker[0], marker[1], marker[2], marker[3]]);
                 if self.repl.as_ref().is_some_and(|p| p.settings.node_id == target) {
                     st.switchover_for = target;
                 }
             }
-            // The checkpoint protocol's frames: not built yet.
-            FrameType::Audit | FrameType::SyncMark => st.tracker.on_marker(h.seq),
+            FrameType::Audit => {
+                st.tracker.on_marker(h.seq);
+                self.audit(&marker, h.seq, st);
+            }
+            // The checkpoint protocol's frame: not built yet.
+            FrameType::SyncMark => st.tracker.on_marker(h.seq),
+        }
+    }
+
+    /// Compares the primary's digest of a slice of the state with this
+    /// backup's at the same sequence boundary. A difference means this
+    /// shard's state diverged (a bug, a corrupted replica): it is no longer
+    /// synchronized, so it will refuse to take over.
+    fn audit(&mut self, body: &[u8; MARKER_BODY], seq: u64, st: &mut ReplState) {
+        if !st.tracker.synced() || st.tracker.last() != seq {
+            return;
+        }
+        let slice = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        let of = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+        let mut d = [0u8; 8];
+        d.copy_from_slice(&body[8..16]);
+        let r = &self.shared.repl;
+        bump(&r.audits, 1);
+        if of == 0 || slice >= of || self.nf.audit_digest(slice, of) != u64::from_be_bytes(d) {
+            bump(&r.audit_mismatches, 1);
+            st.tracker.mark_unsynced();
         }
     }
 
@@ -255,17 +295,19 @@ impl<F: NetworkFunction> Worker<F> {
     }
 }
 
-/// Type, header and SWITCHOVER target of a record already validated.
-fn header_of(rec: &[u8]) -> (FrameType, ReplHeader, u32) {
+/// How much of a marker's body a record's handling needs: SWITCHOVER's
+/// target (4 bytes), AUDIT's slice, slice count and digest (16).
+const MARKER_BODY: usize = 16;
+
+/// Type, header and the start of the body of a record already validated
+/// (zero-filled when shorter).
+fn header_of(rec: &[u8]) -> (FrameType, ReplHeader, [u8; MARKER_BODY]) {
     let f = ReplicationFrame::new_unchecked(rec);
-    let target = match f.frame_type() {
-        FrameType::Switchover if rec.len() >= HEADER_LEN + 4 => u32::from_be_bytes([
-            rec[HEADER_LEN],
-            rec[HEADER_LEN + 1],
-            rec[HEADER_LEN + 2],
-            rec[HEADER_LEN + 3],
-        ]),
-        _ => 0,
-    };
-    (f.frame_type(), f.header(), target)
+    let mut marker = [0u8; MARKER_BODY];
+    if f.frame_type() != FrameType::Data {
+        let body = f.body();
+        let n = body.len().min(MARKER_BODY);
+        marker[..n].copy_from_slice(&body[..n]);
+    }
+    (f.frame_type(), f.header(), marker)
 }

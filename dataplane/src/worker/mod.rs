@@ -42,6 +42,7 @@ use crate::frame::Frame;
 use crate::nf::{DropReason, NetworkFunction, Owner, PacketCtx, Side, Verdict};
 use crate::ownership::TxOwnership;
 use crate::replication::builder::Encap;
+use crate::replication::handoff::HandoffLedger;
 use crate::replication::learn::MacTable;
 use crate::replication::seq::SeqTracker;
 use crate::replication::shadow::ShadowRing;
@@ -154,6 +155,8 @@ pub struct ReplSettings {
     /// Largest batch frame of small packets' records (0: one frame per
     /// packet).
     pub batch_bytes: usize,
+    /// An AUDIT of one slice of the function's state this often (0: none).
+    pub audit_ns: u64,
     pub announce: Announce,
 }
 
@@ -163,6 +166,9 @@ pub struct ReplPath {
     pub source: ReplSource,
     /// Every shard's inbox, indexed by shard (empty with one shard).
     pub steer: Vec<Option<Arc<MbufRing>>>,
+    /// With steering: the node's ledger of copies in transit between
+    /// shards ([`crate::replication::handoff`]).
+    pub handoff: Option<Arc<HandoffLedger<(Side, Mbuf)>>>,
     pub encap: Encap,
     pub headers: Arc<Mempool>,
     pub clones: Arc<Mempool>,
@@ -234,6 +240,9 @@ pub(crate) struct ReplState {
     pub windows: [IngressWindow<Mbuf>; 2],
     pub macs: [MacTable; 2],
     pub switchover_for: u32,
+    /// Primary: when the next AUDIT is due (local ns), and its slice.
+    pub next_audit_ns: u64,
+    pub audit_slice: u32,
 }
 
 impl<F: NetworkFunction> Worker<F> {
@@ -269,6 +278,8 @@ impl<F: NetworkFunction> Worker<F> {
             ],
             macs: [MacTable::new(256), MacTable::new(256)],
             switchover_for: 0,
+            next_audit_ns: 0,
+            audit_slice: 0,
         });
         let publish_ticks = clock.ticks(LATENCY_PUBLISH_NS);
         let idle = Duration::from_micros(self.idle_sleep_us);

@@ -37,21 +37,13 @@ impl<F: NetworkFunction> Worker<F> {
             s.latency.saturating_record(clock.ns(end.wrapping_sub(t)).max(1));
             t = end;
         }
+        if self.take_parked(s) > 0 {
+            busy = true;
+            self.ingest_inbox(st, s, clock.ns(t));
+        }
         if self.take_inbox(s) > 0 {
             busy = true;
-            // Runs of one side and kind go through the primary path as
-            // ingress of this shard.
-            let mut inbox = std::mem::take(&mut s.inbox);
-            let mut it = inbox.drain(..).peekable();
-            while let Some(m) = it.next() {
-                let key = untag(&m);
-                s.pending.push_back(m);
-                if it.peek().map(untag) != Some(key) {
-                    self.primary_ingest(key.0, key.1, st, s, clock.ns(t));
-                }
-            }
-            drop(it);
-            s.inbox = inbox;
+            self.ingest_inbox(st, s, clock.ns(t));
         }
         let now = clock.ns(t);
         self.watch_for_higher_epoch(st, s);
@@ -64,7 +56,41 @@ impl<F: NetworkFunction> Worker<F> {
         if keepalive_due || (!busy && st.tx_done_sent < st.tx_done) {
             self.send_marker(FrameType::Keepalive, &[], st, now);
         }
+        self.audit_if_due(st, now);
         busy
+    }
+
+    /// Every `audit_ns`, the digest of the next slice of the function's
+    /// state goes in-band as an AUDIT at the current sequence boundary.
+    fn audit_if_due(&mut self, st: &mut ReplState, now: u64) {
+        let every = self.repl.as_ref().map_or(0, |r| r.settings.audit_ns);
+        if every == 0 || now < st.next_audit_ns {
+            return;
+        }
+        st.next_audit_ns = now.saturating_add(every);
+        let slice = st.audit_slice % AUDIT_SLICES;
+        st.audit_slice = (slice + 1) % AUDIT_SLICES;
+        let body = audit_body(slice, AUDIT_SLICES, self.nf.audit_digest(slice, AUDIT_SLICES));
+        if self.send_marker(FrameType::Audit, &body, st, now) {
+            bump(&self.shared.repl.audits, 1);
+        }
+    }
+
+    /// What `s.inbox` holds (steered here, or parked for this shard by a
+    /// takeover's ledger), through the primary path as this shard's
+    /// ingress, in runs of one side and kind.
+    fn ingest_inbox(&mut self, st: &mut ReplState, s: &mut Scratch, local_ns: u64) {
+        let mut inbox = std::mem::take(&mut s.inbox);
+        let mut it = inbox.drain(..).peekable();
+        while let Some(m) = it.next() {
+            let key = untag(&m);
+            s.pending.push_back(m);
+            if it.peek().map(untag) != Some(key) || s.pending.len() == MAX_BURST {
+                self.primary_ingest(key.0, key.1, st, s, local_ns);
+            }
+        }
+        drop(it);
+        s.inbox = inbox;
     }
 
     /// Stamps, replicates, processes and transmits the packets in
@@ -234,7 +260,9 @@ impl<F: NetworkFunction> Worker<F> {
         let _ = s_push_one(&mut repl.tx, m);
         st.last_frame_ns = local_ns;
         st.tx_done_sent = st.tx_done;
-        bump(&self.shared.repl.keepalives_tx, 1);
+        if t == FrameType::Keepalive {
+            bump(&self.shared.repl.keepalives_tx, 1);
+        }
         true
     }
 
@@ -264,6 +292,18 @@ impl<F: NetworkFunction> Worker<F> {
             }
         }
     }
+}
+
+/// The state is audited in this many slices, one per AUDIT.
+pub const AUDIT_SLICES: u32 = 64;
+
+/// An AUDIT's body: slice, slice count, digest (big-endian).
+pub fn audit_body(slice: u32, of: u32, digest: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..4].copy_from_slice(&slice.to_be_bytes());
+    b[4..8].copy_from_slice(&of.to_be_bytes());
+    b[8..].copy_from_slice(&digest.to_be_bytes());
+    b
 }
 
 /// Sends one frame on a TX queue now; frees it if refused.

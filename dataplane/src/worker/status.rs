@@ -65,6 +65,10 @@ pub struct ReplStatus {
     pub takeover_first_egress_ns: AtomicU64,
     pub takeover_done_ns: AtomicU64,
     pub announcements: AtomicU64,
+    /// Primary: AUDITs sent. Backup: AUDITs compared, and how many found
+    /// this shard's state different from the primary's.
+    pub audits: AtomicU64,
+    pub audit_mismatches: AtomicU64,
 }
 
 impl ReplStatus {

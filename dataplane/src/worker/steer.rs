@@ -21,9 +21,10 @@
 //!
 //! The ingress side travels with the mbuf, in its `port` field (no PMD
 //! reads it on transmit). A full inbox drops the packet, counted
-//! (`steer_refused`); after a takeover a packet that was handed off but not
-//! yet replicated by its owner when the primary died is lost (the window
-//! between a ring enqueue and the next poll of the owner: microseconds).
+//! (`steer_refused`). A packet handed off but not yet replicated by its
+//! owner when the primary dies is not lost: the backup parked its copy
+//! ([`crate::replication::handoff`]) and the owner processes it after the
+//! takeover (`take_parked`).
 
 use std::sync::Arc;
 
@@ -115,6 +116,25 @@ impl<F: NetworkFunction> Worker<F> {
         let n = ring.dequeue_into(&mut s.inbox, self.burst.clamp(1, MAX_BURST));
         bump(&self.shared.counters.steered_in, n as u64);
         n
+    }
+
+    /// After a takeover: the copies the old primary handed to this shard
+    /// but never replicated here ([`crate::replication::handoff`]), into
+    /// `s.inbox` tagged as steered; returns how many.
+    pub(crate) fn take_parked(&self, s: &mut Scratch) -> usize {
+        s.inbox.clear();
+        let Some(l) = self.repl.as_ref().and_then(|p| p.handoff.as_ref()) else {
+            return 0;
+        };
+        if !l.any_parked() {
+            return 0;
+        }
+        for (side, mut m) in l.take_for(self.shard) {
+            tag(&mut m, side, false);
+            s.inbox.push(m);
+        }
+        bump(&self.shared.counters.steered_in, s.inbox.len() as u64);
+        s.inbox.len()
     }
 
     /// After replication: each packet of `s.pending` to its owner, the ones

@@ -37,6 +37,8 @@ pub struct ClusterStatus {
     pub dead_ms: u64,
     /// The control thread's SCHED_FIFO priority (None: normal scheduling).
     pub control_rt_priority: Option<u8>,
+    /// Pauses of the control loop seen, and the longest (ns).
+    pub pauses: (u64, u64),
 }
 
 /// A takeover as it happened, in ns on this node's clock.
@@ -246,6 +248,11 @@ impl Cluster {
             }
             Action::Alarm(a) => log::warn!("ALARM {}: {}", a.name(), alarm_text(a)),
             Action::AlarmCleared(a) => log::info!("alarm {} cleared", a.name()),
+            Action::Paused { ns } if ns >= self.machine.config().heartbeat_ns => log::warn!(
+                "control loop paused {:.1} ms (this process descheduled, or the machine paused): not counted as the peers' silence",
+                ns as f64 / 1e6
+            ),
+            Action::Paused { .. } => {}
             Action::TakeoverRefused => log::error!(
                 "TAKEOVER REFUSED: the primary is gone but this backup is not synchronized (it did not process every shard's stream from sequence 1 without a gap)"
             ),
@@ -309,6 +316,7 @@ impl Cluster {
             heartbeat_ms: (m.config().heartbeat_ns / 1_000_000) as u32,
             dead_ms: m.config().dead_ns() / 1_000_000,
             control_rt_priority: self.control_rt_priority,
+            pauses: (m.pauses_detected, m.longest_pause_ns),
         };
         if let Ok(mut c) = self.view.cluster.lock() {
             *c = Some(status);

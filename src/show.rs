@@ -193,7 +193,7 @@ pub fn sync_text(view: &NodeView) -> String {
     };
     let _ = writeln!(
         out,
-        "  node {} priority {}: {} epoch {}  (heartbeat {} ms, dead after {} ms; control thread {})",
+        "  node {} priority {}: {} epoch {}  (heartbeat {} ms, dead after {} ms; control thread {}, paused {} times, longest {:.1} ms)",
         view.node_id,
         view.priority,
         c.role.name(),
@@ -203,7 +203,9 @@ pub fn sync_text(view: &NodeView) -> String {
         match c.control_rt_priority {
             Some(p) => format!("SCHED_FIFO {p}"),
             None => "at normal priority".to_string(),
-        }
+        },
+        c.pauses.0,
+        c.pauses.1 as f64 / 1e6
     );
     let synced = view.workers.iter().all(|w| w.repl.synced.load(Relaxed));
     let _ = writeln!(

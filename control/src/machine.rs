@@ -153,7 +153,20 @@ pub enum Action {
     AlarmCleared(Alarm),
     /// Both signals are gone but this backup is not synchronized.
     TakeoverRefused,
+    /// This node's own control loop did not run for `ns` (descheduled, or
+    /// the whole machine paused): that time does not count as the peers'
+    /// silence.
+    Paused {
+        ns: u64,
+    },
 }
+
+/// The driver ticks the machine this often.
+pub const TICK_NS: u64 = 1_000_000;
+
+/// A gap between two ticks longer than this is a pause of this node; what
+/// exceeds [`TICK_NS`] of it is not counted as the peers' silence.
+pub const PAUSE_MIN_NS: u64 = 2 * TICK_NS;
 
 /// What this node knows of a peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,6 +227,15 @@ pub struct Machine {
     /// Planned switchover in progress: (target, epoch we handed over in,
     /// since when).
     handing_over: Option<(u32, u32, u64)>,
+    last_tick_ns: Option<u64>,
+    /// Recent stretches when this node's own control loop did not run:
+    /// (end, length) in ns, oldest first. A peer cannot be heard while this
+    /// node is not running, so a pause is not the peer's silence: after a
+    /// pause of the whole machine both nodes resume, and the backup must
+    /// not take over before the primary had its turn to speak.
+    pauses: std::collections::VecDeque<(u64, u64)>,
+    pub pauses_detected: u64,
+    pub longest_pause_ns: u64,
 }
 
 impl Machine {
@@ -237,6 +259,10 @@ impl Machine {
             heartbeats_rejected: 0,
             last_takeover: None,
             handing_over: None,
+            last_tick_ns: None,
+            pauses: std::collections::VecDeque::new(),
+            pauses_detected: 0,
+            longest_pause_ns: 0,
         }
     }
 
@@ -321,7 +347,42 @@ impl Machine {
     }
 
     fn fresh(&self, t: u64, now: u64) -> bool {
-        now.saturating_sub(t) <= self.cfg.dead_ns()
+        self.silence(t, now) <= self.cfg.dead_ns()
+    }
+
+    /// How long a peer last heard at `t` has been silent while this node
+    /// was running: the time since `t`, less this node's pauses after `t`.
+    pub fn silence(&self, t: u64, now: u64) -> u64 {
+        let paused: u64 = self
+            .pauses
+            .iter()
+            .filter(|(end, _)| *end > t)
+            .map(|(end, len)| (*len).min(end - t))
+            .sum();
+        now.saturating_sub(t).saturating_sub(paused)
+    }
+
+    /// Notes a pause of this node's control loop since the last tick.
+    fn note_pause(&mut self, now: u64, out: &mut Vec<Action>) {
+        if let Some(prev) = self.last_tick_ns {
+            let gap = now.saturating_sub(prev);
+            if gap > PAUSE_MIN_NS {
+                let len = gap - TICK_NS;
+                self.pauses.push_back((now, len));
+                self.pauses_detected += 1;
+                self.longest_pause_ns = self.longest_pause_ns.max(len);
+                out.push(Action::Paused { ns: len });
+            }
+        }
+        self.last_tick_ns = Some(now);
+        let keep = 10 * self.cfg.dead_ns().max(PAUSE_MIN_NS);
+        while self
+            .pauses
+            .front()
+            .is_some_and(|(end, _)| now.saturating_sub(*end) > keep)
+        {
+            self.pauses.pop_front();
+        }
     }
 
     /// (priority, lower id first): the election order.
@@ -422,6 +483,7 @@ impl Machine {
     /// Advances the machine to `now`.
     pub fn tick(&mut self, now: u64, dp: &DataPlaneView) -> Vec<Action> {
         let mut out = Vec::new();
+        self.note_pause(now, &mut out);
         let primary = self.live_primary(now);
         if let Some(p) = primary {
             self.last_primary_hb_ns = p.last_heard_ns;

@@ -2,8 +2,14 @@
 //! every peer each period and feeds verified heartbeats to the machine.
 //! Non-blocking; the control thread calls it every tick.
 
-use std::io::ErrorKind;
+use std::io::IoSliceMut;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage};
+use nix::sys::time::TimeSpec;
 
 use crate::heartbeat::{Heartbeat, HeartbeatError, LEN};
 use crate::machine::Machine;
@@ -26,6 +32,10 @@ pub struct HeartbeatLink {
     boot_id: u64,
     seq: u64,
     next_send_ns: u64,
+    /// The kernel stamps each datagram at arrival (SO_TIMESTAMPNS).
+    kernel_stamps: bool,
+    /// When `receive` last ran (the machine's clock).
+    last_receive_ns: Option<u64>,
     pub counters: LinkCounters,
 }
 
@@ -40,7 +50,13 @@ impl HeartbeatLink {
     ) -> std::io::Result<HeartbeatLink> {
         let sock = UdpSocket::bind(local)?;
         sock.set_nonblocking(true)?;
+        let kernel_stamps = setsockopt(&sock, sockopt::ReceiveTimestampns, &true).is_ok();
+        if !kernel_stamps {
+            log::warn!("management link: no SO_TIMESTAMPNS; heartbeats are stamped when read");
+        }
         Ok(HeartbeatLink {
+            kernel_stamps,
+            last_receive_ns: None,
             sock,
             peers,
             key,
@@ -55,26 +71,60 @@ impl HeartbeatLink {
         self.sock.local_addr()
     }
 
-    /// Reads every pending datagram into the machine.
+    /// Reads every pending datagram into the machine, each stamped with
+    /// when it arrived: a heartbeat that waited in the socket while this
+    /// thread was late is not younger than it is, so a dead primary does
+    /// not look alive for longer than it was.
     pub fn receive(&mut self, machine: &mut Machine, now_ns: u64) {
+        let real_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        // How late this read can be: since the last one (bounds the damage
+        // of a wall-clock step between arrival and now).
+        let max_age = self.last_receive_ns.map_or(0, |t| now_ns.saturating_sub(t));
+        self.last_receive_ns = Some(now_ns);
         let mut buf = [0u8; 256];
         loop {
-            match self.sock.recv_from(&mut buf) {
-                Ok((n, _from)) => match Heartbeat::decode(&buf[..n], &self.key) {
-                    Ok(hb) => {
-                        if machine.on_heartbeat(&hb, now_ns) {
-                            self.counters.received += 1;
-                        } else {
-                            self.counters.rejected_replay += 1;
-                        }
+            let (n, arrived_real) = {
+                let mut iov = [IoSliceMut::new(&mut buf)];
+                let mut cmsg = nix::cmsg_space!(TimeSpec);
+                match recvmsg::<SockaddrStorage>(
+                    self.sock.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg),
+                    MsgFlags::MSG_DONTWAIT,
+                ) {
+                    Ok(msg) => {
+                        let stamp = msg.cmsgs().ok().and_then(|mut c| {
+                            c.find_map(|m| match m {
+                                ControlMessageOwned::ScmTimestampns(ts) => {
+                                    Some(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
+                                }
+                                _ => None,
+                            })
+                        });
+                        (msg.bytes, stamp)
                     }
-                    Err(HeartbeatError::BadMac) => self.counters.rejected_auth += 1,
-                    Err(_) => self.counters.rejected_malformed += 1,
-                },
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                // ICMP errors surface as ECONNREFUSED on Linux: a peer is down.
-                Err(_) => break,
+                    Err(Errno::EAGAIN) => break,
+                    Err(Errno::EINTR) => continue,
+                    // ICMP errors surface as ECONNREFUSED on Linux: a peer is down.
+                    Err(_) => break,
+                }
+            };
+            let arrived = match arrived_real {
+                Some(t) if self.kernel_stamps => now_ns.saturating_sub(real_now.saturating_sub(t).min(max_age)),
+                _ => now_ns,
+            };
+            match Heartbeat::decode(&buf[..n], &self.key) {
+                Ok(hb) => {
+                    if machine.on_heartbeat(&hb, arrived) {
+                        self.counters.received += 1;
+                    } else {
+                        self.counters.rejected_replay += 1;
+                    }
+                }
+                Err(HeartbeatError::BadMac) => self.counters.rejected_auth += 1,
+                Err(_) => self.counters.rejected_malformed += 1,
             }
         }
     }

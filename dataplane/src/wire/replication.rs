@@ -56,6 +56,41 @@ pub mod ingress {
     pub const FLAGS: u16 = HANDED_OFF | STEERED | COPY;
 }
 
+/// The body of an AUDIT: the digest of slice `slice` of `of` of a shard's
+/// state at the marker's sequence boundary (big-endian, 16 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditBody {
+    pub slice: u32,
+    pub of: u32,
+    pub digest: u64,
+}
+
+impl AuditBody {
+    pub const LEN: usize = 16;
+
+    pub fn emit(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        set_u32(&mut b, 0, self.slice);
+        set_u32(&mut b, 4, self.of);
+        set_u64(&mut b, 8, self.digest);
+        b
+    }
+
+    /// `None` when shorter than [`AuditBody::LEN`] or naming no slice of
+    /// its count.
+    pub fn parse(b: &[u8]) -> Option<AuditBody> {
+        if b.len() < Self::LEN {
+            return None;
+        }
+        let a = AuditBody {
+            slice: get_u32(b, 0),
+            of: get_u32(b, 4),
+            digest: get_u64(b, 8),
+        };
+        (a.slice < a.of).then_some(a)
+    }
+}
+
 /// Frame types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -198,6 +233,20 @@ mod tests {
         let mut b = [0u8; HEADER_LEN + 2];
         ReplicationFrame::new_unchecked(&mut b[..]).emit(FrameType::Data, &header());
         assert_eq!(ReplicationFrame::new_checked(&b[..]).unwrap_err(), WireError::Truncated);
+    }
+
+    #[test]
+    fn an_audit_body_decodes_back_and_one_naming_no_slice_is_refused() {
+        let a = AuditBody {
+            slice: 63,
+            of: 64,
+            digest: 0x0102_0304_0506_0708,
+        };
+        assert_eq!(AuditBody::parse(&a.emit()), Some(a));
+        assert_eq!(&a.emit()[8..], &[1, 2, 3, 4, 5, 6, 7, 8], "big-endian digest last");
+        assert_eq!(AuditBody::parse(&AuditBody { slice: 64, ..a }.emit()), None);
+        assert_eq!(AuditBody::parse(&AuditBody { slice: 0, of: 0, ..a }.emit()), None);
+        assert_eq!(AuditBody::parse(&a.emit()[..15]), None);
     }
 
     #[test]

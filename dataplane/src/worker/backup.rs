@@ -14,7 +14,8 @@ use crate::replication::seq::SeqVerdict;
 use crate::replication::{frame_hash, FrameType, ReplHeader, ReplicationFrame, HEADER_LEN};
 use crate::stats::bump;
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
-use crate::wire::replication::ingress;
+use crate::wire::get_u32;
+use crate::wire::replication::{ingress, AuditBody};
 
 impl<F: NetworkFunction> Worker<F> {
     /// One backup iteration. Returns whether anything arrived.
@@ -244,7 +245,7 @@ impl<F: NetworkFunction> Worker<F> {
             }
             FrameType::Switchover => {
                 st.tracker.on_marker(h.seq);
-                let target = u32::from_be_bytes([marker[0], marker[1], marker[2], marker[3]]);
+                let target = get_u32(&marker, 0);
                 if self.repl.as_ref().is_some_and(|p| p.settings.node_id == target) {
                     st.switchover_for = target;
                 }
@@ -266,13 +267,10 @@ impl<F: NetworkFunction> Worker<F> {
         if !st.tracker.synced() || st.tracker.last() != seq {
             return;
         }
-        let slice = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-        let of = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
-        let mut d = [0u8; 8];
-        d.copy_from_slice(&body[8..16]);
         let r = &self.shared.repl;
         bump(&r.audits, 1);
-        if of == 0 || slice >= of || self.nf.audit_digest(slice, of) != u64::from_be_bytes(d) {
+        let agrees = AuditBody::parse(body).is_some_and(|a| self.nf.audit_digest(a.slice, a.of) == a.digest);
+        if !agrees {
             bump(&r.audit_mismatches, 1);
             st.tracker.mark_unsynced();
         }
@@ -296,8 +294,8 @@ impl<F: NetworkFunction> Worker<F> {
 }
 
 /// How much of a marker's body a record's handling needs: SWITCHOVER's
-/// target (4 bytes), AUDIT's slice, slice count and digest (16).
-const MARKER_BODY: usize = 16;
+/// target (4 bytes), an [`AuditBody`] (16).
+const MARKER_BODY: usize = AuditBody::LEN;
 
 /// Type, header and the start of the body of a record already validated
 /// (zero-filled when shorter).

@@ -14,7 +14,7 @@ use crate::replication::builder::{append_record, build_data, build_marker, start
 use crate::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN};
 use crate::stats::bump;
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
-use crate::wire::replication::ingress;
+use crate::wire::replication::{ingress, AuditBody};
 
 impl<F: NetworkFunction> Worker<F> {
     /// One primary iteration. Returns whether anything arrived.
@@ -68,10 +68,14 @@ impl<F: NetworkFunction> Worker<F> {
             return;
         }
         st.next_audit_ns = now.saturating_add(every);
-        let slice = st.audit_slice % AUDIT_SLICES;
+        let slice = st.audit_slice;
         st.audit_slice = (slice + 1) % AUDIT_SLICES;
-        let body = audit_body(slice, AUDIT_SLICES, self.nf.audit_digest(slice, AUDIT_SLICES));
-        if self.send_marker(FrameType::Audit, &body, st, now) {
+        let body = AuditBody {
+            slice,
+            of: AUDIT_SLICES,
+            digest: self.nf.audit_digest(slice, AUDIT_SLICES),
+        };
+        if self.send_marker(FrameType::Audit, &body.emit(), st, now) {
             bump(&self.shared.repl.audits, 1);
         }
     }
@@ -296,15 +300,6 @@ impl<F: NetworkFunction> Worker<F> {
 
 /// The state is audited in this many slices, one per AUDIT.
 pub const AUDIT_SLICES: u32 = 64;
-
-/// An AUDIT's body: slice, slice count, digest (big-endian).
-pub fn audit_body(slice: u32, of: u32, digest: u64) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[..4].copy_from_slice(&slice.to_be_bytes());
-    b[4..8].copy_from_slice(&of.to_be_bytes());
-    b[8..].copy_from_slice(&digest.to_be_bytes());
-    b
-}
 
 /// Sends one frame on a TX queue now; frees it if refused.
 fn s_push_one(q: &mut crate::dpdk::TxQueue, m: crate::dpdk::Mbuf) -> bool {

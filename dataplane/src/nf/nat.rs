@@ -200,11 +200,16 @@ impl Nat {
         self
     }
 
+    /// Ports per shard's block (the last block also takes the remainder).
+    fn block_len(&self) -> u32 {
+        ((self.cfg.port_hi as u32 - self.cfg.port_lo as u32 + 1) / self.shards as u32).max(1)
+    }
+
     /// The external ports shard `k` allocates from.
     pub fn port_block(&self, k: u16) -> (u16, u16) {
         let (lo, hi) = (self.cfg.port_lo as u32, self.cfg.port_hi as u32);
         let n = self.shards as u32;
-        let block = ((hi - lo + 1) / n).max(1);
+        let block = self.block_len();
         let first = lo + block * k as u32;
         let last = if k as u32 + 1 >= n { hi } else { first + block - 1 };
         (first.min(hi) as u16, last.min(hi) as u16)
@@ -217,9 +222,7 @@ impl Nat {
         if !(lo..=hi).contains(&p) {
             return None;
         }
-        let n = self.shards as u32;
-        let block = ((hi - lo + 1) / n).max(1);
-        Some(((p - lo) / block).min(n - 1) as u16)
+        Some(((p - lo) / self.block_len()).min(self.shards as u32 - 1) as u16)
     }
 
     /// The shard whose session an outside-to-inside packet addressed to
@@ -267,10 +270,6 @@ impl Nat {
     /// on the same shard.
     pub fn shard_of_inside(&self, inside_ip: u32) -> u16 {
         (fx(&inside_ip) % self.shards as u64) as u16
-    }
-
-    pub fn shards(&self) -> u16 {
-        self.shards
     }
 
     pub fn config(&self) -> &NatConfig {

@@ -32,8 +32,6 @@ pub struct HeartbeatLink {
     boot_id: u64,
     seq: u64,
     next_send_ns: u64,
-    /// The kernel stamps each datagram at arrival (SO_TIMESTAMPNS).
-    kernel_stamps: bool,
     /// When `receive` last ran (the machine's clock).
     last_receive_ns: Option<u64>,
     pub counters: LinkCounters,
@@ -50,12 +48,11 @@ impl HeartbeatLink {
     ) -> std::io::Result<HeartbeatLink> {
         let sock = UdpSocket::bind(local)?;
         sock.set_nonblocking(true)?;
-        let kernel_stamps = setsockopt(&sock, sockopt::ReceiveTimestampns, &true).is_ok();
-        if !kernel_stamps {
+        // The kernel stamps each datagram at arrival (SO_TIMESTAMPNS).
+        if setsockopt(&sock, sockopt::ReceiveTimestampns, &true).is_err() {
             log::warn!("management link: no SO_TIMESTAMPNS; heartbeats are stamped when read");
         }
         Ok(HeartbeatLink {
-            kernel_stamps,
             last_receive_ns: None,
             sock,
             peers,
@@ -112,8 +109,8 @@ impl HeartbeatLink {
                 }
             };
             let arrived = match arrived_real {
-                Some(t) if self.kernel_stamps => now_ns.saturating_sub(real_now.saturating_sub(t).min(max_age)),
-                _ => now_ns,
+                Some(t) => now_ns.saturating_sub(real_now.saturating_sub(t).min(max_age)),
+                None => now_ns,
             };
             match Heartbeat::decode(&buf[..n], &self.key) {
                 Ok(hb) => {

@@ -116,13 +116,13 @@ impl<F: NetworkFunction> Worker<F> {
         for w in &mut st.windows {
             w.clear();
         }
-        // What other shards steered here as primary: the new primary has
-        // its own copies of it (a backup never reads its inbox).
         // Copies parked for this shard belong to the primary's stream now.
         if let Some(l) = self.repl.as_ref().and_then(|p| p.handoff.as_ref()) {
             let n = l.take_for(self.shard).len();
             crate::stats::bump(&self.shared.counters.ignored_not_owner, n as u64);
         }
+        // What other shards steered here as primary: the new primary has
+        // its own copies of it (a backup never reads its inbox).
         loop {
             let n = self.take_inbox(s);
             if n == 0 {

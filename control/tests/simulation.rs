@@ -128,6 +128,17 @@ impl Sim {
         }
     }
 
+    /// Runs up to `ms` until node `id` is the only primary; when it became so.
+    fn run_until_primary(&mut self, id: u32, ms: u64) -> Option<u64> {
+        for _ in 0..ms {
+            self.run(1);
+            if self.primaries() == vec![id] {
+                return Some(self.now);
+            }
+        }
+        None
+    }
+
     fn primaries(&self) -> Vec<u32> {
         self.nodes
             .iter()
@@ -149,15 +160,7 @@ fn killed_primary_is_replaced_by_the_backup_within_the_dead_interval_plus_a_hear
     assert_eq!(s.nodes[0].m.epoch(), 1);
     s.kill(0);
     let killed_at = s.now;
-    let mut took_over_at = None;
-    for _ in 0..100 {
-        s.run(1);
-        if s.primaries() == vec![2] {
-            took_over_at = Some(s.now);
-            break;
-        }
-    }
-    let t = took_over_at.expect("backup took over") - killed_at;
+    let t = s.run_until_primary(2, 100).expect("backup took over") - killed_at;
     assert!(t > 30 * MS && t <= 41 * MS, "took {} ms", t / MS);
     for a in [Alarm::ManagementDown, Alarm::ReplicationDown] {
         assert_eq!(s.nodes[1].m.alarm_count(a), 0, "a dead primary is no false alarm");
@@ -374,15 +377,7 @@ fn a_primary_that_dies_while_the_backup_is_paused_is_replaced_after_a_dead_inter
     s.nodes[1].frozen = true;
     s.run(20);
     s.nodes[1].frozen = false;
-    let mut took_over_at = None;
-    for _ in 0..100 {
-        s.run(1);
-        if s.primaries() == vec![2] {
-            took_over_at = Some(s.now);
-            break;
-        }
-    }
-    let t = took_over_at.expect("backup took over") - killed_at;
+    let t = s.run_until_primary(2, 100).expect("backup took over") - killed_at;
     // The dead interval (30 ms) counts only while the backup runs: its 20
     // ms pause comes on top (at most a heartbeat interval earlier, as ever).
     assert!(t > 50 * MS && t <= 61 * MS, "took {} ms", t / MS);

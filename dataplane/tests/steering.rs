@@ -350,19 +350,7 @@ fn an_arp_request_is_answered_once_by_the_shard_it_arrived_on_and_learned_by_eve
 #[test]
 fn steered_packets_replay_on_the_backup_shard_by_shard_and_a_takeover_repeats_none_of_them() {
     let p = pools("sr");
-    let mut pri = Node::start("srp", 1, true, &p);
-    let mut bak = Node::start("srb", 2, true, &p);
-    bak.command(
-        WorkerCmd::BecomeBackup {
-            epoch: 1,
-            diverged: false,
-        },
-        false,
-    );
-    pri.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
-    wait("primary", || {
-        pri.shards.iter().all(|s| s.shared.repl.mode() == Some(Mode::Primary))
-    });
+    let (mut pri, mut bak) = pair("sr", &p);
     // The segment delivers each packet to both nodes, on the same shard.
     let both = |k: usize, side: Side, bytes: &[u8]| {
         for node in [&pri, &bak] {

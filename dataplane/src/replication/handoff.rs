@@ -33,6 +33,16 @@ struct Slot<T> {
     early: VecDeque<u64>,
 }
 
+// Not derived: a derive would ask `T: Default` of the items.
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot {
+            parked: VecDeque::new(),
+            early: VecDeque::new(),
+        }
+    }
+}
+
 struct Inner<T> {
     cap: usize,
     slots: HashMap<(u16, u64), Slot<T>>,
@@ -90,13 +100,11 @@ impl<T> HandoffLedger<T> {
         }
         g.ticket += 1;
         let t = g.ticket;
-        g.slots.entry((owner, hash)).or_insert_with(|| Slot {
-            parked: VecDeque::new(),
-            early: VecDeque::new(),
-        });
-        if let Some(slot) = g.slots.get_mut(&(owner, hash)) {
-            slot.parked.push_back((t, now, item));
-        }
+        g.slots
+            .entry((owner, hash))
+            .or_default()
+            .parked
+            .push_back((t, now, item));
         g.entries += 1;
         self.parked.fetch_add(1, Ordering::Relaxed);
     }
@@ -120,14 +128,7 @@ impl<T> HandoffLedger<T> {
             g.refused += 1;
             return;
         }
-        g.slots
-            .entry((owner, hash))
-            .or_insert_with(|| Slot {
-                parked: VecDeque::new(),
-                early: VecDeque::new(),
-            })
-            .early
-            .push_back(now);
+        g.slots.entry((owner, hash)).or_default().early.push_back(now);
         g.entries += 1;
     }
 

@@ -627,6 +627,9 @@ pub struct Iperf {
     server: Child,
     client: Child,
     out: PathBuf,
+    /// When the client was started: its timed run ends no earlier than
+    /// this plus `-t`.
+    pub client_started: std::time::SystemTime,
 }
 
 impl Iperf {
@@ -646,6 +649,7 @@ impl Iperf {
         std::thread::sleep(Duration::from_millis(400));
         let out = dir.join("iperf3.json");
         let f = std::fs::File::create(&out).expect("iperf3 out");
+        let client_started = std::time::SystemTime::now();
         let client = Command::new("ip")
             .args([
                 "netns",
@@ -662,7 +666,12 @@ impl Iperf {
             .stdout(Stdio::from(f))
             .spawn()
             .expect("iperf3 client");
-        Iperf { server, client, out }
+        Iperf {
+            server,
+            client,
+            out,
+            client_started,
+        }
     }
 
     /// Waits; returns the client's JSON. A server still waiting 5 s after

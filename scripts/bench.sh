@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Throughput benchmark: dpdk-testpmd io forwarding and lockstep (forward,
-# forward with replication, router, NAT), same vdevs,
+# Throughput benchmark: dpdk-testpmd io forwarding, DPDK's l3fwd (LPM) and
+# lockstep (forward, forward with replication, router, NAT), same vdevs,
 # same pinned cores (main lcore 0, one forwarding lcore 1), in one run, from
 # two sources: net_null (framework cost) and net_pcap replaying a generated
 # 64-byte UDP pcap (real packets), into net_null sinks. Prints Mpps, the ratio
@@ -43,6 +43,10 @@ taskset -c 1 "$ROOT/target/release/nat_scale" 1000000 10000000 | tee "$OUT/nat_s
 echo "bench: rte_lpm against the Rust route table (10 000 routes)"
 taskset -c 1 "$ROOT/target/release/lpm" 10000 10000000 2>/dev/null | tee "$OUT/lpm.json"
 
+# DPDK's own router on the same vdevs: what a router's ratio can be here.
+L3FWD=$(benches/tools/build_l3fwd.sh "$OUT/l3fwd-src")
+
 python3 benches/tools/compare.py --lockstep "$ROOT/target/release/lockstep" --pcap "$OUT/udp64.pcap" \
+    --l3fwd "$L3FWD" \
     --out "$OUT" --runs "${BENCH_RUNS:-5}" --seconds "${BENCH_SECONDS:-5}" \
     --build "$(git describe --always --dirty 2>/dev/null || echo unknown)" "${HUGE[@]}"

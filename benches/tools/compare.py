@@ -151,6 +151,68 @@ def run_lockstep(args, source, pcap, run, config, extra_vdevs=()):
     }
 
 
+def telemetry(prefix, cmd):
+    """One command on a DPDK process's telemetry socket (v2, JSON)."""
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        s.connect(f"/var/run/dpdk/{prefix}/dpdk_telemetry.v2")
+        s.recv(1024)  # the greeting
+        s.send(cmd.encode())
+        return json.loads(s.recv(1 << 16))
+    finally:
+        s.close()
+
+
+def run_l3fwd(args, source, pcap, run):
+    """DPDK's l3fwd (LPM) routing the pcap's flows to the sink: one lcore
+    (1), which forwards; its rate is read from the sink's counters through
+    the telemetry socket (l3fwd has no prompt)."""
+    v, _ = vdevs(source, pcap)
+    prefix = f"bench-l3-{os.getpid()}"
+    os.makedirs(f"{args.out}/l3fwd-rules", exist_ok=True)
+    v4, v6 = f"{args.out}/l3fwd-rules/v4.cfg", f"{args.out}/l3fwd-rules/v6.cfg"
+    with open(v4, "w") as f:
+        f.write("R10.10.2.0/24 1\nR10.10.1.0/24 0\n")
+    with open(v6, "w") as f:
+        f.write("R2001:db8::/32 0\n")
+    eal = eal_common(args, prefix)
+    eal[eal.index("-l") + 1] = "1"
+    argv = [args.l3fwd] + eal + v + [
+        "--", "-p", "0x3", "--config=(0,0,1),(1,0,1)", f"--rule_ipv4={v4}", f"--rule_ipv6={v6}",
+        "--eth-dest=1,02:00:00:00:02:02", "--lookup=lpm", "--parse-ptype",
+    ]
+    log = open(f"{args.out}/l3fwd-{source}-{run}.log", "wb")
+    p = subprocess.Popen(argv, stdout=log, stderr=log)
+    sent = lambda: telemetry(prefix, "/ethdev/stats,1")["/ethdev/stats"]["opackets"]
+    try:
+        deadline = time.time() + 30
+        while True:
+            if p.poll() is not None:
+                raise RuntimeError(f"l3fwd exited; see {log.name}")
+            try:
+                if sent() > 0:
+                    break
+            except (OSError, KeyError, ValueError):
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"l3fwd forwards nothing; see {log.name}")
+            time.sleep(0.1)
+        time.sleep(args.warmup)
+        a, t0 = sent(), time.time()
+        time.sleep(args.seconds)
+        mpps = (sent() - a) / (time.time() - t0) / 1e6
+    finally:
+        p.send_signal(2)
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        remove_runtime_dir(prefix)
+    return {"mpps": mpps}
+
+
 # The primary replicates every packet to a net_null replication port; the
 # management link points at a peer that does not exist, so after listening
 # for one dead interval it becomes primary alone.
@@ -240,6 +302,7 @@ def main():
     ap.add_argument("--burst", type=int, default=32)
     ap.add_argument("--hugepages", action="store_true")
     ap.add_argument("--build", default="unknown")
+    ap.add_argument("--l3fwd", help="DPDK's l3fwd binary: the reference router, beside the router cases")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
@@ -263,6 +326,8 @@ def main():
         ]
         if source == "net_pcap":
             # net_null's frames are all zeros: a router only drops them.
+            if args.l3fwd:
+                cases.append(("l3fwd-lpm", lambda r: run_l3fwd(args, source, args.pcap, r)))
             for kind in ("router", "nat"):
                 cases.append((f"lockstep-{kind}", lambda r, k=kind: run_lockstep(args, source, args.pcap, r, gw[(k, False)])))
                 cases.append((f"lockstep-{kind}-repl", lambda r, k=kind: run_lockstep(args, source, args.pcap, r, gw[(k, True)], repl_port)))
@@ -275,7 +340,7 @@ def main():
                 continue
             records.append({"name": name, "source": source, "mpps": round(r["mpps"], 3),
                             "ratio": round(r["mpps"] / tp["mpps"], 3), "ns_per_pkt": round(1e3 / r["mpps"], 2),
-                            "p50_ns": r["p50_ns"], "p99_ns": r["p99_ns"], "p999_ns": r["p999_ns"],
+                            **{k: r[k] for k in ("p50_ns", "p99_ns", "p999_ns") if k in r},
                             "runs_mpps": r["runs_mpps"]})
 
     result = {
@@ -305,6 +370,13 @@ def main():
             step = by["lockstep-primary-repl"]["ns_per_pkt"] - by["lockstep-forward"]["ns_per_pkt"]
             result.setdefault("replication_step_ns_per_pkt", {})[source] = round(step, 2)
             print(f"replication step ({source}): {step:.1f} ns per packet")
+    by = {r["name"]: r for r in records if r["source"] == "net_pcap"}
+    if "l3fwd-lpm" in by:
+        for name in ("lockstep-router", "lockstep-router-repl"):
+            if name in by:
+                ratio = by[name]["mpps"] / by["l3fwd-lpm"]["mpps"]
+                result.setdefault("ratio_to_l3fwd", {})[name] = round(ratio, 3)
+                print(f"{name} / l3fwd-lpm: {ratio:.2f}")
     with open(f"{args.out}/results.json", "w") as f:
         json.dump(result, f, indent=2)
     print(f"\nresults: {args.out}/results.json")

@@ -17,7 +17,7 @@
 use super::hash::{fx, FxHashMap};
 use super::state::{begin_chunk, open_chunk, set_count, SessionState, StateError, StateKind};
 use super::DropReason;
-use crate::wire::checksum;
+use crate::wire::checksum::{self, Delta};
 use crate::wire::icmp::{IcmpPacket, IcmpType, HEADER_LEN as ICMP_HEADER_LEN};
 use crate::wire::ipv4::{IpProtocol, Ipv4Packet, MAX_HEADER_LEN, MIN_HEADER_LEN};
 use crate::wire::tcp::{TcpFlags, TcpPacket, CHECKSUM_END as TCP_CHECKSUM_END};
@@ -671,6 +671,9 @@ fn tcp_bits(flags: u8, outbound: bool) -> u8 {
 /// packet's, or the quote in an ICMP error: at least 8 bytes) and patches
 /// its checksum for the port and the address change.
 fn rewrite_l4(p: &mut [u8], proto: u8, source: bool, old_port: u16, new_port: u16, old_ip: u32, new_ip: u32) {
+    // The address is in the pseudo-header, the port in the header: one
+    // patch of the transport checksum for both.
+    let delta = Delta::default().word(old_port, new_port).dword(old_ip, new_ip);
     match proto {
         IpProtocol::TCP => {
             let has_checksum = p.len() >= TCP_CHECKSUM_END;
@@ -681,8 +684,7 @@ fn rewrite_l4(p: &mut [u8], proto: u8, source: bool, old_port: u16, new_port: u1
                 t.set_dst_port(new_port);
             }
             if has_checksum {
-                t.patch_checksum16(old_port, new_port);
-                t.patch_checksum32(old_ip, new_ip);
+                t.patch_checksum(delta);
             }
         }
         IpProtocol::UDP => {
@@ -692,8 +694,7 @@ fn rewrite_l4(p: &mut [u8], proto: u8, source: bool, old_port: u16, new_port: u1
             } else {
                 u.set_dst_port(new_port);
             }
-            u.patch_checksum16(old_port, new_port);
-            u.patch_checksum32(old_ip, new_ip);
+            u.patch_checksum(delta);
         }
         _ => {
             // ICMP's checksum covers no pseudo-header: only the identifier.

@@ -133,15 +133,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         self.set_checksum(checksum::finish(s));
     }
 
+    /// Patches the checksum for changed words of the pseudo-header or
+    /// segment.
     #[inline]
-    pub fn patch_checksum16(&mut self, old: u16, new: u16) {
-        let c = checksum::update16(self.checksum(), old, new);
-        self.set_checksum(c);
-    }
-
-    #[inline]
-    pub fn patch_checksum32(&mut self, old: u32, new: u32) {
-        let c = checksum::update32(self.checksum(), old, new);
+    pub fn patch_checksum(&mut self, delta: checksum::Delta) {
+        let c = delta.apply(self.checksum());
         self.set_checksum(c);
     }
 }
@@ -181,9 +177,12 @@ mod tests {
         let mut b = syn();
         let mut p = TcpPacket::new_checked(&mut b[..]).unwrap();
         p.set_src_port(1024);
-        p.patch_checksum16(40000, 1024);
         let new_src = [10, 10, 2, 1];
-        p.patch_checksum32(u32::from_be_bytes(SRC), u32::from_be_bytes(new_src));
+        p.patch_checksum(
+            checksum::Delta::default()
+                .word(40000, 1024)
+                .dword(u32::from_be_bytes(SRC), u32::from_be_bytes(new_src)),
+        );
         assert!(p.verify_checksum(new_src, DST));
     }
 

@@ -115,26 +115,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         self.set_checksum(if c == 0 { 0xffff } else { c });
     }
 
-    /// Patches the checksum for a changed 16-bit word of the pseudo-header or
+    /// Patches the checksum for changed words of the pseudo-header or
     /// datagram. A zero checksum (none) stays zero, as RFC 768 asks.
     #[inline]
-    pub fn patch_checksum16(&mut self, old: u16, new: u16) {
+    pub fn patch_checksum(&mut self, delta: checksum::Delta) {
         let c = self.checksum();
         if c == 0 {
             return;
         }
-        let n = checksum::update16(c, old, new);
-        self.set_checksum(if n == 0 { 0xffff } else { n });
-    }
-
-    /// Patches the checksum for a changed 32-bit word (an address).
-    #[inline]
-    pub fn patch_checksum32(&mut self, old: u32, new: u32) {
-        let c = self.checksum();
-        if c == 0 {
-            return;
-        }
-        let n = checksum::update32(c, old, new);
+        let n = delta.apply(c);
         self.set_checksum(if n == 0 { 0xffff } else { n });
     }
 
@@ -173,9 +162,12 @@ mod tests {
         let mut b = dgram();
         let mut p = UdpPacket::new_checked(&mut b[..]).unwrap();
         p.set_src_port(40000);
-        p.patch_checksum16(12345, 40000);
         let new_src = [10, 10, 2, 1];
-        p.patch_checksum32(u32::from_be_bytes(SRC), u32::from_be_bytes(new_src));
+        p.patch_checksum(
+            checksum::Delta::default()
+                .word(12345, 40000)
+                .dword(u32::from_be_bytes(SRC), u32::from_be_bytes(new_src)),
+        );
         assert!(p.verify_checksum(new_src, DST));
     }
 

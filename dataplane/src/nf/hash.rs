@@ -72,6 +72,52 @@ pub fn fx<T: std::hash::Hash>(v: &T) -> u64 {
     h.finish()
 }
 
+/// One 64 x 64 -> 128-bit multiply, the halves folded together: every
+/// output bit depends on every input bit (foldhash's mixer).
+#[inline(always)]
+pub fn fold_mul(x: u64, y: u64) -> u64 {
+    let p = x as u128 * y as u128;
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+/// The hash of a key packed into two words, in one multiply. The constants'
+/// top bytes are set, which no packed key's words have (see the NAT's
+/// keys), so neither factor can be zero.
+#[inline(always)]
+pub fn mix2(a: u64, b: u64) -> u64 {
+    fold_mul(a ^ 0xa076_1d64_78bd_642f, b ^ 0xe703_7ed1_a0b4_28db)
+}
+
+/// A hasher for keys that hash themselves ([`mix2`]) and write the result
+/// with `write_u64`: it keeps that word as the hash. Anything else written
+/// is mixed in as FxHash does, so any key still hashes soundly.
+#[derive(Default, Clone, Copy)]
+pub struct PreHashed {
+    hash: u64,
+}
+
+impl Hasher for PreHashed {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut fx = FxHasher { hash: self.hash };
+        fx.write(bytes);
+        self.hash = fx.hash;
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.hash = if self.hash == 0 { i } else { mix2(self.hash, i) };
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// A map over self-hashing keys (the NAT's per-packet lookups).
+pub type KeyMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<PreHashed>>;
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -81,5 +127,16 @@ mod tests {
             super::fx(&(6u8, 0x0a0a_0102u32, 40000u16))
         );
         assert_ne!(super::fx(&1u32), super::fx(&2u32));
+    }
+
+    #[test]
+    fn two_words_that_differ_in_one_bit_hash_apart_in_the_low_and_high_bits() {
+        // hashbrown indexes buckets by the low bits and tags by the top 7.
+        let base = super::mix2(0x0011_0000_0a0a_0102, 0x0035_0a0a_0202);
+        for bit in 0..56 {
+            let h = super::mix2(0x0011_0000_0a0a_0102 ^ (1 << bit), 0x0035_0a0a_0202);
+            assert_ne!(h & 0x7ff, base & 0x7ff, "bit {bit}: low bits");
+            assert_ne!(h >> 57, base >> 57, "bit {bit}: top bits");
+        }
     }
 }

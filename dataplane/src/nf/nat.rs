@@ -14,7 +14,7 @@
 //! a sweep of two slab entries per packet. No RNG, no clock, no iteration
 //! over a hash map.
 
-use super::hash::{fx, FxHashMap};
+use super::hash::{fx, mix2, KeyMap};
 use super::state::{begin_chunk, open_chunk, set_count, SessionState, StateError, StateKind};
 use super::DropReason;
 use crate::wire::checksum::{self, Delta};
@@ -103,12 +103,63 @@ fn is_icmp_error<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> bool {
         && IcmpPacket::new_checked(ip.payload()).is_ok_and(|i| i.is_error())
 }
 
-type OutKey = (u8, u32, u16, u32, u16);
-type InKey = (u8, u16, u32, u16);
+/// A session as the inside sees it: protocol, inside address and port,
+/// remote address and port, packed in 16 bytes (protocol and port share a
+/// word) so that the per-packet lookup hashes it in one multiply and
+/// compares it in two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OutKey([u32; 4]);
+
+impl OutKey {
+    #[inline]
+    fn new(proto: u8, inside_ip: u32, inside_port: u16, remote_ip: u32, remote_port: u16) -> OutKey {
+        OutKey([
+            (proto as u32) << 16 | inside_port as u32,
+            inside_ip,
+            remote_ip,
+            remote_port as u32,
+        ])
+    }
+
+    /// (protocol, inside address, inside port, remote address, remote port)
+    fn parts(&self) -> (u8, u32, u16, u32, u16) {
+        let [w0, ip, rip, rport] = self.0;
+        ((w0 >> 16) as u8, ip, w0 as u16, rip, rport as u16)
+    }
+}
+
+impl std::hash::Hash for OutKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let [w0, w1, w2, w3] = self.0.map(u64::from);
+        // Both words stay below 2^56: mix2's factors are never zero.
+        h.write_u64(mix2(w0 << 32 | w1, w3 << 32 | w2));
+    }
+}
+
+/// A session as the outside sees it: protocol, NAT port, remote address
+/// and port, packed in 12 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct InKey([u32; 3]);
+
+impl InKey {
+    #[inline]
+    fn new(proto: u8, ext_port: u16, remote_ip: u32, remote_port: u16) -> InKey {
+        InKey([(proto as u32) << 16 | ext_port as u32, remote_ip, remote_port as u32])
+    }
+}
+
+impl std::hash::Hash for InKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let [w0, w1, w2] = self.0.map(u64::from);
+        h.write_u64(mix2(w0 << 32 | w1, w2));
+    }
+}
 
 impl Session {
     fn out_key(&self) -> OutKey {
-        (
+        OutKey::new(
             self.proto,
             self.inside_ip,
             self.inside_port,
@@ -118,7 +169,7 @@ impl Session {
     }
 
     fn in_key(&self) -> InKey {
-        (self.proto, self.ext_port, self.remote_ip, self.remote_port)
+        InKey::new(self.proto, self.ext_port, self.remote_ip, self.remote_port)
     }
 
     fn timeout(&self, t: &Timeouts) -> u64 {
@@ -147,8 +198,8 @@ pub struct Nat {
     cfg: NatConfig,
     slab: Vec<Option<Session>>,
     free: Vec<u32>,
-    out_map: FxHashMap<OutKey, u32>,
-    in_map: FxHashMap<InKey, u32>,
+    out_map: KeyMap<OutKey, u32>,
+    in_map: KeyMap<InKey, u32>,
     sweep: usize,
     gen: u64,
     /// Deleted sessions (generation, key) for deltas, oldest first; bounded.
@@ -180,8 +231,8 @@ impl Nat {
             cfg,
             slab: Vec::new(),
             free: Vec::new(),
-            out_map: FxHashMap::default(),
-            in_map: FxHashMap::default(),
+            out_map: KeyMap::default(),
+            in_map: KeyMap::default(),
             sweep: 0,
             gen: 0,
             deleted: std::collections::VecDeque::new(),
@@ -364,7 +415,7 @@ impl Nat {
     ) -> Option<u16> {
         let (lo, hi) = self.port_block(self.shard);
         let (lo, hi) = (lo as u32, hi as u32);
-        let free = |p: u16| !self.in_map.contains_key(&(proto, p, remote_ip, remote_port));
+        let free = |p: u16| !self.in_map.contains_key(&InKey::new(proto, p, remote_ip, remote_port));
         if (lo..=hi).contains(&(inside_port as u32)) && free(inside_port) {
             return Some(inside_port);
         }
@@ -442,7 +493,7 @@ impl Nat {
             // An echo reply from inside answers nothing this NAT created.
             return Err(DropReason::UnsupportedProtocol);
         }
-        let key: OutKey = (l4.proto, src, l4.src_port, dst, remote_port);
+        let key = OutKey::new(l4.proto, src, l4.src_port, dst, remote_port);
         let mut idx = self.out_map.get(&key).copied();
         if let Some(i) = idx {
             if self.slab[i as usize].is_some_and(|s| s.expired(now, &self.cfg.timeouts)) {
@@ -501,7 +552,7 @@ impl Nat {
             return Err(DropReason::NoSession);
         }
         let remote_port = if l4.proto == IpProtocol::ICMP { 0 } else { l4.src_port };
-        let key: InKey = (l4.proto, l4.dst_port, ip.src_u32(), remote_port);
+        let key = InKey::new(l4.proto, l4.dst_port, ip.src_u32(), remote_port);
         let idx = self.in_map.get(&key).copied().ok_or(DropReason::NoSession)?;
         if self.slab[idx as usize].is_some_and(|s| s.expired(now, &self.cfg.timeouts)) {
             self.remove(idx);
@@ -556,10 +607,14 @@ impl Nat {
         let remote_port = |p: u16| if proto == IpProtocol::ICMP { 0 } else { p };
         let idx = match dir {
             // About a packet we sent: NAT address and port -> remote.
-            Direction::In if qsrc == self.cfg.address => self.in_map.get(&(proto, qsport, qdst, remote_port(qdport))),
+            Direction::In if qsrc == self.cfg.address => {
+                self.in_map.get(&InKey::new(proto, qsport, qdst, remote_port(qdport)))
+            }
             Direction::In => None,
             // About a packet we let in: remote -> inside host and port.
-            Direction::Out => self.out_map.get(&(proto, qdst, qdport, qsrc, remote_port(qsport))),
+            Direction::Out => self
+                .out_map
+                .get(&OutKey::new(proto, qdst, qdport, qsrc, remote_port(qsport))),
         }
         .copied()
         .ok_or(DropReason::NoSession)?;
@@ -643,7 +698,7 @@ impl Nat {
     ) -> Option<&Session> {
         let i = *self
             .out_map
-            .get(&(proto, inside_ip, inside_port, remote_ip, remote_port))?;
+            .get(&OutKey::new(proto, inside_ip, inside_port, remote_ip, remote_port))?;
         self.slab.get(i as usize)?.as_ref()
     }
 }
@@ -783,7 +838,7 @@ impl SessionState for Nat {
         let mut n = 0;
         for (g, key) in &self.deleted {
             if *g > generation && !self.out_map.contains_key(key) {
-                let (proto, inside_ip, inside_port, remote_ip, remote_port) = *key;
+                let (proto, inside_ip, inside_port, remote_ip, remote_port) = key.parts();
                 let tomb = Session {
                     proto,
                     inside_ip,

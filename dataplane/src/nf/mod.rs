@@ -84,6 +84,17 @@ impl PacketCtx {
             copy: false,
         }
     }
+
+    /// The context of a packet whose replication ingress flags are `flags`
+    /// (a copy for this shard's state only when they say COPY).
+    #[inline]
+    pub fn with_flags(ingress: Side, now_ns: u64, flags: u16) -> PacketCtx {
+        PacketCtx {
+            ingress,
+            now_ns,
+            copy: flags & crate::wire::replication::ingress::COPY != 0,
+        }
+    }
 }
 
 /// With several shards: which one a packet belongs to. The NIC spreads

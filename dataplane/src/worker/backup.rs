@@ -224,11 +224,7 @@ impl<F: NetworkFunction> Worker<F> {
                 } else {
                     bump(&self.shared.counters.steered_in, 1);
                 }
-                let ctx = PacketCtx {
-                    ingress: side,
-                    now_ns: h.time_ns,
-                    copy: flags & ingress::COPY != 0,
-                };
+                let ctx = PacketCtx::with_flags(side, h.time_ns, flags);
                 match self.verdict(&mut m, &ctx) {
                     Verdict::Forward(out) => st.shadow.push(h.seq, (out, m)),
                     Verdict::Replaced { out, dropped } => {

@@ -389,11 +389,7 @@ impl<F: NetworkFunction> Worker<F> {
             let mut inbox = std::mem::take(&mut s.inbox);
             for m in inbox.drain(..) {
                 let (side, flags) = steer::untag(&m);
-                let ctx = PacketCtx {
-                    ingress: side,
-                    now_ns,
-                    copy: flags & crate::wire::replication::ingress::COPY != 0,
-                };
+                let ctx = PacketCtx::with_flags(side, now_ns, flags);
                 self.process_one(m, &ctx, &mut s.tx);
             }
             s.inbox = inbox;

@@ -222,11 +222,7 @@ impl<F: NetworkFunction> Worker<F> {
         st.last_frame_ns = local_ns;
         bump(&self.shared.repl.frames_tx, sent_frames as u64);
         // 2. Process, 3. transmit.
-        let ctx = PacketCtx {
-            ingress: side,
-            now_ns,
-            copy: flags & ingress::COPY != 0,
-        };
+        let ctx = PacketCtx::with_flags(side, now_ns, flags);
         if steering {
             self.dispatch_pending(&ctx, s);
         } else {

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 mod common;
-use std::time::{Duration, Instant};
+use common::{shared_pool as pool, wait, ENC};
+use std::time::Duration;
 
 use crossbeam::channel::{unbounded, Sender};
 
@@ -16,16 +17,12 @@ use dataplane::dpdk::ring::RingPort;
 use dataplane::dpdk::{Mbuf, Mempool};
 use dataplane::nf::{Forward, Side};
 use dataplane::ownership::TxOwnership;
-use dataplane::replication::builder::{build_data, Encap, HEADER_DATA_ROOM};
+use dataplane::replication::builder::{build_data, HEADER_DATA_ROOM};
 use dataplane::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN};
 use dataplane::wire::MacAddr;
 use dataplane::worker::{
     Announce, Mode, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
 };
-
-fn pool(name: &str, n: u32, room: u16) -> Arc<Mempool> {
-    Arc::new(common::pool(name, n, room))
-}
 
 fn port(name: &str, p: &Mempool) -> RingPort {
     common::ring_port(name, Some((1024, 1024)), 0, p)
@@ -47,11 +44,6 @@ fn frame(p: &Mempool, len: u16, id: u32) -> Mbuf {
 fn id_of(bytes: &[u8]) -> u32 {
     u32::from_be_bytes([bytes[42], bytes[43], bytes[44], bytes[45]])
 }
-
-const ENC: Encap = Encap {
-    dst: MacAddr([0x03, 0x4c, 0x53, 0, 0, 1]),
-    src: MacAddr([2, 0, 0, 0, 0, 9]),
-};
 
 #[test]
 fn replica_shares_the_payload_buffer_and_carries_the_bytes_as_received() {
@@ -230,14 +222,6 @@ impl Drop for Node {
     /// The worker stops before the ports it polls are closed.
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-fn wait(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{unbounded, Sender};
 
 mod common;
+use common::{shared_pool as pool, wait, ENC};
 
 use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
 use dataplane::dpdk::ring::{MbufRing, RingPort};
@@ -19,7 +20,7 @@ use dataplane::nf::nat::{Nat, NatConfig, Timeouts};
 use dataplane::nf::route::RustLpm;
 use dataplane::nf::{Router, RouterConfig, Side};
 use dataplane::ownership::TxOwnership;
-use dataplane::replication::builder::{Encap, HEADER_DATA_ROOM};
+use dataplane::replication::builder::HEADER_DATA_ROOM;
 use dataplane::replication::handoff::HandoffLedger;
 use dataplane::wire::checksum;
 use dataplane::wire::MacAddr;
@@ -36,15 +37,6 @@ const NAT_ADDR: [u8; 4] = [10, 10, 2, 1];
 
 /// The primary audits one slice of a shard's state this often.
 const AUDIT_NS: u64 = 2_000_000;
-
-const ENC: Encap = Encap {
-    dst: MacAddr([0x03, 0x4c, 0x53, 0, 0, 1]),
-    src: MacAddr([2, 0, 0, 0, 0, 9]),
-};
-
-fn pool(name: &str, n: u32, room: u16) -> Arc<Mempool> {
-    Arc::new(common::pool(name, n, room))
-}
 
 fn router_config() -> Arc<RouterConfig> {
     let addr = [Ipv4Addr::new(10, 10, 1, 1), Ipv4Addr::from(NAT_ADDR)];
@@ -108,14 +100,6 @@ fn mbuf(p: &Mempool, bytes: &[u8]) -> Mbuf {
     let mut m = Mbuf::alloc(p).expect("mbuf");
     m.append(bytes.len() as u16).expect("room").copy_from_slice(bytes);
     m
-}
-
-fn wait(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 struct Shard {

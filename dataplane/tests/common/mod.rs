@@ -46,6 +46,26 @@ pub fn pool(name: &str, n: u32, data_room: u16) -> Mempool {
     Mempool::new(name, n, 0, data_room, -1).expect("pool")
 }
 
+/// [`pool`], shared with workers.
+pub fn shared_pool(name: &str, n: u32, data_room: u16) -> std::sync::Arc<Mempool> {
+    std::sync::Arc::new(pool(name, n, data_room))
+}
+
+/// The replication frames' Ethernet addresses in every test node.
+pub const ENC: dataplane::replication::builder::Encap = dataplane::replication::builder::Encap {
+    dst: dataplane::wire::MacAddr([0x03, 0x4c, 0x53, 0, 0, 1]),
+    src: dataplane::wire::MacAddr([2, 0, 0, 0, 0, 9]),
+};
+
+/// Polls `cond` every 2 ms; fails the test after 10 s, naming `what`.
+pub fn wait(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 pub fn port_config() -> PortConfig {
     PortConfig {
         queues: 1,

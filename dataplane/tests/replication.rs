@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 mod common;
 use common::{shared_pool as pool, wait, ENC};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{unbounded, Sender};
 
@@ -17,7 +17,7 @@ use dataplane::dpdk::ring::RingPort;
 use dataplane::dpdk::{Mbuf, Mempool};
 use dataplane::nf::{Forward, Side};
 use dataplane::ownership::TxOwnership;
-use dataplane::replication::builder::{build_data, HEADER_DATA_ROOM};
+use dataplane::replication::builder::{build_data, build_marker, HEADER_DATA_ROOM};
 use dataplane::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN};
 use dataplane::wire::MacAddr;
 use dataplane::worker::{
@@ -110,6 +110,7 @@ struct Node {
     shared: Arc<WorkerShared>,
     cmd: Sender<WorkerCmd>,
     ownership: Arc<TxOwnership>,
+    signals: Arc<NodeSignals>,
     quit: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -137,6 +138,7 @@ impl Node {
         let (tx, rx) = unbounded();
         let ownership = Arc::new(TxOwnership::new(1, false));
         let quit = Arc::new(AtomicBool::new(false));
+        let signals = Arc::new(NodeSignals::default());
         let worker = Worker {
             shard: 0,
             nf: Forward,
@@ -171,7 +173,7 @@ impl Node {
                         vips: [Some(Ipv4Addr::new(10, 10, 1, 1)), None],
                     },
                 },
-                signals: Arc::new(NodeSignals::default()),
+                signals: signals.clone(),
             }),
             commands: Some(rx),
             steering: None,
@@ -184,6 +186,7 @@ impl Node {
             shared,
             cmd: tx,
             ownership,
+            signals,
             quit,
             thread,
         }
@@ -437,6 +440,84 @@ fn a_refused_replica_means_the_packet_is_never_processed_and_its_sequence_is_reu
     let next = tiny.take_sent(4);
     assert_eq!(seq_of(&next[0]).1.seq, 16);
     drop(next);
+}
+
+#[test]
+fn a_packet_that_cannot_be_replicated_mid_burst_is_dropped_alone_and_the_rest_keep_their_order_and_sequence() {
+    let pkts = pool("md_pkts", 1023, DEFAULT_DATA_ROOM);
+    let headers = pool("md_hdr", 255, HEADER_DATA_ROOM);
+    // One clone in the pool, held by the test: a large packet (zero-copy,
+    // it needs a clone) cannot be replicated.
+    let clones = pool("md_cln", 1, 0);
+    let held = Mbuf::alloc(&clones).expect("the only clone");
+    let p = Node::start("md", 1, &pkts, &headers, &clones);
+    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
+    wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
+    std::thread::sleep(Duration::from_millis(20));
+    drop(p.rep.take_sent(16));
+
+    // One burst: small 1, large 2, small 3, large 4, small 5.
+    let burst = (1..=5)
+        .map(|i| frame(&pkts, if i % 2 == 0 { 600 } else { 100 }, i))
+        .collect();
+    assert!(p.inside.inject(burst).is_empty());
+    wait("5 received", || p.shared.counters.snapshot().rx[0] == 5);
+    std::thread::sleep(Duration::from_millis(20));
+    let c = p.shared.counters.snapshot();
+    assert_eq!(c.drops[dataplane::nf::DropReason::NoMbuf as usize], 2);
+    assert_eq!(c.tx[Side::Outside.index()], 3);
+    let egress = p.outside.take_sent(8);
+    assert_eq!(egress.iter().map(|m| id_of(m.data())).collect::<Vec<_>>(), [1, 3, 5]);
+    drop(egress);
+    let records: Vec<(u64, u32)> = p
+        .rep
+        .take_sent(16)
+        .iter()
+        .flat_map(records_of)
+        .filter(|(t, _, _)| *t == FrameType::Data)
+        .map(|(_, h, body)| (h.seq, id_of(&body)))
+        .collect();
+    assert_eq!(records, [(1, 1), (2, 3), (3, 5)], "(sequence, packet) of each replica");
+    drop(held);
+}
+
+#[test]
+fn a_busy_primary_that_hears_a_higher_epoch_on_its_replication_port_raises_the_fence() {
+    let pkts = pool("fe_pkts", 4095, DEFAULT_DATA_ROOM);
+    let headers = pool("fe_hdr", 1023, HEADER_DATA_ROOM);
+    let clones = pool("fe_cln", 63, 0);
+    let p = Node::start("fe", 1, &pkts, &headers, &clones);
+    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
+    wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
+    // Traffic keeps the worker busy (it reads the replication port only
+    // every few iterations then) while another node's frame of epoch 5
+    // arrives there.
+    let h = ReplHeader {
+        epoch: 5,
+        seq: 9,
+        ..Default::default()
+    };
+    let other = build_marker(FrameType::Keepalive, &h, &[], &ENC, &headers).expect("marker");
+    let mut id = 0;
+    let mut feed = || {
+        let burst = (0..32)
+            .map(|_| {
+                id += 1;
+                frame(&pkts, 100, id)
+            })
+            .collect();
+        drop(p.inside.inject(burst));
+        drop(p.outside.take_sent(64));
+        drop(p.rep.take_sent(64));
+    };
+    feed();
+    assert!(p.rep.inject(vec![other]).is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.signals.fence_epoch.load(Ordering::SeqCst) != 5 {
+        assert!(Instant::now() < deadline, "no fence within 10 s");
+        feed();
+    }
+    assert!(p.shared.counters.snapshot().rx[0] >= 32, "it was busy");
 }
 
 #[test]

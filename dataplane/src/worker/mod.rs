@@ -25,7 +25,6 @@ pub mod status;
 pub mod steer;
 pub mod takeover;
 
-use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -201,7 +200,9 @@ pub struct Worker<F: NetworkFunction> {
 pub(crate) struct Scratch {
     pub rx: RxBurst<MAX_BURST>,
     /// Packets on their way through the function, in order.
-    pub pending: VecDeque<Mbuf>,
+    pub pending: Vec<Mbuf>,
+    /// Positions in `pending` of packets dropped before replication.
+    pub dropped: Vec<usize>,
     /// Replication frames received this iteration.
     pub frames: Vec<Mbuf>,
     /// Packets carried by each replication frame of a burst.
@@ -243,6 +244,9 @@ pub(crate) struct ReplState {
     /// Primary: when the next AUDIT is due (local ns), and its slice.
     pub next_audit_ns: u64,
     pub audit_slice: u32,
+    /// Primary: busy iterations until the replication port is read again
+    /// for a higher epoch.
+    pub epoch_watch_in: u32,
 }
 
 impl<F: NetworkFunction> Worker<F> {
@@ -250,7 +254,8 @@ impl<F: NetworkFunction> Worker<F> {
     pub fn run(mut self) {
         let mut s = Scratch {
             rx: RxBurst::default(),
-            pending: VecDeque::with_capacity(MAX_BURST),
+            pending: Vec::with_capacity(MAX_BURST),
+            dropped: Vec::with_capacity(MAX_BURST),
             frames: Vec::with_capacity(MAX_BURST),
             frame_pkts: Vec::with_capacity(MAX_BURST),
             owners: Vec::with_capacity(MAX_BURST),
@@ -280,6 +285,7 @@ impl<F: NetworkFunction> Worker<F> {
             switchover_for: 0,
             next_audit_ns: 0,
             audit_slice: 0,
+            epoch_watch_in: 0,
         });
         let publish_ticks = clock.ticks(LATENCY_PUBLISH_NS);
         let idle = Duration::from_micros(self.idle_sleep_us);
@@ -372,7 +378,7 @@ impl<F: NetworkFunction> Worker<F> {
             if self.steering.is_some() && !F::BURST_VERDICT {
                 while let Some(m) = s.rx.pop() {
                     s.owners.push(self.owner_of(&m, side, 0));
-                    s.pending.push_back(m);
+                    s.pending.push(m);
                 }
                 self.dispatch_pending(&ctx, s);
             } else {
@@ -446,7 +452,7 @@ impl<F: NetworkFunction> Worker<F> {
             }
             return;
         }
-        while let Some(m) = s.pending.pop_front() {
+        for m in s.pending.drain(..) {
             self.process_one(m, ctx, &mut s.tx);
         }
     }
@@ -508,10 +514,44 @@ impl<F: NetworkFunction> Worker<F> {
     }
 }
 
+/// Removes the elements at `at` (ascending positions) from `v`, keeping
+/// the others in order.
+pub(crate) fn remove_at<T>(v: &mut Vec<T>, at: &[usize]) {
+    let mut next = at.iter().copied().peekable();
+    let mut i = 0;
+    v.retain(|_| {
+        let gone = next.next_if_eq(&i).is_some();
+        i += 1;
+        !gone
+    });
+}
+
 #[inline]
 fn push_or_drop(batch: &mut TxBatch<MAX_BURST>, m: Mbuf, counters: &WorkerCounters) {
     // A batch holds a whole burst, so it cannot overflow; count if it does.
     if batch.push(m).is_err() {
         counters.drop(DropReason::TxRefused, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_at;
+
+    #[test]
+    fn remove_at_takes_out_exactly_the_listed_positions_and_keeps_the_order() {
+        let cases: [(&[usize], &[u32]); 6] = [
+            (&[], &[0, 1, 2, 3, 4]),
+            (&[0], &[1, 2, 3, 4]),
+            (&[2], &[0, 1, 3, 4]),
+            (&[4], &[0, 1, 2, 3]),
+            (&[1, 2, 4], &[0, 3]),
+            (&[0, 1, 2, 3, 4], &[]),
+        ];
+        for (at, left) in cases {
+            let mut v: Vec<u32> = (0..5).collect();
+            remove_at(&mut v, at);
+            assert_eq!(v, left, "removing {at:?}");
+        }
     }
 }

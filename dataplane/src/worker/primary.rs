@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use super::steer::untag;
-use super::{ReplState, Scratch, Worker, MAX_BURST};
+use super::{remove_at, ReplState, Scratch, Worker, MAX_BURST};
 use crate::clock::TscClock;
 use crate::dpdk::eal::rdtsc;
 use crate::dpdk::Mbuf;
@@ -30,7 +30,7 @@ impl<F: NetworkFunction> Worker<F> {
             busy = true;
             self.shared.counters.rx(side, n as u64);
             while let Some(m) = s.rx.pop() {
-                s.pending.push_back(m);
+                s.pending.push(m);
             }
             self.primary_ingest(side, 0, st, s, clock.ns(t));
             let end = rdtsc();
@@ -46,7 +46,15 @@ impl<F: NetworkFunction> Worker<F> {
             self.ingest_inbox(st, s, clock.ns(t));
         }
         let now = clock.ns(t);
-        self.watch_for_higher_epoch(st, s);
+        // Under load, every EPOCH_WATCH_EVERY iterations (microseconds
+        // apart: the fence still comes "at once" next to the heartbeats'
+        // milliseconds); when idle, every time.
+        if !busy || st.epoch_watch_in == 0 {
+            st.epoch_watch_in = EPOCH_WATCH_EVERY;
+            self.watch_for_higher_epoch(st, s);
+        } else {
+            st.epoch_watch_in -= 1;
+        }
         let keepalive_due = self
             .repl
             .as_ref()
@@ -88,7 +96,7 @@ impl<F: NetworkFunction> Worker<F> {
         let mut it = inbox.drain(..).peekable();
         while let Some(m) = it.next() {
             let key = untag(&m);
-            s.pending.push_back(m);
+            s.pending.push(m);
             if it.peek().map(untag) != Some(key) || s.pending.len() == MAX_BURST {
                 self.primary_ingest(key.0, key.1, st, s, local_ns);
             }
@@ -124,14 +132,15 @@ impl<F: NetworkFunction> Worker<F> {
         let base = st.next_seq;
         // 1. Replicate first: each packet's record, in order, small ones
         //    batched; `s.frame_pkts[f]` = packets carried by frame `f`.
-        let n = s.pending.len();
         let max_frame = repl.settings.batch_bytes;
         s.frame_pkts.clear();
+        s.dropped.clear();
         let mut batch: Option<Mbuf> = None;
         let mut in_batch = 0u16;
         let mut kept = 0usize;
-        for i in 0..n {
-            let Some(m) = s.pending.pop_front() else { break };
+        // The packets stay in place; the few dropped here (their positions
+        // noted) leave `pending` after the loop.
+        for (i, m) in s.pending.iter().enumerate() {
             let owner = if steering { s.owners[i] } else { Owner::Here };
             let handed_off = if matches!(owner, Owner::Shard(_)) {
                 ingress::HANDED_OFF
@@ -140,6 +149,7 @@ impl<F: NetworkFunction> Worker<F> {
             };
             if !F::BURST_VERDICT && m.nb_segs() != 1 {
                 counters.drop(DropReason::MultiSegment, 1);
+                s.dropped.push(i);
                 continue;
             }
             let h = ReplHeader {
@@ -184,22 +194,24 @@ impl<F: NetworkFunction> Worker<F> {
                     s.frame_pkts.push(std::mem::take(&mut in_batch));
                 }
                 let Some(r) = Mbuf::alloc(&repl.headers)
-                    .and_then(|head| build_data(&m, &h, span, &repl.encap, head, &repl.clones))
+                    .and_then(|head| build_data(m, &h, span, &repl.encap, head, &repl.clones))
                 else {
                     counters.drop(DropReason::NoMbuf, 1);
+                    s.dropped.push(i);
                     continue;
                 };
                 // Room is guaranteed: at most one frame per packet of a burst.
                 let _ = s.repl_tx.push(r);
                 s.frame_pkts.push(1);
             }
-            s.pending.push_back(m);
-            if steering {
-                s.owners[kept] = owner;
-            }
             kept += 1;
         }
-        s.owners.truncate(kept);
+        if !s.dropped.is_empty() {
+            remove_at(&mut s.pending, &s.dropped);
+            if steering {
+                remove_at(&mut s.owners, &s.dropped);
+            }
+        }
         if let Some(b) = batch.take() {
             let _ = s.repl_tx.push(b);
             s.frame_pkts.push(in_batch);
@@ -293,6 +305,11 @@ impl<F: NetworkFunction> Worker<F> {
         }
     }
 }
+
+/// A busy primary reads its replication port for a higher epoch once per
+/// this many iterations: an empty read costs a driver call per burst, over
+/// a nanosecond per packet.
+const EPOCH_WATCH_EVERY: u32 = 16;
 
 /// The state is audited in this many slices, one per AUDIT.
 pub const AUDIT_SLICES: u32 = 64;

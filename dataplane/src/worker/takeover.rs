@@ -85,7 +85,7 @@ impl<F: NetworkFunction> Worker<F> {
         let n = items.len() as u64;
         let mut it = items.into_iter().peekable();
         while let Some((_, side, m)) = it.next() {
-            s.pending.push_back(m);
+            s.pending.push(m);
             let same_next = it.peek().is_some_and(|(_, sd, _)| *sd == side);
             if !same_next || s.pending.len() == MAX_BURST {
                 self.shared.counters.rx(side, s.pending.len() as u64);

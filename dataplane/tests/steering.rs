@@ -559,3 +559,39 @@ fn a_packet_handed_off_but_not_yet_replicated_by_its_owner_is_sent_by_the_new_pr
     assert_eq!(bak.shards[o].outside.queued(), 0, "sent once, by its owner");
     assert_eq!(bak.shards[s].outside.queued(), 0);
 }
+
+#[test]
+fn a_handed_off_packet_the_backup_never_saw_on_its_data_ports_is_still_sent_by_the_new_primary() {
+    let p = pools("hn");
+    let (mut pri, bak) = pair("hn", &p);
+    let (s, o) = client_shard();
+    // Only the primary receives the client's packet (a switch that
+    // delivers the virtual MAC's frames to the primary's port alone).
+    let client = udp(VMAC, CLIENT_MAC, CLIENT, 50001, SERVER, 9000);
+    assert!(pri.shards[o].inside.inject(vec![mbuf(&p.pkts, &client)]).is_empty());
+    wait("out", || pri.shards[s].outside.queued() == 1);
+    let out = pri.shards[s].outside.take_sent(4);
+    let ext = port_at(out[0].data(), 34);
+    drop(out);
+    std::thread::sleep(Duration::from_millis(30));
+    let frames = pri.shards[o].rep.take_sent(64);
+    assert!(bak.shards[o].rep.inject(frames).is_empty());
+    drop(pri.shards[s].rep.take_sent(64));
+    wait("the HANDED_OFF record", || {
+        bak.shards[o].shared.counters.snapshot().steered_out == 1
+    });
+    pri.stop();
+    bak.command(WorkerCmd::BecomePrimary { epoch: 2 }, true);
+    wait("the parked replica sent", || bak.shards[s].outside.queued() == 1);
+    let out = bak.shards[s].outside.take_sent(4);
+    let d = out[0].data();
+    assert_eq!(
+        (&d[26..30], port_at(d, 34), port_at(d, 36)),
+        (&NAT_ADDR[..], ext, 9000),
+        "the same translation as the old primary's"
+    );
+    drop(out);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(bak.shards[o].outside.queued(), 0, "sent once, by its owner");
+    assert_eq!(bak.shards[s].outside.queued(), 0);
+}

@@ -92,18 +92,10 @@ impl<T> IngressWindow<T> {
     /// for it. Returns how many copies were retired.
     #[inline]
     pub fn replicated(&mut self, hash: u64) -> usize {
-        self.retire(hash).map_or(0, |(n, _)| n)
+        self.retire(hash)
     }
 
-    /// As [`IngressWindow::replicated`], but the copy itself is handed
-    /// back instead of freed (a HANDED_OFF record: the copy waits for its
-    /// owner shard's replica).
-    #[inline]
-    pub fn take_replicated(&mut self, hash: u64) -> Option<T> {
-        self.retire(hash).map(|(_, copy)| copy)
-    }
-
-    fn retire(&mut self, hash: u64) -> Option<(usize, T)> {
+    fn retire(&mut self, hash: u64) -> usize {
         // Normally the copy is the front entry; a full scan only happens
         // when it is missing, which a healthy backup does not see often.
         let Some(i) = self.q.iter().position(|(h, _, _)| *h == hash) else {
@@ -112,15 +104,13 @@ impl<T> IngressWindow<T> {
                 self.ahead.pop_front();
             }
             self.ahead.push_back(hash);
-            return None;
+            return 0;
         };
         // Its copy is here, so the copies of the replicas still waiting
         // (older ones: the segment's order) will never come.
         self.ahead.clear();
-        let mut retired = self.q.drain(..=i);
-        let copy = retired.next_back().map(|(_, _, x)| x);
-        drop(retired);
-        copy.map(|c| (i + 1, c))
+        self.q.drain(..=i);
+        i + 1
     }
 
     /// Empties the window: the copies never replicated, in arrival order,

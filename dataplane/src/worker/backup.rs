@@ -191,15 +191,18 @@ impl<F: NetworkFunction> Worker<F> {
                 let hash = frame_hash(m.data());
                 if flags & ingress::HANDED_OFF != 0 {
                     // Processed by the shard it was handed to, in its own
-                    // stream: this backup's copy waits in the ledger until
-                    // that shard's replica settles it.
-                    let copy = st.windows[side.index()].take_replicated(hash);
+                    // stream: until that shard's replica settles it, the
+                    // packet waits in the ledger. The replica's own bytes
+                    // wait there, not this backup's copy from its data
+                    // port: whether, and when, this backup saw the packet
+                    // does not matter then.
+                    st.windows[side.index()].replicated(hash);
                     let owner = match self.nf.owner(m.data(), side) {
                         Owner::Shard(k) => k,
                         _ => self.shard,
                     };
-                    if let (Some(copy), Some(l)) = (copy, self.repl.as_ref().and_then(|p| p.handoff.as_ref())) {
-                        l.park(owner, hash, (side, copy), now);
+                    if let Some(l) = self.repl.as_ref().and_then(|p| p.handoff.as_ref()) {
+                        l.park(owner, hash, (side, m), now);
                     }
                     bump(&self.shared.counters.steered_out, 1);
                     return;

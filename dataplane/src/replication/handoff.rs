@@ -5,11 +5,12 @@
 //! packet as STEERED. Between the two, the packet exists only in `s`'s
 //! inbox on the primary — for as long as `s` takes to poll it, which on a
 //! busy machine is milliseconds. If the primary dies then, the backup must
-//! still process it. So the backup's shard `q`, on the HANDED_OFF record,
-//! does not free its own copy of the packet: it parks it here, under the
-//! owner's shard; the backup's shard `s`, on the STEERED record, settles
-//! it (frees it). Whatever is still parked when `s` becomes primary was
-//! never replicated by the old primary: `s` processes it as new ingress.
+//! still process it. So the backup's shard `q` parks the HANDED_OFF
+//! record's packet (the replica's own bytes, whether or not the backup saw
+//! the packet on its data ports) here, under the owner's shard; the
+//! backup's shard `s`, on the STEERED record, settles it (frees it).
+//! Whatever is still parked when `s` becomes primary was never replicated
+//! by the old primary: `s` processes it as new ingress.
 //!
 //! The two shards run independently, so a settle can come before its park:
 //! it is remembered and cancels the park when it comes. Matching is by the
@@ -27,7 +28,7 @@ use std::sync::Mutex;
 pub const STALE_NS: u64 = 1_000_000_000;
 
 struct Slot<T> {
-    /// Parked copies, oldest first: (ticket, local ns, item).
+    /// Parked packets, oldest first: (ticket, local ns, item).
     parked: VecDeque<(u64, u64, T)>,
     /// Settles that came before their park: local ns of each.
     early: VecDeque<u64>,
@@ -55,7 +56,7 @@ struct Inner<T> {
 /// Shared by every shard of a node.
 pub struct HandoffLedger<T> {
     inner: Mutex<Inner<T>>,
-    /// Parked copies: what a primary's loop reads before taking the lock.
+    /// Parked packets: what a primary's loop reads before taking the lock.
     parked: AtomicUsize,
 }
 
@@ -80,8 +81,8 @@ impl<T> HandoffLedger<T> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Parks `item` (the copy of the frame with `hash`) until shard `owner`
-    /// settles it. Dropped at once if its settle came first.
+    /// Parks `item` (the frame with `hash`) until shard `owner` settles it.
+    /// Dropped at once if its settle came first.
     pub fn park(&self, owner: u16, hash: u64, item: T, now: u64) {
         let mut g = self.lock();
         if let Some(slot) = g.slots.get_mut(&(owner, hash)) {
@@ -109,7 +110,7 @@ impl<T> HandoffLedger<T> {
         self.parked.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Shard `owner` replicated the frame with `hash`: its parked copy, if
+    /// Shard `owner` replicated the frame with `hash`: its parked packet, if
     /// any, is freed; else the park to come is cancelled.
     pub fn settle(&self, owner: u16, hash: u64, now: u64) {
         let mut g = self.lock();
@@ -138,7 +139,7 @@ impl<T> HandoffLedger<T> {
         self.parked.load(Ordering::Relaxed) > 0
     }
 
-    /// Takes every copy parked for `owner`, in the order they were parked.
+    /// Takes every packet parked for `owner`, in the order they were parked.
     pub fn take_for(&self, owner: u16) -> Vec<T> {
         let mut g = self.lock();
         let mut out: Vec<(u64, T)> = Vec::new();

@@ -22,7 +22,7 @@
 //! The ingress side travels with the mbuf, in its `port` field (no PMD
 //! reads it on transmit). A full inbox drops the packet, counted
 //! (`steer_refused`). A packet handed off but not yet replicated by its
-//! owner when the primary dies is not lost: the backup parked its copy
+//! owner when the primary dies is not lost: the backup parked its replica
 //! ([`crate::replication::handoff`]) and the owner processes it after the
 //! takeover (`take_parked`).
 

@@ -16,7 +16,9 @@ out=${1:?usage: build_l3fwd.sh OUTDIR}
 src=/usr/share/dpdk/examples
 if [ ! -f $src/l3fwd/main.c ]; then
     echo "build_l3fwd: installing dpdk-doc (DPDK's example sources)" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpdk-doc >/dev/null
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends dpdk-doc >/dev/null 2>&1 ||
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends dpdk-doc >/dev/null; }
 fi
 bin=$out/l3fwd/build/l3fwd
 if [ ! -x "$bin" ] || [ $src/l3fwd/main.c -nt "$bin" ]; then

@@ -521,6 +521,43 @@ fn a_busy_primary_that_hears_a_higher_epoch_on_its_replication_port_raises_the_f
 }
 
 #[test]
+fn a_small_chained_packet_is_replicated_whole_not_just_its_first_segment() {
+    let pkts = pool("ms_pkts", 1023, DEFAULT_DATA_ROOM);
+    let headers = pool("ms_hdr", 255, HEADER_DATA_ROOM);
+    let clones = pool("ms_cln", 255, 0);
+    let p = Node::start("ms", 1, &pkts, &headers, &clones);
+    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
+    wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
+    std::thread::sleep(Duration::from_millis(20));
+    drop(p.rep.take_sent(16));
+
+    // 100 bytes in two segments (60 + 40), as a NIC with scattered RX
+    // delivers them.
+    let first = frame(&pkts, 60, 7);
+    let mut second = Mbuf::alloc(&pkts).expect("mbuf");
+    for (i, b) in second.append(40).expect("room").iter_mut().enumerate() {
+        *b = 0xc0 | i as u8;
+    }
+    let chained = first.chain(second).map_err(|_| "chain").unwrap();
+    let bytes = chained.copy_to_vec();
+    assert_eq!((chained.nb_segs(), bytes.len()), (2, 100));
+    assert!(p.inside.inject(vec![chained]).is_empty());
+    wait("forwarded", || {
+        p.shared.counters.snapshot().tx[Side::Outside.index()] == 1
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    let records: Vec<(u64, u16, Vec<u8>)> = p
+        .rep
+        .take_sent(16)
+        .iter()
+        .flat_map(records_of)
+        .filter(|(t, _, _)| *t == FrameType::Data)
+        .map(|(_, h, body)| (h.seq, h.length, body))
+        .collect();
+    assert_eq!(records, [(1, 100, bytes)]);
+}
+
+#[test]
 fn small_packets_travel_in_batches_and_the_backup_unpacks_every_record_in_order() {
     let pkts = pool("bt_pkts", 4095, DEFAULT_DATA_ROOM);
     let headers = pool("bt_hdr", 2047, HEADER_DATA_ROOM);

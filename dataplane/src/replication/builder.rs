@@ -16,7 +16,7 @@
 
 use crate::dpdk::{Mbuf, Mempool};
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
-use crate::wire::replication::{FrameType, ReplHeader, ReplicationFrame, HEADER_LEN};
+use crate::wire::replication::{DataHeaderTemplate, FrameType, ReplHeader, ReplicationFrame, HEADER_LEN};
 use crate::wire::MacAddr;
 
 /// Packets up to this length are copied whole into the header mbuf.
@@ -52,7 +52,7 @@ fn encapsulate(mut m: Mbuf, enc: &Encap, t: FrameType, h: &ReplHeader, extra: us
 pub fn build_data(orig: &Mbuf, h: &ReplHeader, span: usize, enc: &Encap, head: Mbuf, clones: &Mempool) -> Option<Mbuf> {
     let data = orig.data();
     let len = data.len();
-    if len <= COPY_MAX {
+    if len <= COPY_MAX && orig.nb_segs() == 1 {
         let mut m = encapsulate(head, enc, FrameType::Data, h, len)?;
         m.data_mut()[ETH_LEN + HEADER_LEN..].copy_from_slice(data);
         return Some(m);
@@ -87,17 +87,28 @@ pub fn start_batch(pool: &Mempool, enc: &Encap) -> Option<Mbuf> {
     Some(m)
 }
 
-/// Appends a DATA record (header and a copy of `frame`) to a batch; false
-/// when it does not fit in `max_frame` bytes.
+/// Appends a DATA record (the template's header with `seq` and `ingress`,
+/// and a copy of `frame`) to a batch; false when it does not fit in
+/// `max_frame` bytes.
 #[inline]
-pub fn append_record(batch: &mut Mbuf, h: &ReplHeader, frame: &[u8], max_frame: usize) -> bool {
+pub fn append_record(
+    batch: &mut Mbuf,
+    header: &DataHeaderTemplate,
+    seq: u64,
+    ingress: u16,
+    frame: &[u8],
+    max_frame: usize,
+) -> bool {
     if batch.data_len() + HEADER_LEN + frame.len() > max_frame {
         return false;
     }
     let Some(buf) = batch.extend(HEADER_LEN + frame.len()) else {
         return false;
     };
-    ReplicationFrame::new_unchecked(&mut buf[..HEADER_LEN]).emit(FrameType::Data, h);
-    buf[HEADER_LEN..].copy_from_slice(frame);
+    let (head, body) = buf.split_at_mut(HEADER_LEN);
+    if let Ok(head) = <&mut [u8; HEADER_LEN]>::try_from(head) {
+        header.write(head, seq, ingress, frame.len() as u16);
+    }
+    body.copy_from_slice(frame);
     true
 }

@@ -184,6 +184,32 @@ impl<T: AsRef<[u8]>> ReplicationFrame<T> {
     }
 }
 
+/// The header of DATA records that differ only in sequence, ingress and
+/// length (a primary's burst): the shared fields are encoded once, and each
+/// record copies them and sets its own three — a third of the stores and
+/// none of the byte swaps of a full [`ReplicationFrame::emit`].
+#[derive(Clone, Copy, Debug)]
+pub struct DataHeaderTemplate([u8; HEADER_LEN]);
+
+impl DataHeaderTemplate {
+    /// From `h`'s shard, epoch, tx_done and time (its seq, ingress and
+    /// length are ignored).
+    pub fn new(h: &ReplHeader) -> DataHeaderTemplate {
+        let mut b = [0u8; HEADER_LEN];
+        ReplicationFrame::new_unchecked(&mut b[..]).emit(FrameType::Data, h);
+        DataHeaderTemplate(b)
+    }
+
+    /// Writes the header of one record into `out`.
+    #[inline]
+    pub fn write(&self, out: &mut [u8; HEADER_LEN], seq: u64, ingress: u16, length: u16) {
+        *out = self.0;
+        set_u64(out, field::SEQ, seq);
+        set_u16(out, field::INGRESS, ingress);
+        set_u16(out, field::LENGTH, length);
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> ReplicationFrame<T> {
     /// Writes a header (the body, if any, follows separately).
     pub fn emit(&mut self, t: FrameType, h: &ReplHeader) {
@@ -203,6 +229,30 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> ReplicationFrame<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_template_written_header_equals_a_full_emit() {
+        let h = ReplHeader {
+            shard: 3,
+            epoch: 7,
+            seq: 0x0102_0304_0506_0708,
+            tx_done: 99,
+            time_ns: 123_456_789,
+            ingress: 1 | ingress::STEERED,
+            length: 64,
+        };
+        let mut full = [0u8; HEADER_LEN];
+        ReplicationFrame::new_unchecked(&mut full[..]).emit(FrameType::Data, &h);
+        let t = DataHeaderTemplate::new(&ReplHeader {
+            seq: 5,
+            ingress: 0,
+            length: 0,
+            ..h
+        });
+        let mut out = [0xaau8; HEADER_LEN];
+        t.write(&mut out, h.seq, h.ingress, h.length);
+        assert_eq!(out, full);
+    }
 
     fn header() -> ReplHeader {
         ReplHeader {

@@ -14,7 +14,7 @@ use crate::replication::builder::{append_record, build_data, build_marker, start
 use crate::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN};
 use crate::stats::bump;
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
-use crate::wire::replication::{ingress, AuditBody};
+use crate::wire::replication::{ingress, AuditBody, DataHeaderTemplate};
 
 impl<F: NetworkFunction> Worker<F> {
     /// One primary iteration. Returns whether anything arrived.
@@ -138,6 +138,16 @@ impl<F: NetworkFunction> Worker<F> {
         let mut batch: Option<Mbuf> = None;
         let mut in_batch = 0u16;
         let mut kept = 0usize;
+        let mut h = ReplHeader {
+            shard: self.shard,
+            epoch: st.epoch,
+            seq: 0,
+            tx_done: st.tx_done,
+            time_ns: now_ns,
+            ingress: 0,
+            length: 0,
+        };
+        let template = DataHeaderTemplate::new(&h);
         // The packets stay in place; the few dropped here (their positions
         // noted) leave `pending` after the loop.
         for (i, m) in s.pending.iter().enumerate() {
@@ -152,20 +162,14 @@ impl<F: NetworkFunction> Worker<F> {
                 s.dropped.push(i);
                 continue;
             }
-            let h = ReplHeader {
-                shard: self.shard,
-                epoch: st.epoch,
-                seq: base + kept as u64 + 1,
-                tx_done: st.tx_done,
-                time_ns: now_ns,
-                ingress: side as u16 | flags | handed_off,
-                length: m.pkt_len() as u16,
-            };
+            let seq = base + kept as u64 + 1;
+            let ingress = side as u16 | flags | handed_off;
             let len = m.data_len();
-            let batched = max_frame > 0 && len <= COPY_MAX && {
+            // A record copies the first segment: a chain goes zero-copy.
+            let batched = max_frame > 0 && len <= COPY_MAX && m.nb_segs() == 1 && {
                 if batch
                     .as_mut()
-                    .is_some_and(|b| !append_record(b, &h, m.data(), max_frame))
+                    .is_some_and(|b| !append_record(b, &template, seq, ingress, m.data(), max_frame))
                 {
                     // Full: send it and start the next one.
                     if let Some(full) = batch.take() {
@@ -177,7 +181,7 @@ impl<F: NetworkFunction> Worker<F> {
                     batch = start_batch(&repl.pool, &repl.encap);
                     if !batch
                         .as_mut()
-                        .is_some_and(|b| append_record(b, &h, m.data(), max_frame))
+                        .is_some_and(|b| append_record(b, &template, seq, ingress, m.data(), max_frame))
                     {
                         batch = None;
                     }
@@ -193,6 +197,7 @@ impl<F: NetworkFunction> Worker<F> {
                     let _ = s.repl_tx.push(b);
                     s.frame_pkts.push(std::mem::take(&mut in_batch));
                 }
+                (h.seq, h.ingress, h.length) = (seq, ingress, m.pkt_len() as u16);
                 let Some(r) = Mbuf::alloc(&repl.headers)
                     .and_then(|head| build_data(m, &h, span, &repl.encap, head, &repl.clones))
                 else {

@@ -105,10 +105,10 @@ pub fn append_record(
     let Some(buf) = batch.extend(HEADER_LEN + frame.len()) else {
         return false;
     };
-    let (head, body) = buf.split_at_mut(HEADER_LEN);
-    if let Ok(head) = <&mut [u8; HEADER_LEN]>::try_from(head) {
-        header.write(head, seq, ingress, frame.len() as u16);
-    }
+    let Some((head, body)) = buf.split_first_chunk_mut::<HEADER_LEN>() else {
+        return false;
+    };
+    header.write(head, seq, ingress, frame.len() as u16);
     body.copy_from_slice(frame);
     true
 }

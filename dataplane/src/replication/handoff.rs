@@ -85,15 +85,8 @@ impl<T> HandoffLedger<T> {
     /// Dropped at once if its settle came first.
     pub fn park(&self, owner: u16, hash: u64, item: T, now: u64) {
         let mut g = self.lock();
-        if let Some(slot) = g.slots.get_mut(&(owner, hash)) {
-            if slot.early.pop_front().is_some() {
-                let empty = slot.parked.is_empty() && slot.early.is_empty();
-                if empty {
-                    g.slots.remove(&(owner, hash));
-                }
-                g.entries -= 1;
-                return;
-            }
+        if g.take_one((owner, hash), |slot| slot.early.pop_front().is_some()) {
+            return;
         }
         if !self.make_room(&mut g, now) {
             g.refused += 1;
@@ -114,16 +107,9 @@ impl<T> HandoffLedger<T> {
     /// any, is freed; else the park to come is cancelled.
     pub fn settle(&self, owner: u16, hash: u64, now: u64) {
         let mut g = self.lock();
-        if let Some(slot) = g.slots.get_mut(&(owner, hash)) {
-            if slot.parked.pop_front().is_some() {
-                let empty = slot.parked.is_empty() && slot.early.is_empty();
-                if empty {
-                    g.slots.remove(&(owner, hash));
-                }
-                g.entries -= 1;
-                self.parked.fetch_sub(1, Ordering::Relaxed);
-                return;
-            }
+        if g.take_one((owner, hash), |slot| slot.parked.pop_front().is_some()) {
+            self.parked.fetch_sub(1, Ordering::Relaxed);
+            return;
         }
         if !self.make_room(&mut g, now) {
             g.refused += 1;
@@ -162,6 +148,24 @@ impl<T> HandoffLedger<T> {
     pub fn stats(&self) -> (usize, u64, u64) {
         let g = self.lock();
         (g.entries, g.refused, g.forgotten)
+    }
+}
+
+impl<T> Inner<T> {
+    /// Takes one entry out of `key`'s slot with `take` (true if it had
+    /// one), dropping the slot once it is empty. Whether it took one.
+    fn take_one(&mut self, key: (u16, u64), take: impl FnOnce(&mut Slot<T>) -> bool) -> bool {
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return false;
+        };
+        if !take(slot) {
+            return false;
+        }
+        if slot.parked.is_empty() && slot.early.is_empty() {
+            self.slots.remove(&key);
+        }
+        self.entries -= 1;
+        true
     }
 }
 

@@ -92,10 +92,6 @@ impl<T> IngressWindow<T> {
     /// for it. Returns how many copies were retired.
     #[inline]
     pub fn replicated(&mut self, hash: u64) -> usize {
-        self.retire(hash)
-    }
-
-    fn retire(&mut self, hash: u64) -> usize {
         // Normally the copy is the front entry; a full scan only happens
         // when it is missing, which a healthy backup does not see often.
         let Some(i) = self.q.iter().position(|(h, _, _)| *h == hash) else {

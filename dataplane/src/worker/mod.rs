@@ -165,7 +165,7 @@ pub struct ReplPath {
     pub source: ReplSource,
     /// Every shard's inbox, indexed by shard (empty with one shard).
     pub steer: Vec<Option<Arc<MbufRing>>>,
-    /// With steering: the node's ledger of copies in transit between
+    /// With steering: the node's ledger of packets in transit between
     /// shards ([`crate::replication::handoff`]).
     pub handoff: Option<Arc<HandoffLedger<(Side, Mbuf)>>>,
     pub encap: Encap,

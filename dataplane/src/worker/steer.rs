@@ -118,7 +118,7 @@ impl<F: NetworkFunction> Worker<F> {
         n
     }
 
-    /// After a takeover: the copies the old primary handed to this shard
+    /// After a takeover: the packets the old primary handed to this shard
     /// but never replicated here ([`crate::replication::handoff`]), into
     /// `s.inbox` tagged as steered; returns how many.
     pub(crate) fn take_parked(&self, s: &mut Scratch) -> usize {

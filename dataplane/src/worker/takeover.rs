@@ -116,7 +116,7 @@ impl<F: NetworkFunction> Worker<F> {
         for w in &mut st.windows {
             w.clear();
         }
-        // Copies parked for this shard belong to the primary's stream now.
+        // Packets parked for this shard belong to the primary's stream now.
         if let Some(l) = self.repl.as_ref().and_then(|p| p.handoff.as_ref()) {
             let n = l.take_for(self.shard).len();
             crate::stats::bump(&self.shared.counters.ignored_not_owner, n as u64);

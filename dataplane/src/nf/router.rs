@@ -250,14 +250,20 @@ impl<L: RouteLookup> Router<L> {
             return None;
         }
         frame.truncate(n);
-        let vmac = self.cfg.vmac;
         let d = frame.data_mut();
         d.copy_from_slice(&bytes);
-        Ipv4Packet::new_unchecked(&mut d[ETH_LEN..]).decrement_ttl();
-        let mut eth = EthernetFrame::new_unchecked(&mut d[..]);
-        eth.set_dst(mac);
-        eth.set_src(vmac);
+        self.to_next_hop(d, mac);
         Some(Verdict::Forward(side))
+    }
+
+    /// The last step of routing an IPv4 frame: TTL down by one (checksum
+    /// patched), from the virtual MAC to the next hop's `mac`.
+    #[inline(always)]
+    fn to_next_hop(&self, d: &mut [u8], mac: MacAddr) {
+        Ipv4Packet::new_unchecked(&mut d[ETH_LEN..]).decrement_ttl();
+        let mut eth = EthernetFrame::new_unchecked(d);
+        eth.set_dst(mac);
+        eth.set_src(self.cfg.vmac);
     }
 
     /// Turns the frame into an ICMP error about it, back out of the ingress
@@ -373,7 +379,7 @@ impl<L: RouteLookup> Router<L> {
         if self.nat.is_some() || EthernetFrame::new_checked(&*d).ok()?.dst() != self.cfg.vmac {
             return None;
         }
-        let mut ip = Ipv4Packet::new_checked(&mut d[ETH_LEN..]).ok()?;
+        let ip = Ipv4Packet::new_checked(&d[ETH_LEN..]).ok()?;
         if ip.header_len() != MIN_HEADER_LEN || ip.ttl() <= 1 || !ip.verify_checksum() {
             return None;
         }
@@ -385,10 +391,7 @@ impl<L: RouteLookup> Router<L> {
         let mac = self
             .neighbors
             .get(route.via.map(u32::from).unwrap_or(dst), route.side)?;
-        ip.decrement_ttl();
-        let mut eth = EthernetFrame::new_unchecked(d);
-        eth.set_dst(mac);
-        eth.set_src(self.cfg.vmac);
+        self.to_next_hop(d, mac);
         Some(Verdict::Forward(route.side))
     }
 
@@ -465,12 +468,7 @@ impl<L: RouteLookup> Router<L> {
             let held = self.held.hold(next_hop, out, frame.data(), ctx.now_ns);
             return self.arp_request(frame, out, next_hop, ctx.now_ns, held);
         };
-        let vmac = self.cfg.vmac;
-        let d = frame.data_mut();
-        Ipv4Packet::new_unchecked(&mut d[ETH_LEN..]).decrement_ttl();
-        let mut eth = EthernetFrame::new_unchecked(&mut d[..]);
-        eth.set_dst(mac);
-        eth.set_src(vmac);
+        self.to_next_hop(frame.data_mut(), mac);
         Verdict::Forward(out)
     }
 }

@@ -22,6 +22,13 @@ struct Held {
     bytes: Vec<u8>,
 }
 
+impl Held {
+    /// Still worth sending at `now`.
+    fn fresh(&self, now: u64) -> bool {
+        now.saturating_sub(self.since_ns) <= HOLD_NS
+    }
+}
+
 pub struct HeldPackets {
     max: usize,
     by_next_hop: FxHashMap<u32, Held>,
@@ -53,7 +60,7 @@ impl HeldPackets {
     /// next hop already has one waiting, or no room is left.
     pub fn hold(&mut self, next_hop: u32, side: Side, frame: &[u8], now: u64) -> bool {
         if let Some(h) = self.by_next_hop.get(&next_hop) {
-            if now.saturating_sub(h.since_ns) <= HOLD_NS {
+            if h.fresh(now) {
                 return false;
             }
             // A stale one gives its place to the newest.
@@ -83,7 +90,7 @@ impl HeldPackets {
             return None;
         }
         let h = self.by_next_hop.remove(&next_hop)?;
-        if now.saturating_sub(h.since_ns) > HOLD_NS {
+        if !h.fresh(now) {
             self.expired += 1;
             return None;
         }
@@ -95,8 +102,7 @@ impl HeldPackets {
     /// matters: the result is the same on every node).
     fn purge(&mut self, now: u64) {
         let before = self.by_next_hop.len();
-        self.by_next_hop
-            .retain(|_, h| now.saturating_sub(h.since_ns) <= HOLD_NS);
+        self.by_next_hop.retain(|_, h| h.fresh(now));
         self.expired += (before - self.by_next_hop.len()) as u64;
     }
 }

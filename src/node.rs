@@ -127,7 +127,7 @@ pub struct Node {
 /// shard (a full inbox drops, counted `steer_refused`).
 const STEER_RING: u32 = 4096;
 
-/// Entries of a backup's ledger of copies in transit between shards.
+/// Entries of a backup's ledger of packets in transit between shards.
 const HANDOFF_LEDGER: usize = 16384;
 
 /// Everything one worker needs besides its function.
@@ -247,7 +247,7 @@ impl Node {
                 ));
             }
         }
-        // A backup's copies of packets in transit between its shards.
+        // A backup's ledger of packets in transit between its shards.
         let handoff = (replicating && !steer_rings.is_empty()).then(|| Arc::new(HandoffLedger::new(HANDOFF_LEDGER)));
         let settings = ReplSettings {
             node_id: cfg.node.id,

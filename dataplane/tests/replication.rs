@@ -17,8 +17,9 @@ use dataplane::dpdk::ring::RingPort;
 use dataplane::dpdk::{Mbuf, Mempool};
 use dataplane::nf::{Forward, Side};
 use dataplane::ownership::TxOwnership;
-use dataplane::replication::builder::{build_data, build_marker, HEADER_DATA_ROOM};
-use dataplane::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN};
+use dataplane::replication::builder::{build_data, build_marker, Batch, HEADER_DATA_ROOM};
+use dataplane::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN, HEADER_LEN};
+use dataplane::wire::replication::DataHeaderTemplate;
 use dataplane::wire::MacAddr;
 use dataplane::worker::{
     Announce, Mode, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
@@ -101,6 +102,87 @@ fn small_packets_are_copied_whole_into_one_segment() {
     assert_eq!((r.nb_segs(), r.pkt_len()), (1, ENCAP_LEN + 64));
     assert_eq!(&r.data()[ENCAP_LEN..], orig.data());
     assert_eq!(clones.in_use(), 0);
+}
+
+/// A packet of `len` bytes (byte i = i + `salt`) whose buffer holds 0xee
+/// in the 300 bytes after its data: what a copy must not carry.
+fn stale_after(p: &Mempool, len: u16, salt: u8) -> Mbuf {
+    let mut m = Mbuf::alloc(p).expect("mbuf");
+    m.append(len + 300).expect("room").fill(0xee);
+    for (i, b) in m.data_mut()[..len as usize].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_add(salt);
+    }
+    assert!(m.trim(300));
+    m
+}
+
+#[test]
+fn a_batch_frame_is_exactly_its_records_and_each_record_is_its_packet_as_received() {
+    let pkts = pool("ba_pkts", 63, DEFAULT_DATA_ROOM);
+    let lens = [1u16, 60, 63, 64, 65, 127, 200, 256];
+    let packets: Vec<Mbuf> = lens.iter().map(|&l| stale_after(&pkts, l, l as u8)).collect();
+    let h = ReplHeader {
+        shard: 2,
+        epoch: 3,
+        tx_done: 9,
+        time_ns: 77,
+        ..Default::default()
+    };
+    let template = DataHeaderTemplate::new(&h);
+    let mut batch = Batch::start(Mbuf::alloc(&pkts).unwrap(), &ENC, 1514).expect("batch");
+    assert!(batch.is_empty());
+    for (i, m) in packets.iter().enumerate() {
+        assert!(batch.append(&template, 10 + i as u64, 1, m), "record {i} fits");
+    }
+    let frame = batch.finish();
+    let want: usize = lens.iter().map(|&l| HEADER_LEN + l as usize).sum();
+    assert_eq!(frame.pkt_len(), 14 + want, "no byte after the last record");
+    let records = records_of(&frame);
+    assert_eq!(records.len(), lens.len());
+    for (i, ((t, rh, body), m)) in records.iter().zip(&packets).enumerate() {
+        assert_eq!(*t, FrameType::Data);
+        let expect = ReplHeader {
+            seq: 10 + i as u64,
+            ingress: 1,
+            length: m.data_len() as u16,
+            ..h
+        };
+        assert_eq!(*rh, expect);
+        assert_eq!(&body[..], m.data(), "record {i}: the packet's bytes, none after them");
+    }
+}
+
+#[test]
+fn a_record_that_does_not_fit_leaves_the_batch_as_it_was_and_one_that_just_fits_is_whole() {
+    let pkts = pool("bf_pkts", 63, DEFAULT_DATA_ROOM);
+    let template = DataHeaderTemplate::new(&ReplHeader::default());
+    let a = stale_after(&pkts, 60, 1);
+    let b = stale_after(&pkts, 61, 2);
+    // Room for the Ethernet header and exactly one 60-byte record: too
+    // little for a copy in whole 64-byte blocks, which must not be tried.
+    let room = 14 + HEADER_LEN + 60;
+    let mut batch = Batch::start(Mbuf::alloc(&pkts).unwrap(), &ENC, room).expect("batch");
+    assert!(!batch.append(&template, 1, 0, &b), "61 bytes do not fit");
+    assert!(batch.is_empty());
+    assert!(batch.append(&template, 1, 0, &a));
+    assert!(!batch.append(&template, 2, 0, &a), "full");
+    let frame = batch.finish();
+    assert_eq!(frame.pkt_len(), room);
+    let records = records_of(&frame);
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0].1.seq, &records[0].2[..]), (1, a.data()));
+}
+
+#[test]
+fn copy_data_to_refuses_a_destination_shorter_than_the_packet_and_copies_nothing() {
+    let pkts = pool("cd_pkts", 15, DEFAULT_DATA_ROOM);
+    let m = stale_after(&pkts, 100, 0);
+    let mut short = [0u8; 99];
+    assert_eq!(m.copy_data_to(&mut short), None);
+    assert_eq!(short, [0u8; 99]);
+    let mut exact = [0u8; 100];
+    assert_eq!(m.copy_data_to(&mut exact), Some(100));
+    assert_eq!(&exact[..], m.data());
 }
 
 struct Node {

@@ -6,6 +6,9 @@ use std::ptr::NonNull;
 use super::mempool::Mempool;
 use crate::frame::Frame;
 
+/// Most mbufs [`Mbuf::alloc_bulk`] takes in one call.
+pub const MAX_BULK: usize = 64;
+
 /// One packet (possibly a chain of segments) owned by Rust code.
 #[repr(transparent)]
 pub struct Mbuf {
@@ -23,6 +26,22 @@ impl Mbuf {
         // SAFETY: the pool is valid; a non-NULL result is an mbuf we now own.
         let raw = unsafe { dpdk_sys::rte_pktmbuf_alloc(pool.as_ptr()) };
         NonNull::new(raw).map(|raw| Mbuf { raw })
+    }
+
+    /// Takes `n` fresh mbufs from `pool` in one call onto the end of `into`
+    /// (the per-lcore cache is reached once instead of `n` times); false,
+    /// taking none, when the pool has fewer than `n`.
+    pub fn alloc_bulk(pool: &Mempool, into: &mut Vec<Mbuf>, n: usize) -> bool {
+        let mut raw: [*mut dpdk_sys::rte_mbuf; MAX_BULK] = [std::ptr::null_mut(); MAX_BULK];
+        let n = n.min(MAX_BULK);
+        // SAFETY: the pool is valid and `raw` has room for `n` pointers; on
+        // success each of them is an mbuf we now own, on failure none is.
+        let rc = unsafe { dpdk_sys::rte_pktmbuf_alloc_bulk(pool.as_ptr(), raw.as_mut_ptr(), n as u32) };
+        if rc != 0 {
+            return false;
+        }
+        into.extend(raw[..n].iter().filter_map(|p| NonNull::new(*p)).map(|raw| Mbuf { raw }));
+        true
     }
 
     /// Adopts a raw mbuf.
@@ -146,6 +165,42 @@ impl Mbuf {
         }
         // SAFETY: DPDK just reserved n bytes at p inside the buffer.
         Some(unsafe { std::slice::from_raw_parts_mut(p as *mut u8, n as usize) })
+    }
+
+    /// Copies the first segment's bytes to the front of `dst` and returns
+    /// how many; `None` (nothing copied) when `dst` is shorter. When both
+    /// this buffer and `dst` have room past the data, it copies whole
+    /// 64-byte blocks, and `dst` then holds stale bytes after the data that
+    /// the caller overwrites or cuts off: a small packet becomes a few
+    /// vector moves instead of a call into `memcpy` (the replication path
+    /// copies every small packet).
+    #[inline]
+    pub fn copy_data_to(&self, dst: &mut [u8]) -> Option<usize> {
+        let m = self.m();
+        let len = m.data_len as usize;
+        let padded = (len + 63) & !63;
+        if padded <= dst.len() && m.data_off as usize + padded <= m.buf_len as usize {
+            // SAFETY: [data_off, data_off + padded) lies inside the buffer
+            // (checked against buf_len), which we hold for self's lifetime;
+            // `dst` has `padded` bytes; a packet buffer and `dst` (borrowed
+            // mutably) do not overlap.
+            unsafe {
+                let src = (m.buf_addr as *const u8).add(m.data_off as usize);
+                for i in (0..padded).step_by(64) {
+                    std::ptr::copy_nonoverlapping(src.add(i), dst.as_mut_ptr().add(i), 64);
+                }
+            }
+        } else {
+            dst.get_mut(..len)?.copy_from_slice(self.data());
+        }
+        Some(len)
+    }
+
+    /// Bytes free after the first segment's data.
+    #[inline]
+    pub fn tailroom(&self) -> usize {
+        let m = self.m();
+        (m.buf_len as usize).saturating_sub(m.data_off as usize + m.data_len as usize)
     }
 
     /// Extends a single-segment mbuf by `n` bytes at its tail, without a

@@ -467,6 +467,22 @@ impl<const N: usize> RxBurst<N> {
     }
 }
 
+impl<const N: usize> RxBurst<N> {
+    /// Moves every packet left, in arrival order, onto the end of `into`.
+    #[inline]
+    pub fn drain_into(&mut self, into: &mut Vec<Mbuf>) {
+        // SAFETY: slots [next, len) hold mbufs the driver handed to us and
+        // nobody else has taken; each is taken exactly once here.
+        into.extend(
+            self.pkts[self.next..self.len]
+                .iter()
+                .filter_map(|p| unsafe { Mbuf::from_raw(*p) }),
+        );
+        self.next = 0;
+        self.len = 0;
+    }
+}
+
 impl<const N: usize> Drop for RxBurst<N> {
     fn drop(&mut self) {
         self.clear();
@@ -553,6 +569,20 @@ impl<const N: usize> TxBatch<N> {
         self.pkts[self.len..self.len + n].copy_from_slice(&rx.pkts[rx.next..rx.next + n]);
         self.len += n;
         rx.next += n;
+        n
+    }
+}
+
+impl<const N: usize> TxBatch<N> {
+    /// Moves as many packets of `from` as fit, in order, from its front;
+    /// returns how many moved (the rest stay in `from`).
+    #[inline]
+    pub fn append_vec(&mut self, from: &mut Vec<Mbuf>) -> usize {
+        let n = from.len().min(N - self.len);
+        for (slot, m) in self.pkts[self.len..self.len + n].iter_mut().zip(from.drain(..n)) {
+            *slot = m.into_raw();
+        }
+        self.len += n;
         n
     }
 }

@@ -76,39 +76,85 @@ pub fn build_marker(t: FrameType, h: &ReplHeader, body: &[u8], enc: &Encap, head
     Some(m)
 }
 
-/// Starts a batch frame (Ethernet header only) in a fresh mbuf.
-pub fn start_batch(pool: &Mempool, enc: &Encap) -> Option<Mbuf> {
-    let mut m = Mbuf::alloc(pool)?;
-    let buf = m.extend(ETH_LEN)?;
-    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
-    eth.set_dst(enc.dst);
-    eth.set_src(enc.src);
-    eth.set_ethertype(EtherType::LOCKSTEP);
-    Some(m)
+/// Batch mbufs a worker takes from the pool per refill of its stash.
+pub const BATCH_STASH: usize = 8;
+
+/// A fresh mbuf for a batch frame from the worker's `stash`, refilled from
+/// `pool` [`BATCH_STASH`] at a time (one trip to the pool's per-lcore cache
+/// instead of one per frame); one by one when the pool runs that low.
+#[inline]
+pub fn take_batch_mbuf(stash: &mut Vec<Mbuf>, pool: &Mempool) -> Option<Mbuf> {
+    if stash.is_empty() && !Mbuf::alloc_bulk(pool, stash, BATCH_STASH) {
+        return Mbuf::alloc(pool);
+    }
+    stash.pop()
 }
 
-/// Appends a DATA record (the template's header with `seq` and `ingress`,
-/// and a copy of `frame`) to a batch; false when it does not fit in
-/// `max_frame` bytes.
-#[inline]
-pub fn append_record(
-    batch: &mut Mbuf,
-    header: &DataHeaderTemplate,
-    seq: u64,
-    ingress: u16,
-    frame: &[u8],
-    max_frame: usize,
-) -> bool {
-    if batch.data_len() + HEADER_LEN + frame.len() > max_frame {
-        return false;
+/// A batch frame being filled. It claims its whole room at the start and
+/// gives back what is left when it is closed, so a record is two copies
+/// into the buffer and no update of the mbuf's fields (the replication
+/// path appends one record per small packet).
+pub struct Batch {
+    m: Mbuf,
+    /// Bytes written so far, the Ethernet header included.
+    used: usize,
+}
+
+impl Batch {
+    /// A batch of up to `max_frame` bytes (fewer if the buffer is smaller)
+    /// in `m`, a fresh mbuf, its Ethernet header written.
+    #[inline]
+    pub fn start(mut m: Mbuf, enc: &Encap, max_frame: usize) -> Option<Batch> {
+        let room = max_frame.min(m.tailroom());
+        if room < ETH_LEN {
+            return None;
+        }
+        let buf = m.extend(room)?;
+        let mut eth = EthernetFrame::new_unchecked(&mut buf[..ETH_LEN]);
+        eth.set_dst(enc.dst);
+        eth.set_src(enc.src);
+        eth.set_ethertype(EtherType::LOCKSTEP);
+        Some(Batch { m, used: ETH_LEN })
     }
-    let Some(buf) = batch.extend(HEADER_LEN + frame.len()) else {
-        return false;
-    };
-    let Some((head, body)) = buf.split_first_chunk_mut::<HEADER_LEN>() else {
-        return false;
-    };
-    header.write(head, seq, ingress, frame.len() as u16);
-    body.copy_from_slice(frame);
-    true
+
+    /// Appends a DATA record (the template's header with `seq` and
+    /// `ingress`, and a copy of `pkt`'s first segment); false when it does
+    /// not fit.
+    #[inline]
+    pub fn append(&mut self, header: &DataHeaderTemplate, seq: u64, ingress: u16, pkt: &Mbuf) -> bool {
+        let len = pkt.data_len();
+        let at = self.used;
+        let end = at + HEADER_LEN + len;
+        let buf = self.m.data_mut();
+        if end > buf.len() {
+            return false;
+        }
+        let Some((head, body)) = buf[at..].split_first_chunk_mut::<HEADER_LEN>() else {
+            return false;
+        };
+        header.write(head, seq, ingress, len as u16);
+        // The rest of the room as the destination: the copy may run past
+        // the record in whole blocks; the next record or finish() covers it.
+        if pkt.copy_data_to(body).is_none() {
+            return false;
+        }
+        self.used = end;
+        true
+    }
+
+    /// Whether no record was appended yet.
+    pub fn is_empty(&self) -> bool {
+        self.used == ETH_LEN
+    }
+
+    /// The frame, as long as what was written.
+    #[inline]
+    pub fn finish(mut self) -> Mbuf {
+        let spare = self.m.data_len() - self.used;
+        if spare > 0 {
+            // Cannot fail: the frame is one segment at least `used` long.
+            let _ = self.m.trim(spare as u16);
+        }
+        self.m
+    }
 }

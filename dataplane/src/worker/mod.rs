@@ -212,6 +212,9 @@ pub(crate) struct Scratch {
     /// With steering: what other shards steered here this iteration.
     pub inbox: Vec<Mbuf>,
     pub repl_tx: TxBatch<MAX_BURST>,
+    /// Fresh mbufs for replication batch frames, taken from the pool a few
+    /// at a time ([`take_batch_mbuf`](crate::replication::builder::take_batch_mbuf)).
+    pub batch_stash: Vec<Mbuf>,
     pub tx: [TxBatch<MAX_BURST>; 2],
     pub latency: Histogram<u64>,
 }
@@ -261,6 +264,7 @@ impl<F: NetworkFunction> Worker<F> {
             owners: Vec::with_capacity(MAX_BURST),
             inbox: Vec::with_capacity(MAX_BURST),
             repl_tx: TxBatch::default(),
+            batch_stash: Vec::with_capacity(crate::replication::builder::BATCH_STASH),
             tx: [TxBatch::default(), TxBatch::default()],
             latency: new_latency_histogram(),
         };
@@ -435,10 +439,17 @@ impl<F: NetworkFunction> Worker<F> {
         if F::BURST_VERDICT {
             let counters = &self.shared.counters;
             let n = s.pending.len() as u64;
-            match self.nf.process(&mut Frame::new_in_range(&mut [], 0, 0), ctx) {
+            let verdict = self.nf.process(&mut Frame::new_in_range(&mut [], 0, 0), ctx);
+            match verdict {
                 Verdict::Forward(out) | Verdict::Replaced { out, .. } => {
-                    for m in s.pending.drain(..) {
-                        push_or_drop(&mut s.tx[out.index()], m, counters);
+                    if let Verdict::Replaced { dropped, .. } = verdict {
+                        counters.drop(dropped, n);
+                    }
+                    s.tx[out.index()].append_vec(&mut s.pending);
+                    // A batch holds a whole burst; count if it ever does not.
+                    if !s.pending.is_empty() {
+                        counters.drop(DropReason::TxRefused, s.pending.len() as u64);
+                        s.pending.clear();
                     }
                 }
                 Verdict::Drop(r) => {

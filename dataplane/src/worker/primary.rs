@@ -10,7 +10,7 @@ use crate::clock::TscClock;
 use crate::dpdk::eal::rdtsc;
 use crate::dpdk::Mbuf;
 use crate::nf::{DropReason, NetworkFunction, Owner, PacketCtx, Side};
-use crate::replication::builder::{append_record, build_data, build_marker, start_batch, COPY_MAX};
+use crate::replication::builder::{build_data, build_marker, take_batch_mbuf, Batch, COPY_MAX};
 use crate::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN};
 use crate::stats::bump;
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
@@ -29,9 +29,7 @@ impl<F: NetworkFunction> Worker<F> {
             }
             busy = true;
             self.shared.counters.rx(side, n as u64);
-            while let Some(m) = s.rx.pop() {
-                s.pending.push(m);
-            }
+            s.rx.drain_into(&mut s.pending);
             self.primary_ingest(side, 0, st, s, clock.ns(t));
             let end = rdtsc();
             s.latency.saturating_record(clock.ns(end.wrapping_sub(t)).max(1));
@@ -135,7 +133,7 @@ impl<F: NetworkFunction> Worker<F> {
         let max_frame = repl.settings.batch_bytes;
         s.frame_pkts.clear();
         s.dropped.clear();
-        let mut batch: Option<Mbuf> = None;
+        let mut batch: Option<Batch> = None;
         let mut in_batch = 0u16;
         let mut kept = 0usize;
         let mut h = ReplHeader {
@@ -167,22 +165,18 @@ impl<F: NetworkFunction> Worker<F> {
             let len = m.data_len();
             // A record copies the first segment: a chain goes zero-copy.
             let batched = max_frame > 0 && len <= COPY_MAX && m.nb_segs() == 1 && {
-                if batch
-                    .as_mut()
-                    .is_some_and(|b| !append_record(b, &template, seq, ingress, m.data(), max_frame))
-                {
+                let record = |b: &mut Batch| b.append(&template, seq, ingress, m);
+                if batch.as_mut().is_some_and(|b| !record(b)) {
                     // Full: send it and start the next one.
                     if let Some(full) = batch.take() {
-                        let _ = s.repl_tx.push(full);
+                        let _ = s.repl_tx.push(full.finish());
                         s.frame_pkts.push(std::mem::take(&mut in_batch));
                     }
                 }
                 if batch.is_none() {
-                    batch = start_batch(&repl.pool, &repl.encap);
-                    if !batch
-                        .as_mut()
-                        .is_some_and(|b| append_record(b, &template, seq, ingress, m.data(), max_frame))
-                    {
+                    batch = take_batch_mbuf(&mut s.batch_stash, &repl.pool)
+                        .and_then(|m| Batch::start(m, &repl.encap, max_frame));
+                    if !batch.as_mut().is_some_and(record) {
                         batch = None;
                     }
                 }
@@ -194,7 +188,7 @@ impl<F: NetworkFunction> Worker<F> {
                 // A large packet goes on its own, zero-copy, after the batch
                 // so far (the order on the wire is the sequence order).
                 if let Some(b) = batch.take() {
-                    let _ = s.repl_tx.push(b);
+                    let _ = s.repl_tx.push(b.finish());
                     s.frame_pkts.push(std::mem::take(&mut in_batch));
                 }
                 (h.seq, h.ingress, h.length) = (seq, ingress, m.pkt_len() as u16);
@@ -218,7 +212,7 @@ impl<F: NetworkFunction> Worker<F> {
             }
         }
         if let Some(b) = batch.take() {
-            let _ = s.repl_tx.push(b);
+            let _ = s.repl_tx.push(b.finish());
             s.frame_pkts.push(in_batch);
         }
         if kept == 0 {

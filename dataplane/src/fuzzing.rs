@@ -154,6 +154,9 @@ pub fn nat_router(data: &[u8]) {
         let mut t = [0u8; 8];
         t.copy_from_slice(&part[1..9]);
         let owner = r.owner(&part[9..], side);
+        for stage in 0..2 {
+            r.prefetch(&part[9..], side, stage);
+        }
         let mut f = OwnedFrame::from_bytes(&part[9..]);
         let ctx = PacketCtx {
             copy: part[0] & 2 != 0,

@@ -468,6 +468,16 @@ impl<const N: usize> RxBurst<N> {
 }
 
 impl<const N: usize> RxBurst<N> {
+    /// The packets left, in arrival order.
+    #[inline]
+    pub fn as_slice(&self) -> &[Mbuf] {
+        let left = &self.pkts[self.next..self.len];
+        // SAFETY: Mbuf is a transparent wrapper of a non-null mbuf pointer,
+        // and slots [next, len) hold valid mbufs this burst owns; the slice
+        // borrows the burst, so none is taken or freed meanwhile.
+        unsafe { std::slice::from_raw_parts(left.as_ptr() as *const Mbuf, left.len()) }
+    }
+
     /// Moves every packet left, in arrival order, onto the end of `into`.
     #[inline]
     pub fn drain_into(&mut self, into: &mut Vec<Mbuf>) {

@@ -88,36 +88,6 @@ pub fn mix2(a: u64, b: u64) -> u64 {
     fold_mul(a ^ 0xa076_1d64_78bd_642f, b ^ 0xe703_7ed1_a0b4_28db)
 }
 
-/// A hasher for keys that hash themselves ([`mix2`]) and write the result
-/// with `write_u64`: it keeps that word as the hash. Anything else written
-/// is mixed in as FxHash does, so any key still hashes soundly.
-#[derive(Default, Clone, Copy)]
-pub struct PreHashed {
-    hash: u64,
-}
-
-impl Hasher for PreHashed {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut fx = FxHasher { hash: self.hash };
-        fx.write(bytes);
-        self.hash = fx.hash;
-    }
-
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.hash = if self.hash == 0 { i } else { mix2(self.hash, i) };
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.hash
-    }
-}
-
-/// A map over self-hashing keys (the NAT's per-packet lookups).
-pub type KeyMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<PreHashed>>;
-
 #[cfg(test)]
 mod tests {
     #[test]

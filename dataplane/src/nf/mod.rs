@@ -8,6 +8,7 @@
 //! backup fed the same packets end in the same state as the primary.
 
 pub mod drop_reason;
+pub mod flow_table;
 pub mod forward;
 pub mod hash;
 pub mod hold;
@@ -173,6 +174,24 @@ pub trait NetworkFunction: Send + 'static {
     fn owner(&self, _frame: &[u8], _ingress: Side) -> Owner {
         Owner::Here
     }
+
+    /// Passes of [`NetworkFunction::prefetch`] over the next burst before
+    /// its first packet is processed (0: none; asked once per burst, so a
+    /// function can prefetch only while its tables are too big for the
+    /// cache).
+    #[inline]
+    fn prefetch_stages(&self) -> usize {
+        0
+    }
+
+    /// Pass `stage` over every packet of a burst before the first is
+    /// processed: a function whose per-packet lookups miss the cache asks
+    /// for the lines here, so the misses of a whole burst overlap instead
+    /// of stalling one packet each; a chain of lookups (an index, then the
+    /// entry it names) takes one pass per link, each finding the lines the
+    /// last one asked for. A hint only: must not change state.
+    #[inline]
+    fn prefetch(&self, _frame: &[u8], _ingress: Side, _stage: usize) {}
 
     /// Processes one frame.
     fn process(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict;

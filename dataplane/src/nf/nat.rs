@@ -14,9 +14,10 @@
 //! a sweep of two slab entries per packet. No RNG, no clock, no iteration
 //! over a hash map.
 
-use super::hash::{fx, mix2, KeyMap};
+use super::flow_table::{FlowKey, FlowTable};
+use super::hash::{fx, mix2};
 use super::state::{begin_chunk, open_chunk, set_count, SessionState, StateError, StateKind};
-use super::DropReason;
+use super::{DropReason, Side};
 use crate::wire::checksum::{self, Delta};
 use crate::wire::icmp::{IcmpPacket, IcmpType, HEADER_LEN as ICMP_HEADER_LEN};
 use crate::wire::ipv4::{IpProtocol, Ipv4Packet, MAX_HEADER_LEN, MIN_HEADER_LEN};
@@ -128,12 +129,14 @@ impl OutKey {
     }
 }
 
-impl std::hash::Hash for OutKey {
+impl FlowKey for OutKey {
+    const FILLER: OutKey = OutKey([0; 4]);
+
     #[inline]
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+    fn flow_hash(&self) -> u64 {
         let [w0, w1, w2, w3] = self.0.map(u64::from);
         // Both words stay below 2^56: mix2's factors are never zero.
-        h.write_u64(mix2(w0 << 32 | w1, w3 << 32 | w2));
+        mix2(w0 << 32 | w1, w3 << 32 | w2)
     }
 }
 
@@ -149,11 +152,21 @@ impl InKey {
     }
 }
 
-impl std::hash::Hash for InKey {
+/// The audit digest hashes keys through `fx`: the same word as the table.
+impl std::hash::Hash for OutKey {
     #[inline]
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(self.flow_hash());
+    }
+}
+
+impl FlowKey for InKey {
+    const FILLER: InKey = InKey([0; 3]);
+
+    #[inline]
+    fn flow_hash(&self) -> u64 {
         let [w0, w1, w2] = self.0.map(u64::from);
-        h.write_u64(mix2(w0 << 32 | w1, w2));
+        mix2(w0 << 32 | w1, w2)
     }
 }
 
@@ -198,8 +211,10 @@ pub struct Nat {
     cfg: NatConfig,
     slab: Vec<Option<Session>>,
     free: Vec<u32>,
-    out_map: KeyMap<OutKey, u32>,
-    in_map: KeyMap<InKey, u32>,
+    /// Slab position by inside key, three keys per cache line.
+    out_map: FlowTable<OutKey, 3>,
+    /// Slab position by outside key, four keys per cache line.
+    in_map: FlowTable<InKey, 4>,
     sweep: usize,
     gen: u64,
     /// Deleted sessions (generation, key) for deltas, oldest first; bounded.
@@ -215,6 +230,13 @@ pub struct Nat {
     shards: u16,
 }
 
+/// A session key in the table it is looked up in.
+#[derive(Clone, Copy)]
+enum Lookup {
+    Out(OutKey),
+    In(InKey),
+}
+
 /// Where the L4 identifiers of a packet sit.
 struct L4 {
     proto: u8,
@@ -225,14 +247,18 @@ struct L4 {
 
 const DELETED_LOG: usize = 65536;
 
+/// Tables at least this big are prefetched for a burst (measured here:
+/// no gain up to ~30 000 sessions, 2.8 MB; 3x at 100 000, 9.4 MB).
+const PREFETCH_FROM_BYTES: usize = 4 << 20;
+
 impl Nat {
     pub fn new(cfg: NatConfig) -> Nat {
         Nat {
             cfg,
             slab: Vec::new(),
             free: Vec::new(),
-            out_map: KeyMap::default(),
-            in_map: KeyMap::default(),
+            out_map: FlowTable::new(),
+            in_map: FlowTable::new(),
             sweep: 0,
             gen: 0,
             deleted: std::collections::VecDeque::new(),
@@ -343,8 +369,9 @@ impl Nat {
     /// Approximate bytes of memory per session (slab slot and both index
     /// entries, with the maps' load factor).
     pub fn bytes_per_session() -> usize {
-        std::mem::size_of::<Option<Session>>()
-            + (std::mem::size_of::<(OutKey, u32)>() + std::mem::size_of::<(InKey, u32)>() + 2) * 8 / 7
+        // Buckets of 64 bytes hold 3 inside keys or 4 outside keys; a table
+        // runs between 1/2 and 7/8 full, 11/16 on average.
+        std::mem::size_of::<Option<Session>>() + (64 * 16 / (3 * 11)) + (64 * 16 / (4 * 11))
     }
 
     fn next_gen(&mut self) -> u64 {
@@ -478,6 +505,81 @@ impl Nat {
         Some(*s)
     }
 
+    /// Prefetch passes a worker makes over a burst: two (the index line,
+    /// then the slab entry) once the tables outgrow the cache, none while
+    /// they fit (then the passes only cost: 8-20% at 1 000 sessions;
+    /// 3x faster at 100 000, `nat_scale`).
+    #[inline]
+    pub fn prefetch_stages(&self) -> usize {
+        let bytes =
+            self.out_map.bytes() + self.in_map.bytes() + self.slab.capacity() * std::mem::size_of::<Option<Session>>();
+        if bytes >= PREFETCH_FROM_BYTES {
+            2
+        } else {
+            0
+        }
+    }
+
+    /// Asks the CPU for the lines the lookup of an IPv4 packet (header on)
+    /// arriving on `ingress` will read: stage 0 the session's index line,
+    /// stage 1 (once that line is in) its slab entry.
+    #[inline]
+    pub fn prefetch(&self, ip: &[u8], ingress: Side, stage: usize) {
+        match (self.lookup_key(ip, ingress), stage) {
+            (None, _) => {}
+            (Some(Lookup::Out(k)), 0) => self.out_map.prefetch(&k),
+            (Some(Lookup::In(k)), 0) => self.in_map.prefetch(&k),
+            (Some(key), _) => {
+                if let Some(s) = self.index_of(key).and_then(|i| self.slab.get(i as usize)) {
+                    crate::dpdk::prefetch(s);
+                }
+            }
+        }
+    }
+
+    /// The slab position the prefetch passes find for a packet: the
+    /// session `outbound` or `inbound` will translate it with, if any.
+    pub fn prefetch_target(&self, ip: &[u8], ingress: Side) -> Option<u32> {
+        self.lookup_key(ip, ingress).and_then(|k| self.index_of(k))
+    }
+
+    #[inline]
+    fn index_of(&self, key: Lookup) -> Option<u32> {
+        match key {
+            Lookup::Out(k) => self.out_map.get(&k),
+            Lookup::In(k) => self.in_map.get(&k),
+        }
+    }
+
+    /// The key a packet's session is looked up by, from the fixed offsets
+    /// alone (no checks: a packet that is not what it seems costs a useless
+    /// prefetch, and `outbound`/`inbound` still validate it).
+    #[inline]
+    fn lookup_key(&self, ip: &[u8], ingress: Side) -> Option<Lookup> {
+        let h = ip.get(..MIN_HEADER_LEN)?;
+        let hl = ((h[0] & 0x0f) as usize) * 4;
+        let proto = h[9];
+        let l4 = ip.get(hl..hl + 8)?;
+        let (src, dst) = (get_u32(h, 12), get_u32(h, 16));
+        let (sport, dport) = match proto {
+            IpProtocol::TCP | IpProtocol::UDP => (get_u16(l4, 0), get_u16(l4, 2)),
+            IpProtocol::ICMP => (get_u16(l4, 4), 0),
+            _ => return None,
+        };
+        match ingress {
+            Side::Inside => Some(Lookup::Out(OutKey::new(proto, src, sport, dst, dport))),
+            Side::Outside if dst == self.cfg.address => {
+                let (ext, remote_port) = if proto == IpProtocol::ICMP {
+                    (sport, 0)
+                } else {
+                    (dport, sport)
+                };
+                Some(Lookup::In(InKey::new(proto, ext, src, remote_port)))
+            }
+            Side::Outside => None,
+        }
+    }
+
     /// Translates an inside-to-outside packet (the IPv4 packet, header on)
     /// in place: source address and port become the session's.
     pub fn outbound(&mut self, ip_bytes: &mut [u8], now: u64) -> Result<(), DropReason> {
@@ -494,7 +596,7 @@ impl Nat {
             return Err(DropReason::UnsupportedProtocol);
         }
         let key = OutKey::new(l4.proto, src, l4.src_port, dst, remote_port);
-        let mut idx = self.out_map.get(&key).copied();
+        let mut idx = self.out_map.get(&key);
         if let Some(i) = idx {
             if self.slab[i as usize].is_some_and(|s| s.expired(now, &self.cfg.timeouts)) {
                 self.remove(i);
@@ -553,7 +655,7 @@ impl Nat {
         }
         let remote_port = if l4.proto == IpProtocol::ICMP { 0 } else { l4.src_port };
         let key = InKey::new(l4.proto, l4.dst_port, ip.src_u32(), remote_port);
-        let idx = self.in_map.get(&key).copied().ok_or(DropReason::NoSession)?;
+        let idx = self.in_map.get(&key).ok_or(DropReason::NoSession)?;
         if self.slab[idx as usize].is_some_and(|s| s.expired(now, &self.cfg.timeouts)) {
             self.remove(idx);
             self.expired += 1;
@@ -616,7 +718,6 @@ impl Nat {
                 .out_map
                 .get(&OutKey::new(proto, qdst, qdport, qsrc, remote_port(qsport))),
         }
-        .copied()
         .ok_or(DropReason::NoSession)?;
         let s = self
             .slab
@@ -696,7 +797,7 @@ impl Nat {
         remote_ip: u32,
         remote_port: u16,
     ) -> Option<&Session> {
-        let i = *self
+        let i = self
             .out_map
             .get(&OutKey::new(proto, inside_ip, inside_port, remote_ip, remote_port))?;
         self.slab.get(i as usize)?.as_ref()
@@ -815,7 +916,7 @@ impl SessionState for Nat {
         let (n, body) = open_chunk(chunk, StateKind::NatSessions, SESSION_RECORD)?;
         for r in body.chunks_exact(SESSION_RECORD) {
             let (mut s, live) = get_session(r);
-            if let Some(i) = self.out_map.get(&s.out_key()).copied() {
+            if let Some(i) = self.out_map.get(&s.out_key()) {
                 self.remove(i);
             }
             if live {
@@ -902,6 +1003,81 @@ mod tests {
         p[24..26].copy_from_slice(&20u16.to_be_bytes());
         assert_eq!(nat.outbound(&mut p, 1), Ok(()));
         nat
+    }
+
+    /// An inside host's UDP packet from `port` to REMOTE:9000.
+    fn udp_out(port: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&40u16.to_be_bytes());
+        p[8] = 64;
+        p[9] = IpProtocol::UDP;
+        p[12..16].copy_from_slice(&0x0a0a_0102u32.to_be_bytes());
+        p[16..20].copy_from_slice(&REMOTE.to_be_bytes());
+        p[20..22].copy_from_slice(&port.to_be_bytes());
+        p[22..24].copy_from_slice(&9000u16.to_be_bytes());
+        p[24..26].copy_from_slice(&20u16.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn the_prefetch_passes_find_the_session_each_direction_translates_with() {
+        let mut nat = nat_with_udp_session();
+        let out = udp_out(50000);
+        let idx = nat.prefetch_target(&out, Side::Inside);
+        assert_eq!(idx, Some(0));
+        // The reply, as it arrives: REMOTE:9000 -> NAT_IP:<external port>.
+        let mut p = out.clone();
+        assert_eq!(nat.outbound(&mut p, 2), Ok(()));
+        let ext = get_u16(&p[20..], 0);
+        let mut reply = p.clone();
+        reply[12..16].copy_from_slice(&REMOTE.to_be_bytes());
+        reply[16..20].copy_from_slice(&NAT_IP.to_be_bytes());
+        reply[20..22].copy_from_slice(&9000u16.to_be_bytes());
+        reply[22..24].copy_from_slice(&ext.to_be_bytes());
+        assert_eq!(nat.prefetch_target(&reply, Side::Outside), Some(0));
+        assert_eq!(
+            nat.prefetch_target(&udp_out(50001), Side::Inside),
+            None,
+            "no such session"
+        );
+        assert_eq!(nat.prefetch_target(&reply, Side::Inside), None, "wrong direction");
+        // Truncated: nothing found, nothing read past the end.
+        for len in 0..out.len() {
+            // The ports end at byte 24; the key is read once 28 are there.
+            let want = if len >= 28 { Some(0) } else { None };
+            assert_eq!(nat.prefetch_target(&out[..len], Side::Inside), want, "{len} bytes");
+            for stage in 0..2 {
+                nat.prefetch(&out[..len], Side::Inside, stage);
+                nat.prefetch(&reply[..len], Side::Outside, stage);
+            }
+        }
+    }
+
+    #[test]
+    fn prefetching_turns_on_once_the_tables_outgrow_the_cache() {
+        let mut nat = Nat::new(NatConfig {
+            address: NAT_IP,
+            port_lo: 1024,
+            port_hi: 65535,
+            max_sessions: 200_000,
+            timeouts: Timeouts::default(),
+        });
+        assert_eq!(nat.prefetch_stages(), 0);
+        let mut created = 0;
+        for remote in 0..2u32 {
+            for port in 1024..=65535u16 {
+                let mut p = udp_out(port);
+                p[16..20].copy_from_slice(&(REMOTE + remote).to_be_bytes());
+                assert_eq!(nat.outbound(&mut p, 1), Ok(()));
+                created += 1;
+                if created == 1000 {
+                    assert_eq!(nat.prefetch_stages(), 0, "1 000 sessions fit in the cache");
+                }
+            }
+        }
+        assert_eq!(nat.len(), 129_024);
+        assert_eq!(nat.prefetch_stages(), 2);
     }
 
     /// An inbound ICMP error (outer header without options, checksum

@@ -568,6 +568,18 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
     }
 
     #[inline]
+    fn prefetch_stages(&self) -> usize {
+        self.nat.as_ref().map_or(0, Nat::prefetch_stages)
+    }
+
+    #[inline]
+    fn prefetch(&self, frame: &[u8], ingress: Side, stage: usize) {
+        if let (Some(nat), Some(ip)) = (self.nat.as_ref(), frame.get(ETH_LEN..)) {
+            nat.prefetch(ip, ingress, stage);
+        }
+    }
+
+    #[inline]
     fn process(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
         let ethertype = match EthernetFrame::new_checked(frame.data()) {
             Ok(e) => e.ethertype(),

@@ -428,6 +428,11 @@ impl<F: NetworkFunction> Worker<F> {
             s.rx.clear();
             return;
         }
+        for stage in 0..self.nf.prefetch_stages() {
+            for m in s.rx.as_slice() {
+                self.nf.prefetch(m.data(), ctx.ingress, stage);
+            }
+        }
         while let Some(m) = s.rx.pop() {
             self.process_one(m, ctx, &mut s.tx);
         }

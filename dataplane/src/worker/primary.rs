@@ -114,6 +114,11 @@ impl<F: NetworkFunction> Worker<F> {
         s: &mut Scratch,
         local_ns: u64,
     ) {
+        for stage in 0..self.nf.prefetch_stages() {
+            for m in s.pending.iter() {
+                self.nf.prefetch(m.data(), side, stage);
+            }
+        }
         let steering = self.steering.is_some();
         s.owners.clear();
         if steering {

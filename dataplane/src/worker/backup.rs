@@ -127,7 +127,21 @@ impl<F: NetworkFunction> Worker<F> {
             self.backup_record(t, h, marker, Some(m), st, now);
             return;
         }
-        // A batch: each DATA record gets an mbuf of its own.
+        // A batch: the function's prefetch passes over its packets first,
+        // as the primary made them over its burst (a backup that looked
+        // its sessions up one miss at a time would fall behind).
+        for stage in 0..self.nf.prefetch_stages() {
+            let d = m.data();
+            for &(off, len) in &records[..count] {
+                let start = ETH_LEN + off as usize + HEADER_LEN;
+                let (t, h, _) = header_of(&d[start - HEADER_LEN..]);
+                let side = Side::from_index((h.ingress & ingress::PORT_MASK) as usize);
+                if let (FrameType::Data, Some(side), Some(frame)) = (t, side, d.get(start..start + len as usize)) {
+                    self.nf.prefetch(frame, side, stage);
+                }
+            }
+        }
+        // Each DATA record gets an mbuf of its own.
         let pool = self.repl.as_ref().map(|p| p.pool.clone());
         for &(off, len) in &records[..count] {
             let start = ETH_LEN + off as usize;

@@ -264,13 +264,13 @@ mod tests {
         let mut t: FlowTable<K, W> = FlowTable::new();
         let mut m: HashMap<K, u32> = HashMap::new();
         for step in 0..200_000u32 {
-            let k = make((c.next_u64() % 3000) as u64);
-            match (c.next_u64() % 3) {
+            let k = make(c.next_u64() % 3000);
+            match c.next_u64() % 3 {
                 0 | 1 => assert_eq!(t.insert(k, step), m.insert(k, step), "insert at {step}"),
                 _ => assert_eq!(t.remove(&k), m.remove(&k), "remove at {step}"),
             }
             assert_eq!(t.len(), m.len());
-            let probe = make((c.next_u64() % 3000) as u64);
+            let probe = make(c.next_u64() % 3000);
             assert_eq!(t.get(&probe), m.get(&probe).copied(), "get at {step}");
         }
         let mut live: Vec<(K, u32)> = t.entries().collect();
@@ -308,8 +308,8 @@ mod tests {
             let mut c = Corpus::new(42);
             let mut t: FlowTable<Key, 3> = FlowTable::new();
             for step in 0..50_000u32 {
-                let k = Key((c.next_u64() % 5000) as u64);
-                if (c.next_u64() % 4) == 0 {
+                let k = Key(c.next_u64() % 5000);
+                if c.next_u64().is_multiple_of(4) {
                     t.remove(&k);
                 } else {
                     t.insert(k, step);

@@ -379,6 +379,7 @@ impl<F: NetworkFunction> Worker<F> {
             }
             self.shared.counters.rx(side, n as u64);
             let ctx = PacketCtx::new(side, clock.ns(t));
+            self.prefetch_burst(s.rx.as_slice(), side);
             if self.steering.is_some() && !F::BURST_VERDICT {
                 while let Some(m) = s.rx.pop() {
                     s.owners.push(self.owner_of(&m, side, 0));
@@ -408,6 +409,17 @@ impl<F: NetworkFunction> Worker<F> {
         busy
     }
 
+    /// The function's prefetch passes over a burst received on `side`,
+    /// before its first packet is processed.
+    #[inline]
+    pub(crate) fn prefetch_burst(&self, pkts: &[Mbuf], side: Side) {
+        for stage in 0..self.nf.prefetch_stages() {
+            for m in pkts {
+                self.nf.prefetch(m.data(), side, stage);
+            }
+        }
+    }
+
     /// Runs the function over `s.rx` (standalone) and sorts the survivors
     /// into one TX batch per egress port.
     #[inline]
@@ -427,11 +439,6 @@ impl<F: NetworkFunction> Worker<F> {
             }
             s.rx.clear();
             return;
-        }
-        for stage in 0..self.nf.prefetch_stages() {
-            for m in s.rx.as_slice() {
-                self.nf.prefetch(m.data(), ctx.ingress, stage);
-            }
         }
         while let Some(m) = s.rx.pop() {
             self.process_one(m, ctx, &mut s.tx);

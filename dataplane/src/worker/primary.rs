@@ -114,11 +114,7 @@ impl<F: NetworkFunction> Worker<F> {
         s: &mut Scratch,
         local_ns: u64,
     ) {
-        for stage in 0..self.nf.prefetch_stages() {
-            for m in s.pending.iter() {
-                self.nf.prefetch(m.data(), side, stage);
-            }
-        }
+        self.prefetch_burst(&s.pending, side);
         let steering = self.steering.is_some();
         s.owners.clear();
         if steering {

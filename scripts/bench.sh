@@ -43,6 +43,11 @@ taskset -c 1 "$ROOT/target/release/nat_scale" 1000000 10000000 | tee "$OUT/nat_s
 echo "bench: rte_lpm against the Rust route table (10 000 routes)"
 taskset -c 1 "$ROOT/target/release/lpm" 10000 10000000 2>/dev/null | tee "$OUT/lpm.json"
 
+echo "bench: how fast a backup follows the replication stream (one core, net_ring)"
+BD_ARGS=()
+[ ${#HUGE[@]} -eq 0 ] && BD_ARGS=(--no-huge)
+"$ROOT/target/release/backup_drain" 4194304 5 "${BD_ARGS[@]}" 2>/dev/null | tee "$OUT/backup_drain.json"
+
 # DPDK's own router on the same vdevs: what a router's ratio can be here.
 # Optional: without dpdk-doc (no package mirror) the rest still runs.
 L3FWD=()

@@ -5,6 +5,8 @@
 //!   EAL, so the numbers are the function's own).
 //! - `lpm`: DPDK's `rte_lpm` against the Rust table the tests use, the
 //!   measurement behind the router's choice of `rte_lpm`.
+//! - `backup_drain`: how many records per second a backup worker follows
+//!   (the rate a primary can keep up with this backup in step).
 //!
 //! The side-by-side with `dpdk-testpmd` is `tools/compare.py`.
 

@@ -11,9 +11,10 @@ use std::sync::Arc;
 mod common;
 use common::{alloc_n, ring_port, started};
 
+use dataplane::dpdk::mbuf::MbufStash;
 use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
 use dataplane::dpdk::ring::{vdev_create, RingPort};
-use dataplane::dpdk::{Mempool, RxBurst, TxBatch};
+use dataplane::dpdk::{Mbuf, Mempool, RxBurst, TxBatch};
 use dataplane::nf::{Forward, Side};
 use dataplane::ownership::TxOwnership;
 use dataplane::worker::{Worker, WorkerShared};
@@ -163,4 +164,60 @@ fn backup_worker_ignores_its_data_ports_and_transmits_nothing() {
     assert_eq!((c.rx, c.tx), ([0, 0], [0, 0]));
     assert!(outside.take_sent(16).is_empty() && inside.take_sent(16).is_empty());
     assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn a_stash_takes_its_refill_at_once_and_returns_what_it_holds_when_dropped() {
+    let p = pool("stash_pool");
+    let mut stash = MbufStash::new(8);
+    let first = stash.take(&p).expect("mbuf");
+    assert_eq!(p.in_use(), 8, "one refill of 8, one of them handed out");
+    let more: Vec<Mbuf> = (0..7).map(|_| stash.take(&p).expect("mbuf")).collect();
+    assert_eq!(p.in_use(), 8, "the next seven come from the stash");
+    let ninth = stash.take(&p).expect("mbuf");
+    assert_eq!(p.in_use(), 16);
+    drop((first, more, ninth));
+    assert_eq!(p.in_use(), 7);
+    drop(stash);
+    assert_eq!(p.in_use(), 0);
+}
+
+#[test]
+fn a_stash_falls_back_to_one_at_a_time_when_the_pool_runs_low() {
+    let p = common::pool("stash_low", 5, DEFAULT_DATA_ROOM);
+    let mut stash = MbufStash::new(8);
+    let got: Vec<Mbuf> = (0..5).map(|_| stash.take(&p).expect("one of five")).collect();
+    assert_eq!(p.in_use(), 5);
+    assert!(stash.take(&p).is_none(), "the pool is empty");
+    drop(got);
+    assert_eq!(p.in_use(), 0);
+}
+
+#[test]
+fn free_bulk_returns_every_mbuf_chain_included_and_empties_the_vector() {
+    let p = pool("free_bulk");
+    let mut v = alloc_n(&p, 40, 64);
+    let head = v.pop().expect("mbuf");
+    let tail = v.pop().expect("mbuf");
+    v.push(head.chain(tail).ok().expect("chain"));
+    assert_eq!(p.in_use(), 40);
+    Mbuf::free_bulk(&mut v);
+    assert!(v.is_empty());
+    assert_eq!(p.in_use(), 0);
+}
+
+#[test]
+fn inject_keeps_the_order_and_hands_back_the_tail_from_the_first_refusal() {
+    let p = pool("inject_order");
+    let r = ring_port("inject_order", Some((4, 4)), 0, &p);
+    let pkts = alloc_n(&p, 6, 64);
+    let rest = r.inject(pkts);
+    assert_eq!(rest.iter().map(|m| m.data()[0]).collect::<Vec<_>>(), vec![3, 4, 5]);
+    let mut burst: RxBurst<8> = RxBurst::default();
+    let mut rx = r.port.rx_queue(0);
+    assert_eq!(rx.rx_burst(&mut burst), 3);
+    assert_eq!(
+        burst.as_slice().iter().map(|m| m.data()[0]).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
 }

@@ -9,6 +9,35 @@ use crate::frame::Frame;
 /// Most mbufs [`Mbuf::alloc_bulk`] takes in one call.
 pub const MAX_BULK: usize = 64;
 
+/// Fresh mbufs taken from a pool several at a time: one trip to the pool's
+/// per-lcore cache per refill instead of one per mbuf, for a path that
+/// allocates an mbuf per packet or per frame.
+pub struct MbufStash {
+    mbufs: Vec<Mbuf>,
+    refill: usize,
+}
+
+impl MbufStash {
+    /// A stash refilled `refill` (at most [`MAX_BULK`]) at a time.
+    pub fn new(refill: usize) -> MbufStash {
+        let refill = refill.clamp(1, MAX_BULK);
+        MbufStash {
+            mbufs: Vec::with_capacity(refill),
+            refill,
+        }
+    }
+
+    /// A fresh mbuf of `pool` (one by one when the pool runs that low).
+    /// One stash serves one pool.
+    #[inline]
+    pub fn take(&mut self, pool: &Mempool) -> Option<Mbuf> {
+        if self.mbufs.is_empty() && !Mbuf::alloc_bulk(pool, &mut self.mbufs, self.refill) {
+            return Mbuf::alloc(pool);
+        }
+        self.mbufs.pop()
+    }
+}
+
 /// One packet (possibly a chain of segments) owned by Rust code.
 #[repr(transparent)]
 pub struct Mbuf {
@@ -42,6 +71,23 @@ impl Mbuf {
         }
         into.extend(raw[..n].iter().filter_map(|p| NonNull::new(*p)).map(|raw| Mbuf { raw }));
         true
+    }
+
+    /// Frees every mbuf of `mbufs` (whole chains) in one call, leaving it
+    /// empty with its capacity.
+    pub fn free_bulk(mbufs: &mut Vec<Mbuf>) {
+        let n = mbufs.len();
+        if n == 0 {
+            return;
+        }
+        // SAFETY: Mbuf is a transparent wrapper of a non-null mbuf pointer,
+        // so the vector is an array of `n` mbuf pointers we own; DPDK frees
+        // each exactly once; the length is then set to 0 so none is freed or
+        // used again through the vector.
+        unsafe {
+            dpdk_sys::rte_pktmbuf_free_bulk(mbufs.as_mut_ptr() as *mut *mut dpdk_sys::rte_mbuf, n as u32);
+            mbufs.set_len(0);
+        }
     }
 
     /// Adopts a raw mbuf.

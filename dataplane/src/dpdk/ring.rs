@@ -102,11 +102,16 @@ impl RingPort {
         }
     }
 
-    /// Puts packets where the port's RX will find them. Returns those that
-    /// did not fit.
+    /// Puts packets where the port's RX will find them, in order. Returns
+    /// those that did not fit: the tail from the first one refused (so a
+    /// caller that retries them keeps the order).
     pub fn inject(&self, pkts: Vec<Mbuf>) -> Vec<Mbuf> {
         let mut rest = Vec::new();
         for m in pkts {
+            if !rest.is_empty() {
+                rest.push(m);
+                continue;
+            }
             let p = m.into_raw() as *mut c_void;
             let objs = [p];
             // SAFETY: the ring is valid; on success it owns the mbuf pointer.

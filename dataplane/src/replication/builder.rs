@@ -76,20 +76,6 @@ pub fn build_marker(t: FrameType, h: &ReplHeader, body: &[u8], enc: &Encap, head
     Some(m)
 }
 
-/// Batch mbufs a worker takes from the pool per refill of its stash.
-pub const BATCH_STASH: usize = 8;
-
-/// A fresh mbuf for a batch frame from the worker's `stash`, refilled from
-/// `pool` [`BATCH_STASH`] at a time (one trip to the pool's per-lcore cache
-/// instead of one per frame); one by one when the pool runs that low.
-#[inline]
-pub fn take_batch_mbuf(stash: &mut Vec<Mbuf>, pool: &Mempool) -> Option<Mbuf> {
-    if stash.is_empty() && !Mbuf::alloc_bulk(pool, stash, BATCH_STASH) {
-        return Mbuf::alloc(pool);
-    }
-    stash.pop()
-}
-
 /// A batch frame being filled. It claims its whole room at the start and
 /// gives back what is left when it is closed, so a record is two copies
 /// into the buffer and no update of the mbuf's fields (the replication

@@ -45,9 +45,18 @@ impl<T> ShadowRing<T> {
     /// Frees every entry with seq <= `tx_done`; returns how many.
     #[inline]
     pub fn release_upto(&mut self, tx_done: u64) -> usize {
+        self.release_upto_with(tx_done, drop)
+    }
+
+    /// [`ShadowRing::release_upto`], handing each released item to `f` (a
+    /// worker collects the packets to free them in one call).
+    #[inline]
+    pub fn release_upto_with(&mut self, tx_done: u64, mut f: impl FnMut(T)) -> usize {
         let mut n = 0;
         while self.q.front().is_some_and(|(s, _)| *s <= tx_done) {
-            self.q.pop_front();
+            if let Some((_, item)) = self.q.pop_front() {
+                f(item);
+            }
             n += 1;
         }
         n
@@ -75,6 +84,18 @@ mod tests {
         let left = r.drain_after(7);
         assert_eq!(left, vec![(8, 800), (9, 900), (10, 1000)]);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn released_entries_are_handed_over_oldest_first() {
+        let mut r = ShadowRing::new(16);
+        for s in 1..=6u64 {
+            r.push(s, s * 10);
+        }
+        let mut got = Vec::new();
+        assert_eq!(r.release_upto_with(3, |x| got.push(x)), 3);
+        assert_eq!(got, vec![10, 20, 30]);
+        assert_eq!(r.len(), 3);
     }
 
     #[test]

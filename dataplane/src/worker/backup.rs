@@ -70,7 +70,10 @@ impl<F: NetworkFunction> Worker<F> {
         }
         s.frames = frames;
         let replay = self.repl.as_ref().map(|r| r.settings.replay).unwrap_or(0);
-        st.shadow.release_upto(st.tx_done_seen.saturating_sub(replay));
+        let freed = &mut st.freed;
+        st.shadow
+            .release_upto_with(st.tx_done_seen.saturating_sub(replay), |(_, m)| freed.push(m));
+        Mbuf::free_bulk(&mut st.freed);
         n
     }
 
@@ -124,7 +127,8 @@ impl<F: NetworkFunction> Worker<F> {
                 bump(&self.shared.repl.malformed, 1);
                 return;
             }
-            self.backup_record(t, h, marker, Some(m), st, now);
+            let hash = frame_hash(m.data());
+            self.backup_record(t, h, marker, Some((m, hash)), st, now);
             return;
         }
         // A batch: the function's prefetch passes over its packets first,
@@ -147,19 +151,23 @@ impl<F: NetworkFunction> Worker<F> {
             let start = ETH_LEN + off as usize;
             let (t, h, marker) = header_of(&m.data()[start..]);
             let body = if t == FrameType::Data {
-                let Some(mut copy) = pool.as_deref().and_then(Mbuf::alloc) else {
+                let Some(mut copy) = pool.as_deref().and_then(|p| st.record_stash.take(p)) else {
                     self.shared.counters.drop(DropReason::NoMbuf, 1);
                     // The record is lost to this backup: a gap it will see.
                     continue;
                 };
+                let src = &m.data()[start + HEADER_LEN..start + HEADER_LEN + len as usize];
+                // Hashed where it lies, before the copy: the copy's stores
+                // are not waited for.
+                let hash = frame_hash(src);
                 match copy.extend(len as usize) {
-                    Some(dst) => dst.copy_from_slice(&m.data()[start + HEADER_LEN..start + HEADER_LEN + len as usize]),
+                    Some(dst) => dst.copy_from_slice(src),
                     None => {
                         bump(&self.shared.repl.malformed, 1);
                         continue;
                     }
                 }
-                Some(copy)
+                Some((copy, hash))
             } else {
                 None
             };
@@ -167,13 +175,14 @@ impl<F: NetworkFunction> Worker<F> {
         }
     }
 
-    /// One record: a DATA record comes with the frame it carries.
+    /// One record: a DATA record comes with the frame it carries and the
+    /// frame's hash.
     fn backup_record(
         &mut self,
         t: FrameType,
         h: ReplHeader,
         marker: [u8; MARKER_BODY],
-        body: Option<Mbuf>,
+        body: Option<(Mbuf, u64)>,
         st: &mut ReplState,
         now: u64,
     ) {
@@ -192,7 +201,7 @@ impl<F: NetworkFunction> Worker<F> {
         match t {
             FrameType::Data => {
                 bump(&r.frames_rx, 1);
-                let Some(mut m) = body else { return };
+                let Some((mut m, hash)) = body else { return };
                 if st.tracker.on_data(h.seq) == SeqVerdict::Old {
                     return;
                 }
@@ -202,7 +211,6 @@ impl<F: NetworkFunction> Worker<F> {
                     bump(&r.malformed, 1);
                     return;
                 };
-                let hash = frame_hash(m.data());
                 if flags & ingress::HANDED_OFF != 0 {
                     // Processed by the shard it was handed to, in its own
                     // stream: until that shard's replica settles it, the

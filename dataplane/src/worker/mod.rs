@@ -35,6 +35,7 @@ use hdrhistogram::Histogram;
 
 use crate::clock::TscClock;
 use crate::dpdk::eal::{rdtsc, tsc_hz};
+use crate::dpdk::mbuf::MbufStash;
 use crate::dpdk::ring::MbufRing;
 use crate::dpdk::{Mbuf, Mempool, RxBurst, RxQueue, TxBatch, TxQueue};
 use crate::frame::Frame;
@@ -212,9 +213,8 @@ pub(crate) struct Scratch {
     /// With steering: what other shards steered here this iteration.
     pub inbox: Vec<Mbuf>,
     pub repl_tx: TxBatch<MAX_BURST>,
-    /// Fresh mbufs for replication batch frames, taken from the pool a few
-    /// at a time ([`take_batch_mbuf`](crate::replication::builder::take_batch_mbuf)).
-    pub batch_stash: Vec<Mbuf>,
+    /// Fresh mbufs for replication batch frames.
+    pub batch_stash: MbufStash,
     pub tx: [TxBatch<MAX_BURST>; 2],
     pub latency: Histogram<u64>,
 }
@@ -241,6 +241,10 @@ pub(crate) struct ReplState {
     /// Backup: the primary's clock in the last frame.
     pub last_time_ns: u64,
     pub shadow: ShadowRing<(Side, Mbuf)>,
+    /// Backup: fresh mbufs for the records of batch frames.
+    pub record_stash: MbufStash,
+    /// Backup: what the shadow ring released, to free in one call.
+    pub freed: Vec<Mbuf>,
     pub windows: [IngressWindow<Mbuf>; 2],
     pub macs: [MacTable; 2],
     pub switchover_for: u32,
@@ -264,7 +268,7 @@ impl<F: NetworkFunction> Worker<F> {
             owners: Vec::with_capacity(MAX_BURST),
             inbox: Vec::with_capacity(MAX_BURST),
             repl_tx: TxBatch::default(),
-            batch_stash: Vec::with_capacity(crate::replication::builder::BATCH_STASH),
+            batch_stash: MbufStash::new(8),
             tx: [TxBatch::default(), TxBatch::default()],
             latency: new_latency_histogram(),
         };
@@ -281,6 +285,8 @@ impl<F: NetworkFunction> Worker<F> {
             tx_done_seen: 0,
             last_time_ns: 0,
             shadow: ShadowRing::new(r.settings.shadow),
+            record_stash: MbufStash::new(32),
+            freed: Vec::with_capacity(r.settings.shadow.min(4096)),
             windows: [
                 IngressWindow::new(r.settings.window),
                 IngressWindow::new(r.settings.window),

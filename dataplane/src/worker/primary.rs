@@ -10,7 +10,7 @@ use crate::clock::TscClock;
 use crate::dpdk::eal::rdtsc;
 use crate::dpdk::Mbuf;
 use crate::nf::{DropReason, NetworkFunction, Owner, PacketCtx, Side};
-use crate::replication::builder::{build_data, build_marker, take_batch_mbuf, Batch, COPY_MAX};
+use crate::replication::builder::{build_data, build_marker, Batch, COPY_MAX};
 use crate::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN};
 use crate::stats::bump;
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
@@ -175,7 +175,9 @@ impl<F: NetworkFunction> Worker<F> {
                     }
                 }
                 if batch.is_none() {
-                    batch = take_batch_mbuf(&mut s.batch_stash, &repl.pool)
+                    batch = s
+                        .batch_stash
+                        .take(&repl.pool)
                         .and_then(|m| Batch::start(m, &repl.encap, max_frame));
                     if !batch.as_mut().is_some_and(record) {
                         batch = None;

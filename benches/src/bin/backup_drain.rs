@@ -1,0 +1,331 @@
+//! How fast a backup follows the replication stream. The main lcore writes
+//! a stream of small packets' DATA records, batched as a primary sends them
+//! (1514-byte frames of 64-byte packets, sequence 1 onwards), into the
+//! backup's replication port (a `net_ring`) as fast as the backup takes
+//! them; the backup worker, on the other lcore, processes it; the time to
+//! its last sequence gives the records per second: the rate a primary can
+//! sustain with this backup in step. For `forward`, `router` and `nat` over
+//! the throughput benchmark's flows.
+//!
+//!   backup_drain [RECORDS] [RUNS] [--no-huge] > backup_drain.json
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane::dpdk::lpm::DpdkLpm;
+use dataplane::dpdk::ring::RingPort;
+use dataplane::dpdk::{lcore, Eal, Mbuf, Mempool, PortConfig, RxBurst};
+use dataplane::nf::nat::{NatConfig, Timeouts};
+use dataplane::nf::{Forward, NetworkFunction, Router, RouterConfig, Side};
+use dataplane::ownership::TxOwnership;
+use dataplane::replication::builder::Encap;
+use dataplane::replication::ReplHeader;
+use dataplane::replication::HEADER_LEN;
+use dataplane::wire::checksum;
+use dataplane::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
+use dataplane::wire::replication::DataHeaderTemplate;
+use dataplane::wire::MacAddr;
+use dataplane::worker::{Announce, DataQueues, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerShared};
+
+const VMAC: MacAddr = MacAddr([2, 0, 0x5e, 0, 1, 1]);
+const ENC: Encap = Encap {
+    dst: MacAddr([0x03, 0x4c, 0x53, 0, 0, 1]),
+    src: MacAddr([2, 0, 0, 0, 0, 9]),
+};
+const FLOWS: u32 = 1024;
+const BATCH_BYTES: usize = 1514;
+
+/// Flow `i` of the throughput benchmark's pcap: 64-byte UDP frames (60 +
+/// FCS) from 10.10.1.2 to 10.10.2.2, to the virtual MAC.
+fn packet(i: u32) -> [u8; 60] {
+    let mut f = [0u8; 60];
+    f[0..6].copy_from_slice(&VMAC.0);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 1, 2]);
+    f[12..14].copy_from_slice(&[8, 0]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&46u16.to_be_bytes());
+    f[22] = 64;
+    f[23] = 17;
+    f[26..30].copy_from_slice(&[10, 10, 1, 2]);
+    f[30..34].copy_from_slice(&[10, 10, 2, 2]);
+    f[34..36].copy_from_slice(&(1024 + (i % FLOWS) as u16).to_be_bytes());
+    f[36..38].copy_from_slice(&9000u16.to_be_bytes());
+    f[38..40].copy_from_slice(&26u16.to_be_bytes());
+    let c = checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// The stream: `records` DATA records in batch frames, as a primary of
+/// epoch 1 sends them (each frame's tx_done the sequence before it), fed to
+/// `port` as fast as it takes them: the frames are written just before the
+/// backup reads them, as a NIC's would be. Each record is a header from a
+/// template and a copy of a prepared packet, so the feeder outruns the
+/// backup (the backup's share of idle polls, printed, says whether it did).
+fn feed(records: u64, frames_pool: &Mempool, port: &RingPort) {
+    let packets: Vec<[u8; 60]> = (0..FLOWS).map(packet).collect();
+    let record = HEADER_LEN + 60;
+    let mut seq = 1u64;
+    let mut pending: Vec<Mbuf> = Vec::with_capacity(64);
+    while seq <= records || !pending.is_empty() {
+        while pending.len() < 32 && seq <= records {
+            let Some(mut m) = Mbuf::alloc(frames_pool) else {
+                break;
+            };
+            let h = ReplHeader {
+                shard: 0,
+                epoch: 1,
+                seq,
+                tx_done: seq - 1,
+                time_ns: 1_000_000_000 + seq,
+                ingress: Side::Inside as u16,
+                length: 0,
+            };
+            let template = DataHeaderTemplate::new(&h);
+            let buf = m.append(BATCH_BYTES as u16).expect("room");
+            let mut eth = EthernetFrame::new_unchecked(&mut buf[..ETH_LEN]);
+            eth.set_dst(ENC.dst);
+            eth.set_src(ENC.src);
+            eth.set_ethertype(EtherType::LOCKSTEP);
+            let mut off = ETH_LEN;
+            while off + record <= BATCH_BYTES && seq <= records {
+                let (head, body) = buf[off..off + record].split_at_mut(HEADER_LEN);
+                template.write(head.try_into().expect("header"), seq, Side::Inside as u16, 60);
+                body.copy_from_slice(&packets[((seq - 1) % FLOWS as u64) as usize]);
+                off += record;
+                seq += 1;
+            }
+            m.trim((BATCH_BYTES - off) as u16);
+            pending.push(m);
+        }
+        pending = port.inject(std::mem::take(&mut pending));
+    }
+}
+
+fn router_config(nat: bool) -> Arc<RouterConfig> {
+    let addr = [Ipv4Addr::new(10, 10, 1, 1), Ipv4Addr::new(10, 10, 2, 1)];
+    Arc::new(RouterConfig {
+        vmac: VMAC,
+        addr,
+        prefix_len: [24, 24],
+        routes: RouterConfig::all_routes(addr, [24, 24], &[]),
+        icmp_rate: 1000,
+        arp_rate: 1000,
+        max_neighbors: 1024,
+        static_neighbors: vec![(Ipv4Addr::new(10, 10, 2, 2), MacAddr([2, 0, 0, 0, 2, 2]), Side::Outside)],
+        nat: nat.then_some(NatConfig {
+            address: u32::from(addr[1]),
+            port_lo: 1024,
+            port_hi: 65535,
+            max_sessions: 65536,
+            timeouts: Timeouts::default(),
+        }),
+    })
+}
+
+/// Fields drop in order: the pools before the EAL.
+struct Bed {
+    pkt: Arc<Mempool>,
+    frames: Arc<Mempool>,
+    headers: Arc<Mempool>,
+    clones: Arc<Mempool>,
+    lcore: u32,
+    runs: u32,
+    eal: Eal,
+}
+
+/// One backup of `nf` draining `records` records; returns records/s.
+fn drain<F: NetworkFunction>(bed: &Bed, tag: &str, nf: F, records: u64) -> f64 {
+    let cfg = PortConfig {
+        queues: 1,
+        rx_desc: 1024,
+        tx_desc: 1024,
+        promiscuous: false,
+    };
+    let start = |name: String, rx: u32| {
+        let mut r = RingPort::create_split(&name, rx, 1024).expect("ring port");
+        r.port.configure(&cfg, &bed.pkt).expect("configure");
+        r.port.start().expect("start");
+        r
+    };
+    let inside = start(format!("{tag}_in"), 1024);
+    let outside = start(format!("{tag}_out"), 1024);
+    let rep = start(format!("{tag}_rep"), 1024);
+
+    let shared = WorkerShared::new(0);
+    let quit = Arc::new(AtomicBool::new(false));
+    let worker = Worker {
+        shard: 0,
+        nf,
+        data: [
+            DataQueues {
+                rx: inside.port.rx_queue(0),
+                tx: inside.port.tx_queue(0),
+            },
+            DataQueues {
+                rx: outside.port.rx_queue(0),
+                tx: outside.port.tx_queue(0),
+            },
+        ],
+        burst: 32,
+        idle_sleep_us: 0,
+        ownership: Arc::new(TxOwnership::new(1, false)),
+        shared: shared.clone(),
+        quit: quit.clone(),
+        repl: Some(ReplPath {
+            tx: rep.port.tx_queue(0),
+            source: ReplSource {
+                rx: rep.port.rx_queue(0),
+                inbox: None,
+            },
+            steer: Vec::new(),
+            handoff: None,
+            encap: ENC,
+            headers: bed.headers.clone(),
+            clones: bed.clones.clone(),
+            pool: bed.pkt.clone(),
+            settings: ReplSettings {
+                node_id: 2,
+                shadow: 4096,
+                window: 4096,
+                keepalive_ns: 10_000_000,
+                replay: 0,
+                batch_bytes: BATCH_BYTES,
+                audit_ns: 0,
+                announce: Announce::default(),
+            },
+            signals: Arc::new(NodeSignals::default()),
+        }),
+        commands: None,
+        steering: None,
+    };
+    let t0 = Instant::now();
+    let handle = lcore::launch(&bed.eal, bed.lcore, move || worker.run()).expect("launch the backup");
+    feed(records, &bed.frames, &rep);
+    let deadline = t0 + Duration::from_secs(60);
+    while shared.repl.last_seq.load(Ordering::Relaxed) < records && Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    quit.store(true, Ordering::SeqCst);
+    handle.join().expect("backup worker");
+    let r = &shared.repl;
+    assert_eq!(
+        r.last_seq.load(Ordering::Relaxed),
+        records,
+        "{tag}: every record processed"
+    );
+    assert_eq!(r.gaps.load(Ordering::Relaxed), 0, "{tag}: no gap");
+    assert!(r.synced.load(Ordering::Relaxed), "{tag}: synchronized");
+    let c = &shared.counters;
+    let (idle, busy) = (
+        c.idle_polls.load(Ordering::Relaxed),
+        c.busy_polls.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "{tag}: {:.2} Mpps, {:.1}% of polls idle",
+        records as f64 / secs / 1e6,
+        100.0 * idle as f64 / (idle + busy).max(1) as f64
+    );
+    records as f64 / secs
+}
+
+/// The feeder alone, into a consumer that frees what it reads: the most a
+/// backup could be measured at here.
+fn feeder_only(bed: &Bed, tag: &str, records: u64) -> f64 {
+    let mut rep = RingPort::create_split(tag, 1024, 1024).expect("ring port");
+    rep.port
+        .configure(
+            &PortConfig {
+                queues: 1,
+                rx_desc: 1024,
+                tx_desc: 1024,
+                promiscuous: false,
+            },
+            &bed.pkt,
+        )
+        .expect("configure");
+    rep.port.start().expect("start");
+    let frames = records.div_ceil(((BATCH_BYTES - ETH_LEN) / (HEADER_LEN + 60)) as u64);
+    let mut rx = rep.port.rx_queue(0);
+    let t0 = Instant::now();
+    let handle = lcore::launch(&bed.eal, bed.lcore, move || {
+        let mut burst: RxBurst<64> = RxBurst::default();
+        let mut got = 0u64;
+        while got < frames {
+            got += rx.rx_burst(&mut burst) as u64;
+            burst.clear();
+        }
+    })
+    .expect("launch the consumer");
+    feed(records, &bed.frames, &rep);
+    handle.join().expect("consumer");
+    records as f64 / t0.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let records: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1 << 20);
+    let runs: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let huge = !args.iter().any(|a| a == "--no-huge");
+    let prefix = format!("--file-prefix=backup-drain-{}", std::process::id());
+    let mut eal_args = vec![
+        "backup_drain",
+        "-l",
+        "0,1",
+        "--no-pci",
+        "-m",
+        "1024",
+        &prefix,
+        "--log-level=lib.eal:error",
+    ];
+    eal_args.push(if huge { "--huge-unlink" } else { "--no-huge" });
+    let eal = Eal::init(&eal_args).expect("EAL init");
+    let lcore = *eal.worker_lcores().first().expect("a worker lcore");
+    let pool = |name: &str, n: u32, room: u16| {
+        Arc::new(Mempool::new(name, n, 256, room, -1).unwrap_or_else(|e| panic!("pool {name}: {e}")))
+    };
+    let bed = Bed {
+        pkt: pool("bd_pkt", 16383, dataplane::dpdk::mempool::DEFAULT_DATA_ROOM),
+        frames: pool("bd_frames", 4095, dataplane::dpdk::mempool::DEFAULT_DATA_ROOM),
+        headers: pool("bd_hdr", 1023, dataplane::replication::builder::HEADER_DATA_ROOM),
+        clones: pool("bd_cln", 1023, 0),
+        eal,
+        lcore,
+        runs,
+    };
+    let lpm = Arc::new(DpdkLpm::new("bd_routes", &router_config(false).routes).expect("rte_lpm"));
+    let mut out = Vec::new();
+    for (name, nat) in [("forward", None), ("router", Some(false)), ("nat", Some(true))] {
+        let rates: Vec<f64> = (0..bed.runs)
+            .map(|k| {
+                let tag = format!("bd{name}{k}");
+                match nat {
+                    None => drain(&bed, &tag, Forward, records),
+                    Some(n) => drain(&bed, &tag, Router::new(router_config(n), lpm.clone()), records),
+                }
+            })
+            .collect();
+        out.push(format!(
+            "\"{name}\": {{\"mpps\": {:.2}, \"runs_mpps\": [{}]}}",
+            median(rates.clone()) / 1e6,
+            rates
+                .iter()
+                .map(|r| format!("{:.2}", r / 1e6))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let feeder: Vec<f64> = (0..bed.runs)
+        .map(|k| feeder_only(&bed, &format!("bdfeed{k}"), records))
+        .collect();
+    out.push(format!("\"feeder_alone\": {{\"mpps\": {:.2}}}", median(feeder) / 1e6));
+    println!("{{\"records\": {records}, \"runs\": {runs}, {}}}", out.join(", "));
+}

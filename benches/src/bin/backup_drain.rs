@@ -8,6 +8,7 @@
 //! the throughput benchmark's flows.
 //!
 //!   backup_drain [RECORDS] [RUNS] [--no-huge] > backup_drain.json
+//!   (BACKUP_DRAIN_ONLY=forward,nat: those functions only)
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -303,7 +304,11 @@ fn main() {
     };
     let lpm = Arc::new(DpdkLpm::new("bd_routes", &router_config(false).routes).expect("rte_lpm"));
     let mut out = Vec::new();
+    let only = std::env::var("BACKUP_DRAIN_ONLY").unwrap_or_default();
     for (name, nat) in [("forward", None), ("router", Some(false)), ("nat", Some(true))] {
+        if !only.is_empty() && !only.split(',').any(|o| o == name) {
+            continue;
+        }
         let rates: Vec<f64> = (0..bed.runs)
             .map(|k| {
                 let tag = format!("bd{name}{k}");

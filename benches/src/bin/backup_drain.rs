@@ -24,7 +24,6 @@ use dataplane::ownership::TxOwnership;
 use dataplane::replication::builder::Encap;
 use dataplane::replication::ReplHeader;
 use dataplane::replication::HEADER_LEN;
-use dataplane::wire::checksum;
 use dataplane::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
 use dataplane::wire::replication::DataHeaderTemplate;
 use dataplane::wire::MacAddr;
@@ -38,25 +37,10 @@ const ENC: Encap = Encap {
 const FLOWS: u32 = 1024;
 const BATCH_BYTES: usize = 1514;
 
-/// Flow `i` of the throughput benchmark's pcap: 64-byte UDP frames (60 +
-/// FCS) from 10.10.1.2 to 10.10.2.2, to the virtual MAC.
+/// Flow `i` of the throughput benchmark's pcap: 64-byte UDP frames from
+/// 10.10.1.2 to 10.10.2.2, to the virtual MAC.
 fn packet(i: u32) -> [u8; 60] {
-    let mut f = [0u8; 60];
-    f[0..6].copy_from_slice(&VMAC.0);
-    f[6..12].copy_from_slice(&[2, 0, 0, 0, 1, 2]);
-    f[12..14].copy_from_slice(&[8, 0]);
-    f[14] = 0x45;
-    f[16..18].copy_from_slice(&46u16.to_be_bytes());
-    f[22] = 64;
-    f[23] = 17;
-    f[26..30].copy_from_slice(&[10, 10, 1, 2]);
-    f[30..34].copy_from_slice(&[10, 10, 2, 2]);
-    f[34..36].copy_from_slice(&(1024 + (i % FLOWS) as u16).to_be_bytes());
-    f[36..38].copy_from_slice(&9000u16.to_be_bytes());
-    f[38..40].copy_from_slice(&26u16.to_be_bytes());
-    let c = checksum::checksum(&f[14..34]);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f
+    benches::udp64([10, 10, 1, 2], 1024 + (i % FLOWS) as u16, [10, 10, 2, 2])
 }
 
 /// The stream: `records` DATA records in batch frames, as a primary of

@@ -991,17 +991,7 @@ mod tests {
             max_sessions: 16,
             timeouts: Timeouts::default(),
         });
-        let mut p = vec![0u8; 40];
-        p[0] = 0x45;
-        p[2..4].copy_from_slice(&40u16.to_be_bytes());
-        p[8] = 64;
-        p[9] = IpProtocol::UDP;
-        p[12..16].copy_from_slice(&0x0a0a_0102u32.to_be_bytes());
-        p[16..20].copy_from_slice(&REMOTE.to_be_bytes());
-        p[20..22].copy_from_slice(&50000u16.to_be_bytes());
-        p[22..24].copy_from_slice(&9000u16.to_be_bytes());
-        p[24..26].copy_from_slice(&20u16.to_be_bytes());
-        assert_eq!(nat.outbound(&mut p, 1), Ok(()));
+        assert_eq!(nat.outbound(&mut udp_out(50000), 1), Ok(()));
         nat
     }
 

@@ -228,12 +228,12 @@ impl Mbuf {
         if padded <= dst.len() && m.data_off as usize + padded <= m.buf_len as usize {
             // SAFETY: [data_off, data_off + padded) lies inside the buffer
             // (checked against buf_len), which we hold for self's lifetime;
-            // `dst` has `padded` bytes; a packet buffer and `dst` (borrowed
-            // mutably) do not overlap.
+            // `dst` has `padded` bytes. `copy`, not `copy_nonoverlapping`:
+            // `dst` could be the data of an indirect clone of this buffer.
             unsafe {
                 let src = (m.buf_addr as *const u8).add(m.data_off as usize);
                 for i in (0..padded).step_by(64) {
-                    std::ptr::copy_nonoverlapping(src.add(i), dst.as_mut_ptr().add(i), 64);
+                    std::ptr::copy(src.add(i), dst.as_mut_ptr().add(i), 64);
                 }
             }
         } else {

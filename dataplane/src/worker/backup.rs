@@ -65,9 +65,15 @@ impl<F: NetworkFunction> Worker<F> {
         // Take the vector out to satisfy the borrow of `self`; its capacity
         // comes back, so nothing is allocated per iteration.
         let mut frames = std::mem::take(&mut s.frames);
-        for m in frames.drain(..) {
+        let mut it = frames.drain(..).peekable();
+        while let Some(m) = it.next() {
+            // The next frame's lines come in while this one is processed.
+            if let Some(next) = it.peek() {
+                next.prefetch_data();
+            }
             self.backup_frame(m, st, now);
         }
+        drop(it);
         s.frames = frames;
         let replay = self.repl.as_ref().map(|r| r.settings.replay).unwrap_or(0);
         let freed = &mut st.freed;

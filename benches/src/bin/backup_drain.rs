@@ -48,7 +48,7 @@ fn packet(i: u32) -> [u8; 60] {
 /// `port` as fast as it takes them: the frames are written just before the
 /// backup reads them, as a NIC's would be. Each record is a header from a
 /// template and a copy of a prepared packet, so the feeder outruns the
-/// backup (the backup's share of idle polls, printed, says whether it did).
+/// backup (`feeder_alone` in the output says by how much).
 fn feed(records: u64, frames_pool: &Mempool, port: &RingPort) {
     let packets: Vec<[u8; 60]> = (0..FLOWS).map(packet).collect();
     let record = HEADER_LEN + 60;
@@ -121,23 +121,24 @@ struct Bed {
     eal: Eal,
 }
 
-/// One backup of `nf` draining `records` records; returns records/s.
-fn drain<F: NetworkFunction>(bed: &Bed, tag: &str, nf: F, records: u64) -> f64 {
-    let cfg = PortConfig {
+/// A started `net_ring` port with rings of 1024 slots each way.
+fn ring_port(bed: &Bed, name: &str) -> RingPort {
+    let conf = PortConfig {
         queues: 1,
         rx_desc: 1024,
         tx_desc: 1024,
         promiscuous: false,
     };
-    let start = |name: String, rx: u32| {
-        let mut r = RingPort::create_split(&name, rx, 1024).expect("ring port");
-        r.port.configure(&cfg, &bed.pkt).expect("configure");
-        r.port.start().expect("start");
-        r
-    };
-    let inside = start(format!("{tag}_in"), 1024);
-    let outside = start(format!("{tag}_out"), 1024);
-    let rep = start(format!("{tag}_rep"), 1024);
+    RingPort::create_split(name, 1024, 1024)
+        .and_then(|r| r.started(&conf, &bed.pkt))
+        .expect("ring port")
+}
+
+/// One backup of `nf` draining `records` records; returns records/s.
+fn drain<F: NetworkFunction>(bed: &Bed, tag: &str, nf: F, records: u64) -> f64 {
+    let inside = ring_port(bed, &format!("{tag}_in"));
+    let outside = ring_port(bed, &format!("{tag}_out"));
+    let rep = ring_port(bed, &format!("{tag}_rep"));
 
     let shared = WorkerShared::new(0);
     let quit = Arc::new(AtomicBool::new(false));
@@ -204,35 +205,13 @@ fn drain<F: NetworkFunction>(bed: &Bed, tag: &str, nf: F, records: u64) -> f64 {
     );
     assert_eq!(r.gaps.load(Ordering::Relaxed), 0, "{tag}: no gap");
     assert!(r.synced.load(Ordering::Relaxed), "{tag}: synchronized");
-    let c = &shared.counters;
-    let (idle, busy) = (
-        c.idle_polls.load(Ordering::Relaxed),
-        c.busy_polls.load(Ordering::Relaxed),
-    );
-    eprintln!(
-        "{tag}: {:.2} Mpps, {:.1}% of polls idle",
-        records as f64 / secs / 1e6,
-        100.0 * idle as f64 / (idle + busy).max(1) as f64
-    );
     records as f64 / secs
 }
 
 /// The feeder alone, into a consumer that frees what it reads: the most a
 /// backup could be measured at here.
 fn feeder_only(bed: &Bed, tag: &str, records: u64) -> f64 {
-    let mut rep = RingPort::create_split(tag, 1024, 1024).expect("ring port");
-    rep.port
-        .configure(
-            &PortConfig {
-                queues: 1,
-                rx_desc: 1024,
-                tx_desc: 1024,
-                promiscuous: false,
-            },
-            &bed.pkt,
-        )
-        .expect("configure");
-    rep.port.start().expect("start");
+    let rep = ring_port(bed, tag);
     let frames = records.div_ceil(((BATCH_BYTES - ETH_LEN) / (HEADER_LEN + 60)) as u64);
     let mut rx = rep.port.rx_queue(0);
     let t0 = Instant::now();

@@ -12,7 +12,8 @@ use std::ptr::NonNull;
 
 use super::error::DpdkError;
 use super::mbuf::Mbuf;
-use super::port::Port;
+use super::mempool::Mempool;
+use super::port::{Port, PortConfig};
 
 /// `RING_F_SP_ENQ | RING_F_SC_DEQ`: one producer and one consumer per ring.
 const SINGLE_PRODUCER_CONSUMER: u32 = 0x0001 | 0x0002;
@@ -58,6 +59,13 @@ impl RingPort {
             }
         };
         Self::from_rings(name, rx, tx)
+    }
+
+    /// The port configured with `conf` over `pool` and started.
+    pub fn started(mut self, conf: &PortConfig, pool: &Mempool) -> Result<RingPort, DpdkError> {
+        self.port.configure(conf, pool)?;
+        self.port.start()?;
+        Ok(self)
     }
 
     fn from_rings(

@@ -248,7 +248,8 @@ struct L4 {
 const DELETED_LOG: usize = 65536;
 
 /// Tables at least this big are prefetched for a burst (measured here:
-/// no gain up to ~30 000 sessions, 2.8 MB; 3x at 100 000, 9.4 MB).
+/// 11% slower at 1 024 sessions, no gain up to ~30 000 sessions, 2.8 MB;
+/// 3x faster at 100 000, 9.4 MB).
 const PREFETCH_FROM_BYTES: usize = 4 << 20;
 
 impl Nat {
@@ -506,9 +507,8 @@ impl Nat {
     }
 
     /// Prefetch passes a worker makes over a burst: two (the index line,
-    /// then the slab entry) once the tables outgrow the cache, none while
-    /// they fit (then the passes only cost: 8-20% at 1 000 sessions;
-    /// 3x faster at 100 000, `nat_scale`).
+    /// then the slab entry) once the tables reach `PREFETCH_FROM_BYTES`,
+    /// none while they fit in the cache (then the passes only cost).
     #[inline]
     pub fn prefetch_stages(&self) -> usize {
         let bytes =

@@ -143,10 +143,11 @@ impl<F: NetworkFunction> Worker<F> {
         for stage in 0..self.nf.prefetch_stages() {
             let d = m.data();
             for &(off, len) in &records[..count] {
-                let start = ETH_LEN + off as usize + HEADER_LEN;
-                let (t, h, _) = header_of(&d[start - HEADER_LEN..]);
+                let start = ETH_LEN + off as usize;
+                let (t, h, _) = header_of(&d[start..]);
                 let side = Side::from_index((h.ingress & ingress::PORT_MASK) as usize);
-                if let (FrameType::Data, Some(side), Some(frame)) = (t, side, d.get(start..start + len as usize)) {
+                let body = d.get(start + HEADER_LEN..start + HEADER_LEN + len as usize);
+                if let (FrameType::Data, Some(side), Some(frame)) = (t, side, body) {
                     self.nf.prefetch(frame, side, stage);
                 }
             }

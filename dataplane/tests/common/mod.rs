@@ -85,14 +85,12 @@ pub fn started(mut p: Port, pool: &Mempool) -> Port {
 /// A started ring port; `split` keeps what it sends apart from what it
 /// receives, else TX loops back to RX through one ring of `size` slots.
 pub fn ring_port(name: &str, split: Option<(u32, u32)>, size: u32, pool: &Mempool) -> RingPort {
-    let mut r = match split {
+    match split {
         Some((rx, tx)) => RingPort::create_split(name, rx, tx),
         None => RingPort::create(name, size),
     }
-    .expect("ring port");
-    r.port.configure(&port_config(), pool).expect("configure");
-    r.port.start().expect("start");
-    r
+    .and_then(|r| r.started(&port_config(), pool))
+    .expect("ring port")
 }
 
 /// `n` mbufs of `len` bytes, the first byte of packet `i` set to `i`.

@@ -375,6 +375,18 @@ pub struct ReplicationSection {
     /// carry them). 0: one frame per packet.
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: u32,
+    /// Flow control: a primary shard runs at most this many records ahead
+    /// of its slowest synchronized backup, whose ACKs come every quarter of
+    /// it; what it cannot take waits (or is dropped, counted) in its NIC's RX
+    /// ring instead of being lost on the replication link. Set on both
+    /// nodes. Default: `dataplane.rx_desc`, which a backup's replication RX
+    /// ring holds even at one record per frame. 0: off (no ACKs).
+    #[serde(default)]
+    pub flow_window: Option<u32>,
+    /// How long a backup's last ACK holds the primary: one silent longer
+    /// (dead, descheduled) is no longer waited for.
+    #[serde(default = "default_flow_hold_us")]
+    pub flow_hold_us: u32,
 }
 
 impl Default for ReplicationSection {
@@ -388,6 +400,8 @@ impl Default for ReplicationSection {
             group_mac: default_group_mac(),
             header_mbufs: default_header_mbufs(),
             batch_bytes: default_batch_bytes(),
+            flow_window: None,
+            flow_hold_us: default_flow_hold_us(),
         }
     }
 }
@@ -407,6 +421,9 @@ fn default_group_mac() -> String {
 }
 fn default_batch_bytes() -> u32 {
     1514
+}
+fn default_flow_hold_us() -> u32 {
+    1000
 }
 fn default_header_mbufs() -> u32 {
     8191
@@ -799,6 +816,18 @@ impl Config {
                 format!("must be 0 or 128..=9014 (got {})", r.batch_bytes),
             ));
         }
+        if let Some(w) = r.flow_window.filter(|w| *w != 0 && !(16..=1 << 20).contains(w)) {
+            errs.push(err(
+                "replication.flow_window",
+                format!("must be 0 (off) or 16..=1048576 (got {w})"),
+            ));
+        }
+        if !(1..=1_000_000).contains(&r.flow_hold_us) {
+            errs.push(err(
+                "replication.flow_hold_us",
+                format!("must be 1..=1000000 (got {})", r.flow_hold_us),
+            ));
+        }
         if r.header_mbufs < 1023 {
             errs.push(err(
                 "replication.header_mbufs",
@@ -959,6 +988,17 @@ mod tests {
             field_of(&format!("{MINIMAL}[function]\nkind = \"teleport\"\n")),
             ["function.kind"]
         );
+    }
+
+    #[test]
+    fn flow_control_settings_out_of_range_name_their_fields() {
+        assert_eq!(
+            field_of(&format!("{MINIMAL}[replication]\nflow_window = 8\nflow_hold_us = 0\n")),
+            ["replication.flow_window", "replication.flow_hold_us"]
+        );
+        let off = Config::parse(&format!("{MINIMAL}[replication]\nflow_window = 0\n")).unwrap();
+        assert_eq!(off.replication.flow_window, Some(0));
+        assert_eq!(Config::parse(MINIMAL).unwrap().replication.flow_hold_us, 1000);
     }
 
     #[test]

@@ -254,7 +254,7 @@ pub fn sync_text(view: &NodeView) -> String {
         let r = &w.repl;
         let _ = writeln!(
             out,
-            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {} gaps {} (missing {}) shadow {} window {} (evicted {} unmatched {}) frames tx {} rx {} keepalives tx {} rx {} stale {} audits {} (mismatched {})",
+            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {} gaps {} (missing {}) shadow {} window {} (evicted {} unmatched {}) frames tx {} rx {} keepalives tx {} rx {} stale {} audits {} (mismatched {}) acks tx {} rx {} backup lag {} held polls {}",
             w.shard,
             r.mode().map(|m| m.name()).unwrap_or("standalone"),
             r.epoch.load(Relaxed),
@@ -274,6 +274,10 @@ pub fn sync_text(view: &NodeView) -> String {
             r.stale_epoch.load(Relaxed),
             r.audits.load(Relaxed),
             r.audit_mismatches.load(Relaxed),
+            r.acks_tx.load(Relaxed),
+            r.acks_rx.load(Relaxed),
+            r.flow_lag.load(Relaxed),
+            r.flow_held.load(Relaxed),
         );
     }
     if let Some(t) = c.last_takeover {

@@ -141,6 +141,10 @@ fn sync(v: &NodeView) -> Vec<(String, TelValue)> {
                 u("stale_epoch", r.stale_epoch.load(Relaxed)),
                 u("audits", r.audits.load(Relaxed)),
                 u("audit_mismatches", r.audit_mismatches.load(Relaxed)),
+                u("acks_tx", r.acks_tx.load(Relaxed)),
+                u("acks_rx", r.acks_rx.load(Relaxed)),
+                u("backup_lag", r.flow_lag.load(Relaxed)),
+                u("flow_held", r.flow_held.load(Relaxed)),
             ]),
         ));
     }

@@ -13,6 +13,18 @@ fn u(v: &serde_json::Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or(u64::MAX)
 }
 
+/// (ACKs sent, ACKs read) of shard 0 in a `show sync`
+/// ("... acks tx N rx M ...").
+fn acks_of(sync: &str) -> (u64, u64) {
+    let words: Vec<&str> = sync
+        .split("acks tx ")
+        .nth(1)
+        .map(|rest| rest.split_whitespace().take(3).collect())
+        .unwrap_or_default();
+    let num = |i: usize| words.get(i).and_then(|w| w.parse().ok()).unwrap_or(0);
+    (num(0), num(2))
+}
+
 #[test]
 fn kill_9_of_the_primary_under_the_stream_loses_no_packet_and_tcp_survives() {
     let bed = TestBed::up("kill", true, "primary backup");
@@ -22,6 +34,11 @@ fn kill_9_of_the_primary_under_the_stream_loses_no_packet_and_tcp_survives() {
     let iperf = Iperf::start(&bed, &dir, 6);
     let stream = Stream::start(&bed, &dir, 20_000, 5.0);
     std::thread::sleep(Duration::from_millis(2500));
+    // Flow control runs over the real link: the backup acknowledges, the
+    // primary reads it.
+    let (p_sync, b_sync) = (p.cmd("show sync"), b.cmd("show sync"));
+    assert!(acks_of(&p_sync).1 > 0, "the primary hears ACKs: {p_sync}");
+    assert!(acks_of(&b_sync).0 > 0, "the backup sends ACKs: {b_sync}");
     p.kill9();
     let epoch = wait_role(&mut b, "primary", 5);
     assert_eq!(epoch, 2);

@@ -89,14 +89,26 @@ fn ipv4(data: &[u8]) {
     }
 }
 
-/// Parses `data` as a replication frame (after the Ethernet header) and,
-/// for DATA, the frame it carries.
+/// Parses `data` as a replication frame (after the Ethernet header) and
+/// its body: the frame a DATA carries, a marker's or an ACK's body (an ACK
+/// that parses must emit back to the same bytes).
 pub fn replication_frame(data: &[u8]) {
+    use crate::wire::replication::{AckBody, AuditBody, FrameType};
     let Ok(f) = ReplicationFrame::new_checked(data) else {
         return;
     };
-    let _ = (f.frame_type(), f.header());
-    wire_headers(f.body());
+    let _ = f.header();
+    match f.frame_type() {
+        FrameType::Ack => {
+            if let Some(a) = AckBody::parse(f.body()) {
+                assert_eq!(&a.emit()[..], &f.body()[..AckBody::LEN]);
+            }
+        }
+        FrameType::Audit => {
+            let _ = AuditBody::parse(f.body());
+        }
+        _ => wire_headers(f.body()),
+    }
 }
 
 /// Runs arbitrary frames through a router with a NAT: the first byte picks

@@ -19,7 +19,7 @@ use dataplane::nf::{Forward, Side};
 use dataplane::ownership::TxOwnership;
 use dataplane::replication::builder::{build_data, build_marker, Batch, HEADER_DATA_ROOM};
 use dataplane::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN, HEADER_LEN};
-use dataplane::wire::replication::DataHeaderTemplate;
+use dataplane::wire::replication::{AckBody, DataHeaderTemplate};
 use dataplane::wire::MacAddr;
 use dataplane::worker::{
     Announce, Mode, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
@@ -185,6 +185,32 @@ fn copy_data_to_refuses_a_destination_shorter_than_the_packet_and_copies_nothing
     assert_eq!(&exact[..], m.data());
 }
 
+/// How a test node differs from the default one.
+#[derive(Clone, Copy)]
+struct Opts {
+    /// Slots of the rings the replication port receives from and sends
+    /// into.
+    rep_rx_slots: u32,
+    rep_tx_slots: u32,
+    /// Small packets' records are batched up to this (0: one per frame).
+    batch_bytes: usize,
+    /// Flow control (0: off).
+    flow_window: u64,
+    flow_hold_ns: u64,
+}
+
+impl Default for Opts {
+    fn default() -> Opts {
+        Opts {
+            rep_rx_slots: 1024,
+            rep_tx_slots: 1024,
+            batch_bytes: 1514,
+            flow_window: 0,
+            flow_hold_ns: 1_000_000,
+        }
+    }
+}
+
 struct Node {
     inside: RingPort,
     outside: RingPort,
@@ -199,23 +225,27 @@ struct Node {
 
 impl Node {
     fn start(tag: &str, node_id: u32, pkts: &Arc<Mempool>, headers: &Arc<Mempool>, clones: &Arc<Mempool>) -> Node {
-        Node::start_with(tag, node_id, pkts, headers, clones, 1024, 1514)
+        Node::start_with(tag, node_id, pkts, headers, clones, Opts::default())
     }
 
-    /// A node whose replication port sends into a ring of `rep_tx_slots`
-    /// and batches small packets' records up to `batch_bytes`.
     fn start_with(
         tag: &str,
         node_id: u32,
         pkts: &Arc<Mempool>,
         headers: &Arc<Mempool>,
         clones: &Arc<Mempool>,
-        rep_tx_slots: u32,
-        batch_bytes: usize,
+        opts: Opts,
     ) -> Node {
+        let Opts {
+            rep_rx_slots,
+            rep_tx_slots,
+            batch_bytes,
+            flow_window,
+            flow_hold_ns,
+        } = opts;
         let inside = port(&format!("{tag}_in"), pkts);
         let outside = port(&format!("{tag}_out"), pkts);
-        let rep = common::ring_port(&format!("{tag}_rep"), Some((1024, rep_tx_slots)), 0, pkts);
+        let rep = common::ring_port(&format!("{tag}_rep"), Some((rep_rx_slots, rep_tx_slots)), 0, pkts);
         let shared = WorkerShared::new(0);
         let (tx, rx) = unbounded();
         let ownership = Arc::new(TxOwnership::new(1, false));
@@ -250,6 +280,8 @@ impl Node {
                     replay: 0,
                     batch_bytes,
                     audit_ns: 0,
+                    flow_window,
+                    flow_hold_ns,
                     announce: Announce {
                         vmac: Some(MacAddr([2, 0, 0x5e, 0, 1, 1])),
                         vips: [Some(Ipv4Addr::new(10, 10, 1, 1)), None],
@@ -484,7 +516,18 @@ fn a_refused_replica_means_the_packet_is_never_processed_and_its_sequence_is_reu
     let clones = pool("oc_cln", 1023, 0);
     // The replication port sends into 16 slots (15 usable), one frame per
     // packet.
-    let p = Node::start_with("oc", 1, &pkts, &headers, &clones, 16, 0);
+    let p = Node::start_with(
+        "oc",
+        1,
+        &pkts,
+        &headers,
+        &clones,
+        Opts {
+            rep_tx_slots: 16,
+            batch_bytes: 0,
+            ..Opts::default()
+        },
+    );
     p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
     wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
     let (shared, tiny) = (p.shared.clone(), &p.rep);
@@ -678,4 +721,256 @@ fn small_packets_travel_in_batches_and_the_backup_unpacks_every_record_in_order(
     assert_eq!(b.shared.counters.snapshot().rx[Side::Inside.index()], 30);
     p.stop();
     b.stop();
+}
+
+// Flow control: the backups' ACKs, and a primary that runs at most a
+// window ahead of them.
+
+/// An ACK from backup `node` of shard 0 up to `seq`, as it leaves a backup.
+fn ack(headers: &Mempool, node: u32, seq: u64, synced: bool) -> Mbuf {
+    let h = ReplHeader {
+        epoch: 1,
+        seq,
+        ..Default::default()
+    };
+    build_marker(FrameType::Ack, &h, &AckBody { node, synced }.emit(), &ENC, headers).expect("ack")
+}
+
+/// A primary of epoch 1 with flow control, and `n` 300-byte packets (one
+/// replication frame each) waiting on its inside port.
+fn flow_primary(tag: &str, pkts: &Arc<Mempool>, headers: &Arc<Mempool>, clones: &Arc<Mempool>, hold_ns: u64) -> Node {
+    let opts = Opts {
+        flow_window: 64,
+        flow_hold_ns: hold_ns,
+        ..Opts::default()
+    };
+    let p = Node::start_with(tag, 1, pkts, headers, clones, opts);
+    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
+    wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
+    // Its announcement (gratuitous ARP on the inside port) out of the way.
+    std::thread::sleep(Duration::from_millis(20));
+    drop(p.inside.take_sent(8));
+    p
+}
+
+fn replicated(p: &Node) -> u64 {
+    p.shared.repl.last_seq.load(Ordering::Relaxed)
+}
+
+#[test]
+fn a_primary_runs_exactly_a_window_ahead_of_its_backups_last_ack_and_each_new_ack_moves_it_on() {
+    let pkts = pool("fw_pkts", 2047, DEFAULT_DATA_ROOM);
+    let headers = pool("fw_hdr", 1023, HEADER_DATA_ROOM);
+    let clones = pool("fw_cln", 1023, 0);
+    let p = flow_primary("fw", &pkts, &headers, &clones, 60_000_000_000);
+    assert!(p.rep.inject(vec![ack(&headers, 2, 0, true)]).is_empty());
+    wait("the ack read", || p.shared.repl.acks_rx.load(Ordering::Relaxed) == 1);
+    assert!(p
+        .inside
+        .inject((1..=200).map(|i| frame(&pkts, 300, i)).collect())
+        .is_empty());
+    let settle = |what: &str, seq: u64| {
+        wait(what, || replicated(&p) == seq);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(replicated(&p), seq, "{what}: held there");
+        assert_eq!(
+            p.inside.queued() as u64,
+            200 - seq,
+            "{what}: the rest waits at the port"
+        );
+    };
+    settle("window past ack 0", 64);
+    assert!(p.shared.repl.flow_held.load(Ordering::Relaxed) > 0);
+    assert_eq!(p.shared.repl.flow_lag.load(Ordering::Relaxed), 64);
+    assert!(p.rep.inject(vec![ack(&headers, 2, 50, true)]).is_empty());
+    settle("window past ack 50", 114);
+    assert!(p.rep.inject(vec![ack(&headers, 2, 150, true)]).is_empty());
+    wait("all 200", || replicated(&p) == 200);
+    let egress = p.outside.take_sent(256);
+    assert_eq!(
+        egress.iter().map(|m| id_of(m.data())).collect::<Vec<_>>(),
+        (1..=200).collect::<Vec<_>>(),
+        "every packet forwarded once, in order"
+    );
+    assert_eq!(p.shared.counters.snapshot().total_drops(), 0);
+}
+
+#[test]
+fn the_slowest_of_two_backups_holds_the_primary_and_an_unsynchronized_one_does_not() {
+    let pkts = pool("f2_pkts", 2047, DEFAULT_DATA_ROOM);
+    let headers = pool("f2_hdr", 1023, HEADER_DATA_ROOM);
+    let clones = pool("f2_cln", 1023, 0);
+    let p = flow_primary("f2", &pkts, &headers, &clones, 60_000_000_000);
+    let acks = vec![
+        ack(&headers, 2, 30, true),
+        ack(&headers, 3, 10, true),
+        ack(&headers, 4, 0, false),
+    ];
+    assert!(p.rep.inject(acks).is_empty());
+    wait("the acks read", || p.shared.repl.acks_rx.load(Ordering::Relaxed) == 3);
+    assert!(p
+        .inside
+        .inject((1..=200).map(|i| frame(&pkts, 300, i)).collect())
+        .is_empty());
+    wait("window past node 3's ack", || replicated(&p) == 74);
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(replicated(&p), 74);
+    assert!(p.rep.inject(vec![ack(&headers, 3, 40, true)]).is_empty());
+    wait("window past node 2's ack, now the slowest", || replicated(&p) == 94);
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(replicated(&p), 94);
+}
+
+#[test]
+fn a_backup_silent_for_longer_than_the_hold_no_longer_holds_the_primary() {
+    let pkts = pool("fs_pkts", 2047, DEFAULT_DATA_ROOM);
+    let headers = pool("fs_hdr", 1023, HEADER_DATA_ROOM);
+    let clones = pool("fs_cln", 1023, 0);
+    let p = flow_primary("fs", &pkts, &headers, &clones, 300_000_000);
+    assert!(p.rep.inject(vec![ack(&headers, 2, 0, true)]).is_empty());
+    wait("the ack read", || p.shared.repl.acks_rx.load(Ordering::Relaxed) == 1);
+    let t0 = Instant::now();
+    assert!(p
+        .inside
+        .inject((1..=200).map(|i| frame(&pkts, 300, i)).collect())
+        .is_empty());
+    wait("all 200", || replicated(&p) == 200);
+    assert!(p.shared.repl.flow_held.load(Ordering::Relaxed) > 0, "it was held");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "held until the ack was 300 ms old"
+    );
+    assert_eq!(p.shared.repl.flow_lag.load(Ordering::Relaxed), 0, "nobody to wait for");
+}
+
+#[test]
+fn a_backup_acknowledges_the_last_sequence_it_processed_with_its_node_id() {
+    let pkts = pool("fa_pkts", 4095, DEFAULT_DATA_ROOM);
+    let headers = pool("fa_hdr", 2047, HEADER_DATA_ROOM);
+    let clones = pool("fa_cln", 2047, 0);
+    let p = Node::start("fap", 1, &pkts, &headers, &clones);
+    let opts = Opts {
+        flow_window: 64,
+        ..Opts::default()
+    };
+    let b = Node::start_with("fab", 2, &pkts, &headers, &clones, opts);
+    b.command(
+        WorkerCmd::BecomeBackup {
+            epoch: 1,
+            diverged: false,
+        },
+        false,
+    );
+    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
+    wait("primary mode", || p.shared.repl.mode() == Some(Mode::Primary));
+    assert!(p
+        .inside
+        .inject((1..=40).map(|i| frame(&pkts, 300, i)).collect())
+        .is_empty());
+    wait("replicas", || p.rep.queued() >= 40);
+    let data: Vec<Mbuf> = p
+        .rep
+        .take_sent(64)
+        .into_iter()
+        .filter(|m| seq_of(m).0 == FrameType::Data)
+        .collect();
+    assert_eq!(data.len(), 40);
+    assert!(b.rep.inject(linearized(&pkts, data)).is_empty());
+    wait("backup at 40", || b.shared.repl.last_seq.load(Ordering::Relaxed) == 40);
+    wait("its ack of 40", || b.shared.repl.acks_tx.load(Ordering::Relaxed) >= 1);
+    let sent = b.rep.take_sent(64);
+    let acks: Vec<(ReplHeader, Option<AckBody>)> = sent
+        .iter()
+        .map(|m| {
+            let d = m.copy_to_vec();
+            let f = ReplicationFrame::new_checked(&d[14..]).expect("frame");
+            assert_eq!(f.frame_type(), FrameType::Ack, "a backup sends only ACKs");
+            (f.header(), AckBody::parse(f.body()))
+        })
+        .collect();
+    let last = acks.last().expect("an ack");
+    assert_eq!((last.0.shard, last.0.epoch, last.0.seq), (0, 1, 40));
+    assert_eq!(last.1, Some(AckBody { node: 2, synced: true }));
+    assert!(
+        acks.windows(2).all(|w| w[0].0.seq < w[1].0.seq),
+        "each ack goes further"
+    );
+    assert!(b.inside.take_sent(8).is_empty() && b.outside.take_sent(8).is_empty());
+}
+
+#[test]
+fn with_flow_control_a_backup_behind_a_small_rx_ring_follows_a_fast_primary_without_a_gap() {
+    const N: u32 = 3000;
+    let pkts = pool("fl_pkts", 8191, DEFAULT_DATA_ROOM);
+    let headers = pool("fl_hdr", 4095, HEADER_DATA_ROOM);
+    let clones = pool("fl_cln", 4095, 0);
+    // One record per frame, a backup whose replication RX ring holds 63
+    // frames, and which sleeps 50 us whenever it finds nothing: without
+    // flow control the primary's bursts overflow that ring at once.
+    let window = Opts {
+        batch_bytes: 0,
+        flow_window: 48,
+        flow_hold_ns: 60_000_000_000,
+        ..Opts::default()
+    };
+    let p = Node::start_with("flp", 1, &pkts, &headers, &clones, window);
+    let b = Node::start_with(
+        "flb",
+        2,
+        &pkts,
+        &headers,
+        &clones,
+        Opts {
+            rep_rx_slots: 64,
+            ..window
+        },
+    );
+    b.command(
+        WorkerCmd::BecomeBackup {
+            epoch: 1,
+            diverged: false,
+        },
+        false,
+    );
+    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
+    wait("primary mode", || p.shared.repl.mode() == Some(Mode::Primary));
+    // The link: frames one way, ACKs the other; what a full RX ring
+    // refuses is lost, as on a NIC.
+    let lost = std::cell::Cell::new(0usize);
+    let link = || {
+        let frames = p.rep.take_sent(256);
+        lost.set(lost.get() + b.rep.inject(linearized(&pkts, frames)).len());
+        let acks = b.rep.take_sent(256);
+        drop(p.rep.inject(linearized(&pkts, acks)));
+        drop(p.outside.take_sent(256));
+    };
+    // The primary hears the backup before the stream starts (a pair that
+    // has been up for a while).
+    wait("the backup's first ack", || {
+        link();
+        p.shared.repl.acks_rx.load(Ordering::Relaxed) > 0
+    });
+    let mut next = 1u32;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.shared.repl.last_seq.load(Ordering::Relaxed) < N as u64 {
+        assert!(Instant::now() < deadline, "the backup did not reach {N}");
+        if next <= N {
+            let burst: Vec<Mbuf> = (next..=N.min(next + 255)).map(|i| frame(&pkts, 300, i)).collect();
+            let n = burst.len() as u32;
+            let refused = p.inside.inject(burst).len() as u32;
+            next += n - refused;
+        }
+        link();
+    }
+    let r = &b.shared.repl;
+    assert_eq!(lost.get(), 0, "no frame lost at the backup's RX ring");
+    assert_eq!(
+        (r.gaps.load(Ordering::Relaxed), r.synced.load(Ordering::Relaxed)),
+        (0, true)
+    );
+    assert_eq!(replicated(&p), N as u64);
+    assert!(
+        p.shared.repl.flow_held.load(Ordering::Relaxed) > 0,
+        "the backup set the pace"
+    );
 }

@@ -162,6 +162,8 @@ impl Node {
                     replay: 0,
                     batch_bytes: 1514,
                     audit_ns: AUDIT_NS,
+                    flow_window: 1024,
+                    flow_hold_ns: 1_000_000,
                     announce: Announce::default(),
                 },
                 signals: signals.clone(),

@@ -180,6 +180,8 @@ fn drain<F: NetworkFunction>(bed: &Bed, tag: &str, nf: F, records: u64) -> f64 {
                 replay: 0,
                 batch_bytes: BATCH_BYTES,
                 audit_ns: 0,
+                flow_window: 0,
+                flow_hold_ns: 1_000_000,
                 announce: Announce::default(),
             },
             signals: Arc::new(NodeSignals::default()),

@@ -12,8 +12,11 @@
 //!   matching that finds what the primary never replicated.
 //! - [`learn`]: the MACs seen per side, announced after a takeover.
 //! - [`handoff`]: a backup's copies of packets in transit between shards.
+//! - [`flow`]: the backups' acknowledgments, and how far ahead of them a
+//!   primary may run.
 
 pub mod builder;
+pub mod flow;
 pub mod handoff;
 pub mod learn;
 pub mod seq;

@@ -17,6 +17,12 @@
 //! received; KEEPALIVE has an empty body; AUDIT, SYNC_MARK and SWITCHOVER
 //! bodies are defined by the checkpoint protocol.
 //!
+//! ACK goes the other way, from a backup to the primary: `seq` is the last
+//! sequence of `shard` the backup processed in `epoch`, the body an
+//! [`AckBody`] (flow control, `replication::flow`). A node of this version
+//! that predates ACK refuses the type as malformed, so the type needed no
+//! new version.
+//!
 //! The ingress field's low byte is the data port (0 inside, 1 outside); its
 //! high byte holds [`ingress`] flags for packets steered between shards.
 //! Version 2 added them.
@@ -91,6 +97,39 @@ impl AuditBody {
     }
 }
 
+/// The body of an ACK: which backup, and whether its shard is
+/// synchronized (big-endian, 8 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckBody {
+    pub node: u32,
+    pub synced: bool,
+}
+
+impl AckBody {
+    pub const LEN: usize = 8;
+    const SYNCED: u32 = 1;
+
+    pub fn emit(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        set_u32(&mut b, 0, self.node);
+        set_u32(&mut b, 4, if self.synced { Self::SYNCED } else { 0 });
+        b
+    }
+
+    /// `None` when shorter than [`AckBody::LEN`] or with flags this version
+    /// does not know.
+    pub fn parse(b: &[u8]) -> Option<AckBody> {
+        if b.len() < Self::LEN {
+            return None;
+        }
+        let flags = get_u32(b, 4);
+        (flags & !Self::SYNCED == 0).then_some(AckBody {
+            node: get_u32(b, 0),
+            synced: flags & Self::SYNCED != 0,
+        })
+    }
+}
+
 /// Frame types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -106,6 +145,8 @@ pub enum FrameType {
     SyncMark = 4,
     /// Planned hand-over: the primary stopped after sequence `seq`.
     Switchover = 5,
+    /// From a backup: it processed the shard up to `seq`.
+    Ack = 6,
 }
 
 impl FrameType {
@@ -116,6 +157,7 @@ impl FrameType {
             3 => FrameType::Audit,
             4 => FrameType::SyncMark,
             5 => FrameType::Switchover,
+            6 => FrameType::Ack,
             _ => return None,
         })
     }
@@ -297,6 +339,20 @@ mod tests {
         assert_eq!(AuditBody::parse(&AuditBody { slice: 64, ..a }.emit()), None);
         assert_eq!(AuditBody::parse(&AuditBody { slice: 0, of: 0, ..a }.emit()), None);
         assert_eq!(AuditBody::parse(&a.emit()[..15]), None);
+    }
+
+    #[test]
+    fn an_ack_body_decodes_back_and_one_with_unknown_flags_is_refused() {
+        let a = AckBody {
+            node: 0x0102_0304,
+            synced: true,
+        };
+        assert_eq!(a.emit(), [1, 2, 3, 4, 0, 0, 0, 1]);
+        assert_eq!(AckBody::parse(&a.emit()), Some(a));
+        let u = AckBody { synced: false, ..a };
+        assert_eq!(AckBody::parse(&u.emit()), Some(u));
+        assert_eq!(AckBody::parse(&[1, 2, 3, 4, 0, 0, 0, 3]), None);
+        assert_eq!(AckBody::parse(&a.emit()[..7]), None);
     }
 
     #[test]

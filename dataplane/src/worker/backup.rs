@@ -7,15 +7,16 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::{ReplState, Scratch, Worker, MAX_BURST};
 use crate::clock::TscClock;
-use crate::dpdk::Mbuf;
+use crate::dpdk::{Mbuf, TxBatch};
 use crate::nf::DropReason;
 use crate::nf::{NetworkFunction, Owner, PacketCtx, Side, Verdict};
+use crate::replication::builder::build_marker;
 use crate::replication::seq::SeqVerdict;
 use crate::replication::{frame_hash, FrameType, ReplHeader, ReplicationFrame, HEADER_LEN};
 use crate::stats::bump;
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
 use crate::wire::get_u32;
-use crate::wire::replication::{ingress, AuditBody};
+use crate::wire::replication::{ingress, AckBody, AuditBody};
 
 impl<F: NetworkFunction> Worker<F> {
     /// One backup iteration. Returns whether anything arrived.
@@ -25,7 +26,47 @@ impl<F: NetworkFunction> Worker<F> {
         // its replica comes to retire it.
         let windowed = self.window_data_ports(st, s, now);
         let got = self.poll_replication(st, s, now);
+        self.ack_if_due(st, got < MAX_BURST, now);
         got + windowed > 0
+    }
+
+    /// Flow control: tells the primary how far this shard got
+    /// ([`crate::replication::flow`]), on the replication port's TX queue.
+    /// `drained`: the replication queue had nothing more.
+    pub(crate) fn ack_if_due(&mut self, st: &mut ReplState, drained: bool, now: u64) {
+        let Some(repl) = self.repl.as_mut() else {
+            return;
+        };
+        let last = st.tracker.last();
+        // Only once the primary was heard: a backup that joins a running
+        // primary must not make it wait for sequence 0.
+        if repl.settings.flow_window == 0 || st.last_time_ns == 0 || !st.ack.due(last, drained, now) {
+            return;
+        }
+        let h = ReplHeader {
+            shard: self.shard,
+            epoch: st.epoch,
+            seq: last,
+            tx_done: st.tx_done_seen,
+            time_ns: st.last_time_ns,
+            ingress: 0,
+            length: 0,
+        };
+        let body = AckBody {
+            node: repl.settings.node_id,
+            synced: st.tracker.synced(),
+        };
+        let Some(m) = build_marker(FrameType::Ack, &h, &body.emit(), &repl.encap, &repl.headers) else {
+            self.shared.counters.drop(DropReason::NoMbuf, 1);
+            return;
+        };
+        let mut b = TxBatch::<1>::default();
+        let _ = b.push(m);
+        // A refused ACK is freed by the batch; the next one is due at once.
+        if repl.tx.tx_burst(&mut b).sent == 1 {
+            st.ack.sent(last, now);
+            st.acks_tx += 1;
+        }
     }
 
     /// Moves what the data ports received into the ingress windows.
@@ -117,6 +158,11 @@ impl<F: NetworkFunction> Worker<F> {
             bump(&self.shared.repl.malformed, 1);
             return;
         };
+        if count == 1 && header_of(&m.data()[ETH_LEN + records[0].0 as usize..]).0 == FrameType::Ack {
+            // Another backup's, to the primary: not this stream's.
+            bump(&self.shared.repl.acks_rx, 1);
+            return;
+        }
         if shard != self.shard {
             self.steer(shard, m);
             return;
@@ -284,6 +330,8 @@ impl<F: NetworkFunction> Worker<F> {
             }
             // The checkpoint protocol's frame: not built yet.
             FrameType::SyncMark => st.tracker.on_marker(h.seq),
+            // Taken out in `backup_frame`.
+            FrameType::Ack => {}
         }
     }
 

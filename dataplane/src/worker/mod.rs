@@ -42,6 +42,7 @@ use crate::frame::Frame;
 use crate::nf::{DropReason, NetworkFunction, Owner, PacketCtx, Side, Verdict};
 use crate::ownership::TxOwnership;
 use crate::replication::builder::Encap;
+use crate::replication::flow::{AckBoard, AckPacer, FlowGate};
 use crate::replication::handoff::HandoffLedger;
 use crate::replication::learn::MacTable;
 use crate::replication::seq::SeqTracker;
@@ -94,6 +95,8 @@ pub struct NodeSignals {
     /// Highest epoch seen in replication frames while primary: a worker of a
     /// primary with a lower epoch stops transmitting at once.
     pub fence_epoch: AtomicU32,
+    /// What the backups acknowledged, per shard (flow control).
+    pub acks: AckBoard,
 }
 
 /// Commands from the control thread.
@@ -157,6 +160,12 @@ pub struct ReplSettings {
     pub batch_bytes: usize,
     /// An AUDIT of one slice of the function's state this often (0: none).
     pub audit_ns: u64,
+    /// Flow control ([`crate::replication::flow`]): a primary shard runs at
+    /// most this many records ahead of its slowest synchronized backup, and
+    /// a backup acknowledges every quarter of it (0: off, no ACKs).
+    pub flow_window: u64,
+    /// How long a silent backup's last acknowledgment holds the primary.
+    pub flow_hold_ns: u64,
     pub announce: Announce,
 }
 
@@ -252,8 +261,16 @@ pub(crate) struct ReplState {
     pub next_audit_ns: u64,
     pub audit_slice: u32,
     /// Primary: busy iterations until the replication port is read again
-    /// for a higher epoch.
+    /// for a higher epoch and the backups' acknowledgments.
     pub epoch_watch_in: u32,
+    /// Primary: how far this shard may run ahead of its backups, the lag of
+    /// the slowest one and the polls the gate held back.
+    pub flow: FlowGate,
+    pub flow_lag: u64,
+    pub flow_held: u64,
+    /// Backup: when to acknowledge, and how many ACKs left.
+    pub ack: AckPacer,
+    pub acks_tx: u64,
 }
 
 impl<F: NetworkFunction> Worker<F> {
@@ -296,6 +313,11 @@ impl<F: NetworkFunction> Worker<F> {
             next_audit_ns: 0,
             audit_slice: 0,
             epoch_watch_in: 0,
+            flow: FlowGate::new(r.settings.flow_window, r.settings.flow_hold_ns),
+            flow_lag: 0,
+            flow_held: 0,
+            ack: AckPacer::new((r.settings.flow_window / 4).max(1), r.settings.keepalive_ns),
+            acks_tx: 0,
         });
         let publish_ticks = clock.ticks(LATENCY_PUBLISH_NS);
         let idle = Duration::from_micros(self.idle_sleep_us);

@@ -14,7 +14,7 @@ use crate::replication::builder::{build_data, build_marker, Batch, COPY_MAX};
 use crate::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN};
 use crate::stats::bump;
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
-use crate::wire::replication::{ingress, AuditBody, DataHeaderTemplate};
+use crate::wire::replication::{ingress, AckBody, AuditBody, DataHeaderTemplate};
 
 impl<F: NetworkFunction> Worker<F> {
     /// One primary iteration. Returns whether anything arrived.
@@ -22,11 +22,28 @@ impl<F: NetworkFunction> Worker<F> {
         let burst = self.burst.clamp(1, MAX_BURST);
         let mut t = rdtsc();
         let mut busy = false;
+        // Flow control: the data ports give at most what the backups'
+        // acknowledgments allow; short of a burst, the replication port is
+        // read for fresh ones first.
+        let mut credit = st.flow.credit(st.next_seq);
+        if credit < burst as u64 {
+            st.epoch_watch_in = EPOCH_WATCH_EVERY;
+            self.read_replication_port(st, s, clock.ns(t));
+            credit = st.flow.credit(st.next_seq);
+            if credit == 0 {
+                st.flow_held += 1;
+            }
+        }
         for side in Side::ALL {
-            let n = self.data[side.index()].rx.rx_burst_n(&mut s.rx, burst);
+            let want = credit.min(burst as u64) as usize;
+            if want == 0 {
+                break;
+            }
+            let n = self.data[side.index()].rx.rx_burst_n(&mut s.rx, want);
             if n == 0 {
                 continue;
             }
+            credit -= n as u64;
             busy = true;
             self.shared.counters.rx(side, n as u64);
             s.rx.drain_into(&mut s.pending);
@@ -49,7 +66,7 @@ impl<F: NetworkFunction> Worker<F> {
         // milliseconds); when idle, every time.
         if !busy || st.epoch_watch_in == 0 {
             st.epoch_watch_in = EPOCH_WATCH_EVERY;
-            self.watch_for_higher_epoch(st, s);
+            self.read_replication_port(st, s, now);
         } else {
             st.epoch_watch_in -= 1;
         }
@@ -282,35 +299,49 @@ impl<F: NetworkFunction> Worker<F> {
 
     /// A primary still reads the replication port: a frame with a higher
     /// epoch means another node took over, and every worker of this node
-    /// must stop transmitting at once (the control thread confirms).
-    fn watch_for_higher_epoch(&mut self, st: &mut ReplState, s: &mut Scratch) {
+    /// must stop transmitting at once (the control thread confirms); an ACK
+    /// of this epoch goes on the node's board, whichever shard it names.
+    /// Then this shard's flow gate is refreshed from the board.
+    fn read_replication_port(&mut self, st: &mut ReplState, s: &mut Scratch, now: u64) {
         let Some(repl) = self.repl.as_mut() else {
             return;
         };
-        if repl.source.rx.rx_burst_n(&mut s.rx, MAX_BURST) == 0 {
-            return;
-        }
+        repl.source.rx.rx_burst_n(&mut s.rx, MAX_BURST);
+        let r = &self.shared.repl;
         while let Some(m) = s.rx.pop() {
             let d = m.data();
-            let epoch = EthernetFrame::new_checked(d)
+            let frame = EthernetFrame::new_checked(d)
                 .ok()
                 .filter(|e| e.ethertype() == EtherType::LOCKSTEP && d.len() >= ENCAP_LEN)
-                .and_then(|_| ReplicationFrame::new_checked(&d[ETH_LEN..]).ok())
-                .map(|f| f.header().epoch);
-            match epoch {
-                Some(e) if e > st.epoch => {
-                    repl.signals.fence_epoch.fetch_max(e, Ordering::SeqCst);
+                .and_then(|_| ReplicationFrame::new_checked(&d[ETH_LEN..]).ok());
+            let Some(f) = frame else {
+                bump(&r.foreign, 1);
+                continue;
+            };
+            let h = f.header();
+            if h.epoch > st.epoch {
+                repl.signals.fence_epoch.fetch_max(h.epoch, Ordering::SeqCst);
+            } else if h.epoch < st.epoch || f.frame_type() != FrameType::Ack {
+                bump(&r.stale_epoch, 1);
+            } else {
+                bump(&r.acks_rx, 1);
+                let recorded = AckBody::parse(f.body())
+                    .map(|a| repl.signals.acks.record(a.node, h.shard, h.seq, a.synced, now).is_ok());
+                if recorded != Some(true) {
+                    bump(&r.malformed, 1);
                 }
-                Some(_) => bump(&self.shared.repl.stale_epoch, 1),
-                None => bump(&self.shared.repl.foreign, 1),
             }
+        }
+        if st.flow.window > 0 {
+            st.flow_lag = st.flow.refresh(&repl.signals.acks, self.shard, st.next_seq, now);
         }
     }
 }
 
-/// A busy primary reads its replication port for a higher epoch once per
-/// this many iterations: an empty read costs a driver call per burst, over
-/// a nanosecond per packet.
+/// A busy primary reads its replication port for a higher epoch and the
+/// backups' acknowledgments once per this many iterations (and every
+/// iteration its flow credit is short of a burst): an empty read costs a
+/// driver call per burst, over a nanosecond per packet.
 const EPOCH_WATCH_EVERY: u32 = 16;
 
 /// The state is audited in this many slices, one per AUDIT.

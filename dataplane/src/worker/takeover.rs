@@ -133,6 +133,8 @@ impl<F: NetworkFunction> Worker<F> {
         }
         st.mode = Mode::Backup;
         st.epoch = st.epoch.max(epoch);
+        st.ack.reset();
+        st.flow_lag = 0;
         st.switchover_for = 0;
         for m in &mut st.macs {
             m.clear();

@@ -48,6 +48,9 @@ BD_ARGS=()
 [ ${#HUGE[@]} -eq 0 ] && BD_ARGS=(--no-huge)
 "$ROOT/target/release/backup_drain" 4194304 5 "${BD_ARGS[@]}" 2>/dev/null | tee "$OUT/backup_drain.json"
 
+echo "bench: a primary and its backup on the two cores (net_pcap source, net_ring link)"
+"$ROOT/target/release/pair" "$OUT/udp64.pcap" 3 "${BENCH_RUNS:-5}" "${BD_ARGS[@]}" 2>/dev/null | tee "$OUT/pair.json"
+
 # DPDK's own router on the same vdevs: what a router's ratio can be here.
 # Optional: without dpdk-doc (no package mirror) the rest still runs.
 L3FWD=()

@@ -379,8 +379,10 @@ pub struct ReplicationSection {
     /// of its slowest synchronized backup, whose ACKs come every quarter of
     /// it; what it cannot take waits (or is dropped, counted) in its NIC's RX
     /// ring instead of being lost on the replication link. Set on both
-    /// nodes. Default: `dataplane.rx_desc`, which a backup's replication RX
-    /// ring holds even at one record per frame. 0: off (no ACKs).
+    /// nodes. Default: half of `dataplane.rx_desc`, so a backup's
+    /// replication RX ring holds a window even at one record per frame,
+    /// with room for ACKs on their way (and a shorter queue between the
+    /// two is faster: `benches/src/bin/pair.rs`). 0: off (no ACKs).
     #[serde(default)]
     pub flow_window: Option<u32>,
     /// How long a backup's last ACK holds the primary: one silent longer

@@ -261,7 +261,7 @@ impl Node {
             replay: cfg.replication.takeover_replay as u64,
             batch_bytes: cfg.replication.batch_bytes as usize,
             audit_ns: cfg.replication.audit_ms as u64 * 1_000_000,
-            flow_window: cfg.replication.flow_window.unwrap_or(d.rx_desc as u32) as u64,
+            flow_window: cfg.replication.flow_window.unwrap_or(d.rx_desc as u32 / 2) as u64,
             flow_hold_ns: cfg.replication.flow_hold_us as u64 * 1000,
             announce: Announce {
                 vmac: cfg.node.virtual_mac.as_deref().and_then(MacAddr::parse),

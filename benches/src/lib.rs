@@ -7,8 +7,149 @@
 //!   measurement behind the router's choice of `rte_lpm`.
 //! - `backup_drain`: how many records per second a backup worker follows
 //!   (the rate a primary can keep up with this backup in step).
+//! - `pair`: a primary and its backup on the two cores, linked by a
+//!   `net_ring`: what a synchronized pair forwards, with flow control and
+//!   with the ring's own back-pressure.
 //!
 //! The side-by-side with `dpdk-testpmd` is `tools/compare.py`.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crossbeam::channel::Sender;
+use dataplane::dpdk::{Mempool, Port};
+use dataplane::nf::nat::{NatConfig, Timeouts};
+use dataplane::nf::{NetworkFunction, RouterConfig, Side};
+use dataplane::ownership::TxOwnership;
+use dataplane::replication::builder::Encap;
+use dataplane::wire::MacAddr;
+use dataplane::worker::{
+    Announce, DataQueues, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
+};
+
+/// The benchmarks' virtual MAC (the pcap's and [`udp64`]'s destination).
+pub const VMAC: MacAddr = MacAddr([2, 0, 0x5e, 0, 1, 1]);
+
+/// The replication frames' addresses.
+pub const ENC: Encap = Encap {
+    dst: MacAddr([0x03, 0x4c, 0x53, 0, 0, 1]),
+    src: MacAddr([2, 0, 0, 0, 0, 9]),
+};
+
+/// A router from 10.10.1.1/24 (inside) to 10.10.2.1/24 (outside), the
+/// server 10.10.2.2 a static neighbour; with `nat`, source NAT to
+/// 10.10.2.1 over ports 1024-65535.
+pub fn router_config(nat: bool) -> Arc<RouterConfig> {
+    let addr = [Ipv4Addr::new(10, 10, 1, 1), Ipv4Addr::new(10, 10, 2, 1)];
+    Arc::new(RouterConfig {
+        vmac: VMAC,
+        addr,
+        prefix_len: [24, 24],
+        routes: RouterConfig::all_routes(addr, [24, 24], &[]),
+        icmp_rate: 1000,
+        arp_rate: 1000,
+        max_neighbors: 1024,
+        static_neighbors: vec![(Ipv4Addr::new(10, 10, 2, 2), MacAddr([2, 0, 0, 0, 2, 2]), Side::Outside)],
+        nat: nat.then_some(NatConfig {
+            address: u32::from(addr[1]),
+            port_lo: 1024,
+            port_hi: 65535,
+            max_sessions: 65536,
+            timeouts: Timeouts::default(),
+        }),
+    })
+}
+
+/// The pools a replicating benchmark worker uses.
+pub struct ReplPools {
+    pub pkt: Arc<Mempool>,
+    pub headers: Arc<Mempool>,
+    pub clones: Arc<Mempool>,
+}
+
+/// A benchmark's replicating worker, before it runs, and its handles.
+pub struct BenchNode<F: NetworkFunction> {
+    pub worker: Worker<F>,
+    pub shared: Arc<WorkerShared>,
+    pub quit: Arc<AtomicBool>,
+    pub cmd: Sender<WorkerCmd>,
+    /// TX ownership of its data queues (none at the start).
+    pub ownership: Arc<TxOwnership>,
+}
+
+/// A one-shard replicating worker of node `node_id` over `data` (inside,
+/// outside) and replication port `rep`, busy-polling, in backup mode until
+/// a command says otherwise, with flow control `flow_window` (0: off; 1 ms
+/// hold).
+pub fn replicating_worker<F: NetworkFunction>(
+    nf: F,
+    node_id: u32,
+    data: [&Port; 2],
+    rep: &Port,
+    pools: &ReplPools,
+    flow_window: u64,
+) -> BenchNode<F> {
+    let shared = WorkerShared::new(0);
+    let quit = Arc::new(AtomicBool::new(false));
+    let ownership = Arc::new(TxOwnership::new(1, false));
+    let (cmd, commands) = crossbeam::channel::unbounded();
+    let queues = |p: &Port| DataQueues {
+        rx: p.rx_queue(0),
+        tx: p.tx_queue(0),
+    };
+    let worker = Worker {
+        shard: 0,
+        nf,
+        data: [queues(data[0]), queues(data[1])],
+        burst: 32,
+        idle_sleep_us: 0,
+        ownership: ownership.clone(),
+        shared: shared.clone(),
+        quit: quit.clone(),
+        repl: Some(ReplPath {
+            tx: rep.tx_queue(0),
+            source: ReplSource {
+                rx: rep.rx_queue(0),
+                inbox: None,
+            },
+            steer: Vec::new(),
+            handoff: None,
+            encap: ENC,
+            headers: pools.headers.clone(),
+            clones: pools.clones.clone(),
+            pool: pools.pkt.clone(),
+            settings: ReplSettings {
+                node_id,
+                shadow: 4096,
+                window: 4096,
+                keepalive_ns: 10_000_000,
+                replay: 0,
+                batch_bytes: 1514,
+                audit_ns: 0,
+                flow_window,
+                flow_hold_ns: 1_000_000,
+                announce: Announce::default(),
+            },
+            signals: Arc::new(NodeSignals::default()),
+        }),
+        commands: Some(commands),
+        steering: None,
+    };
+    BenchNode {
+        worker,
+        shared,
+        quit,
+        cmd,
+        ownership,
+    }
+}
+
+/// The median of `v` (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
 
 /// A linear congruential generator: the same sequence on every run.
 pub struct Lcg(pub u64);

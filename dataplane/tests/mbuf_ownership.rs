@@ -221,3 +221,31 @@ fn inject_keeps_the_order_and_hands_back_the_tail_from_the_first_refusal() {
         vec![0, 1, 2]
     );
 }
+
+#[test]
+fn a_ring_port_and_its_peer_are_two_ends_of_one_link() {
+    let p = pool("ring_peer");
+    let a = ring_port("ring_peer_a", Some((64, 64)), 0, &p);
+    let b = a
+        .peer("ring_peer_b")
+        .and_then(|b| b.started(&common::port_config(), &p))
+        .expect("peer");
+    let mut burst: RxBurst<8> = RxBurst::default();
+    for (from, to, first) in [(&a.port, &b.port, 0u8), (&b.port, &a.port, 10)] {
+        let mut batch = TxBatch::<8>::default();
+        for (i, mut m) in alloc_n(&p, 3, 64).into_iter().enumerate() {
+            m.data_mut()[0] = first + i as u8;
+            batch.push(m).map_err(|_| "full").unwrap();
+        }
+        assert_eq!(from.tx_queue(0).tx_burst(&mut batch).sent, 3);
+        assert_eq!(from.rx_queue(0).rx_burst(&mut burst), 0, "nothing comes back");
+        assert_eq!(to.rx_queue(0).rx_burst(&mut burst), 3);
+        assert_eq!(
+            burst.as_slice().iter().map(|m| m.data()[0]).collect::<Vec<_>>(),
+            vec![first, first + 1, first + 2]
+        );
+        burst.clear();
+    }
+    drop(b);
+    assert_eq!(p.in_use(), 0);
+}

@@ -10,30 +10,20 @@
 //!   backup_drain [RECORDS] [RUNS] [--no-huge] > backup_drain.json
 //!   (BACKUP_DRAIN_ONLY=forward,nat: those functions only)
 
-use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use benches::{ReplPools, ENC};
 use dataplane::dpdk::lpm::DpdkLpm;
 use dataplane::dpdk::ring::RingPort;
 use dataplane::dpdk::{lcore, Eal, Mbuf, Mempool, PortConfig, RxBurst};
-use dataplane::nf::nat::{NatConfig, Timeouts};
-use dataplane::nf::{Forward, NetworkFunction, Router, RouterConfig, Side};
-use dataplane::ownership::TxOwnership;
-use dataplane::replication::builder::Encap;
+use dataplane::nf::{Forward, NetworkFunction, Router, Side};
 use dataplane::replication::ReplHeader;
 use dataplane::replication::HEADER_LEN;
 use dataplane::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
 use dataplane::wire::replication::DataHeaderTemplate;
-use dataplane::wire::MacAddr;
-use dataplane::worker::{Announce, DataQueues, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerShared};
 
-const VMAC: MacAddr = MacAddr([2, 0, 0x5e, 0, 1, 1]);
-const ENC: Encap = Encap {
-    dst: MacAddr([0x03, 0x4c, 0x53, 0, 0, 1]),
-    src: MacAddr([2, 0, 0, 0, 0, 9]),
-};
 const FLOWS: u32 = 1024;
 const BATCH_BYTES: usize = 1514;
 
@@ -89,33 +79,10 @@ fn feed(records: u64, frames_pool: &Mempool, port: &RingPort) {
     }
 }
 
-fn router_config(nat: bool) -> Arc<RouterConfig> {
-    let addr = [Ipv4Addr::new(10, 10, 1, 1), Ipv4Addr::new(10, 10, 2, 1)];
-    Arc::new(RouterConfig {
-        vmac: VMAC,
-        addr,
-        prefix_len: [24, 24],
-        routes: RouterConfig::all_routes(addr, [24, 24], &[]),
-        icmp_rate: 1000,
-        arp_rate: 1000,
-        max_neighbors: 1024,
-        static_neighbors: vec![(Ipv4Addr::new(10, 10, 2, 2), MacAddr([2, 0, 0, 0, 2, 2]), Side::Outside)],
-        nat: nat.then_some(NatConfig {
-            address: u32::from(addr[1]),
-            port_lo: 1024,
-            port_hi: 65535,
-            max_sessions: 65536,
-            timeouts: Timeouts::default(),
-        }),
-    })
-}
-
 /// Fields drop in order: the pools before the EAL.
 struct Bed {
-    pkt: Arc<Mempool>,
+    pools: ReplPools,
     frames: Arc<Mempool>,
-    headers: Arc<Mempool>,
-    clones: Arc<Mempool>,
     lcore: u32,
     runs: u32,
     eal: Eal,
@@ -130,7 +97,7 @@ fn ring_port(bed: &Bed, name: &str) -> RingPort {
         promiscuous: false,
     };
     RingPort::create_split(name, 1024, 1024)
-        .and_then(|r| r.started(&conf, &bed.pkt))
+        .and_then(|r| r.started(&conf, &bed.pools.pkt))
         .expect("ring port")
 }
 
@@ -140,55 +107,8 @@ fn drain<F: NetworkFunction>(bed: &Bed, tag: &str, nf: F, records: u64) -> f64 {
     let outside = ring_port(bed, &format!("{tag}_out"));
     let rep = ring_port(bed, &format!("{tag}_rep"));
 
-    let shared = WorkerShared::new(0);
-    let quit = Arc::new(AtomicBool::new(false));
-    let worker = Worker {
-        shard: 0,
-        nf,
-        data: [
-            DataQueues {
-                rx: inside.port.rx_queue(0),
-                tx: inside.port.tx_queue(0),
-            },
-            DataQueues {
-                rx: outside.port.rx_queue(0),
-                tx: outside.port.tx_queue(0),
-            },
-        ],
-        burst: 32,
-        idle_sleep_us: 0,
-        ownership: Arc::new(TxOwnership::new(1, false)),
-        shared: shared.clone(),
-        quit: quit.clone(),
-        repl: Some(ReplPath {
-            tx: rep.port.tx_queue(0),
-            source: ReplSource {
-                rx: rep.port.rx_queue(0),
-                inbox: None,
-            },
-            steer: Vec::new(),
-            handoff: None,
-            encap: ENC,
-            headers: bed.headers.clone(),
-            clones: bed.clones.clone(),
-            pool: bed.pkt.clone(),
-            settings: ReplSettings {
-                node_id: 2,
-                shadow: 4096,
-                window: 4096,
-                keepalive_ns: 10_000_000,
-                replay: 0,
-                batch_bytes: BATCH_BYTES,
-                audit_ns: 0,
-                flow_window: 0,
-                flow_hold_ns: 1_000_000,
-                announce: Announce::default(),
-            },
-            signals: Arc::new(NodeSignals::default()),
-        }),
-        commands: None,
-        steering: None,
-    };
+    let node = benches::replicating_worker(nf, 2, [&inside.port, &outside.port], &rep.port, &bed.pools, 0);
+    let (worker, shared, quit) = (node.worker, node.shared, node.quit);
     let t0 = Instant::now();
     let handle = lcore::launch(&bed.eal, bed.lcore, move || worker.run()).expect("launch the backup");
     feed(records, &bed.frames, &rep);
@@ -231,11 +151,6 @@ fn feeder_only(bed: &Bed, tag: &str, records: u64) -> f64 {
     records as f64 / t0.elapsed().as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let records: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1 << 20);
@@ -259,15 +174,17 @@ fn main() {
         Arc::new(Mempool::new(name, n, 256, room, -1).unwrap_or_else(|e| panic!("pool {name}: {e}")))
     };
     let bed = Bed {
-        pkt: pool("bd_pkt", 16383, dataplane::dpdk::mempool::DEFAULT_DATA_ROOM),
+        pools: ReplPools {
+            pkt: pool("bd_pkt", 16383, dataplane::dpdk::mempool::DEFAULT_DATA_ROOM),
+            headers: pool("bd_hdr", 1023, dataplane::replication::builder::HEADER_DATA_ROOM),
+            clones: pool("bd_cln", 1023, 0),
+        },
         frames: pool("bd_frames", 4095, dataplane::dpdk::mempool::DEFAULT_DATA_ROOM),
-        headers: pool("bd_hdr", 1023, dataplane::replication::builder::HEADER_DATA_ROOM),
-        clones: pool("bd_cln", 1023, 0),
         eal,
         lcore,
         runs,
     };
-    let lpm = Arc::new(DpdkLpm::new("bd_routes", &router_config(false).routes).expect("rte_lpm"));
+    let lpm = Arc::new(DpdkLpm::new("bd_routes", &benches::router_config(false).routes).expect("rte_lpm"));
     let mut out = Vec::new();
     let only = std::env::var("BACKUP_DRAIN_ONLY").unwrap_or_default();
     for (name, nat) in [("forward", None), ("router", Some(false)), ("nat", Some(true))] {
@@ -279,13 +196,13 @@ fn main() {
                 let tag = format!("bd{name}{k}");
                 match nat {
                     None => drain(&bed, &tag, Forward, records),
-                    Some(n) => drain(&bed, &tag, Router::new(router_config(n), lpm.clone()), records),
+                    Some(n) => drain(&bed, &tag, Router::new(benches::router_config(n), lpm.clone()), records),
                 }
             })
             .collect();
         out.push(format!(
             "\"{name}\": {{\"mpps\": {:.2}, \"runs_mpps\": [{}]}}",
-            median(rates.clone()) / 1e6,
+            benches::median(rates.clone()) / 1e6,
             rates
                 .iter()
                 .map(|r| format!("{:.2}", r / 1e6))
@@ -296,6 +213,9 @@ fn main() {
     let feeder: Vec<f64> = (0..bed.runs)
         .map(|k| feeder_only(&bed, &format!("bdfeed{k}"), records))
         .collect();
-    out.push(format!("\"feeder_alone\": {{\"mpps\": {:.2}}}", median(feeder) / 1e6));
+    out.push(format!(
+        "\"feeder_alone\": {{\"mpps\": {:.2}}}",
+        benches::median(feeder) / 1e6
+    ));
     println!("{{\"records\": {records}, \"runs\": {runs}, {}}}", out.join(", "));
 }

@@ -68,29 +68,42 @@ impl RingPort {
         Ok(self)
     }
 
+    /// A second port over this split port's rings, crosswise: what one
+    /// sends the other receives — a point-to-point link between two nodes
+    /// of one process. The rings stay this port's, so the peer borrows it
+    /// (and is closed first). `inject`/`take_sent` on this port would race
+    /// the peer's queues: a linked port is left to the two nodes.
+    pub fn peer(&self, name: &str) -> Result<RingPeer<'_>, DpdkError> {
+        if self.rx == self.tx {
+            return Err(DpdkError::new("a loop-back ring port has no peer", 22));
+        }
+        let id = port_over(name, self.tx, self.rx)?;
+        Ok(RingPeer {
+            port: Port::from_id(id),
+            _rings: std::marker::PhantomData,
+        })
+    }
+
     fn from_rings(
         name: &str,
         rx: NonNull<dpdk_sys::rte_ring>,
         tx: NonNull<dpdk_sys::rte_ring>,
     ) -> Result<RingPort, DpdkError> {
-        let cname = CString::new(name).map_err(|_| DpdkError::new("port name with NUL", 22))?;
-        let rxq = [rx.as_ptr()];
-        let txq = [tx.as_ptr()];
-        // SAFETY: both arrays hold one valid ring; DPDK keeps the pointers,
-        // and the rings outlive the port (freed in Drop after close).
-        let ret = unsafe { dpdk_sys::rte_eth_from_rings(cname.as_ptr(), rxq.as_ptr(), 1, txq.as_ptr(), 1, 0) };
-        if ret < 0 {
-            // SAFETY: no port uses the rings.
-            unsafe {
-                dpdk_sys::rte_ring_free(rx.as_ptr());
-                if tx != rx {
-                    dpdk_sys::rte_ring_free(tx.as_ptr());
+        let id = match port_over(name, rx, tx) {
+            Ok(id) => id,
+            Err(e) => {
+                // SAFETY: no port uses the rings.
+                unsafe {
+                    dpdk_sys::rte_ring_free(rx.as_ptr());
+                    if tx != rx {
+                        dpdk_sys::rte_ring_free(tx.as_ptr());
+                    }
                 }
+                return Err(e);
             }
-            return Err(DpdkError::from_rte_errno(format!("rte_eth_from_rings({name})")));
-        }
+        };
         Ok(RingPort {
-            port: Port::from_id(ret as u16),
+            port: Port::from_id(id),
             rx,
             tx,
         })
@@ -147,6 +160,43 @@ impl RingPort {
             // SAFETY: each pointer is an mbuf the ring held for us.
             .filter_map(|p| unsafe { Mbuf::from_raw(p as *mut dpdk_sys::rte_mbuf) })
             .collect()
+    }
+}
+
+/// A `net_ring` port over one receive and one transmit ring.
+fn port_over(name: &str, rx: NonNull<dpdk_sys::rte_ring>, tx: NonNull<dpdk_sys::rte_ring>) -> Result<u16, DpdkError> {
+    let cname = CString::new(name).map_err(|_| DpdkError::new("port name with NUL", 22))?;
+    let rxq = [rx.as_ptr()];
+    let txq = [tx.as_ptr()];
+    // SAFETY: both arrays hold one valid ring; DPDK keeps the pointers, and
+    // the rings outlive the port (the callers free them after close).
+    let ret = unsafe { dpdk_sys::rte_eth_from_rings(cname.as_ptr(), rxq.as_ptr(), 1, txq.as_ptr(), 1, 0) };
+    if ret < 0 {
+        return Err(DpdkError::from_rte_errno(format!("rte_eth_from_rings({name})")));
+    }
+    Ok(ret as u16)
+}
+
+/// The other end of a [`RingPort`]'s link ([`RingPort::peer`]).
+pub struct RingPeer<'a> {
+    pub port: Port,
+    _rings: std::marker::PhantomData<&'a RingPort>,
+}
+
+impl RingPeer<'_> {
+    /// The port configured with `conf` over `pool` and started.
+    pub fn started(mut self, conf: &PortConfig, pool: &Mempool) -> Result<Self, DpdkError> {
+        self.port.configure(conf, pool)?;
+        self.port.start()?;
+        Ok(self)
+    }
+}
+
+impl Drop for RingPeer<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.port.close() {
+            log::warn!("{e}");
+        }
     }
 }
 

@@ -66,6 +66,28 @@ fn kill_9_of_the_primary_under_the_stream_loses_no_packet_and_tcp_survives() {
 }
 
 #[test]
+fn a_backup_killed_under_the_stream_costs_the_primary_no_packet() {
+    let bed = TestBed::up("bkill", true, "primary backup");
+    let dir = scratch("bkill");
+    let (mut p, mut b) = start_pair(&bed, &dir, FORWARD);
+
+    let stream = Stream::start(&bed, &dir, 20_000, 4.0);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(acks_of(&p.cmd("show sync")).1 > 0, "the backup was acknowledging");
+    b.kill9();
+    let r = stream.finish();
+    assert!(u(&r, "sent") >= 70_000, "{r}");
+    assert_eq!(
+        (u(&r, "lost"), u(&r, "duplicates")),
+        (0, 0),
+        "a dead backup neither holds nor drops: {r}"
+    );
+    let sync = p.cmd("show sync");
+    assert_eq!(role_of(&mut p).0, "primary");
+    assert!(sync.contains("backup lag 0 "), "no backup left to wait for: {sync}");
+}
+
+#[test]
 fn management_link_down_alone_raises_an_alarm_and_changes_no_role() {
     let bed = TestBed::up("mgmt", true, "primary backup");
     let dir = scratch("mgmt");

@@ -254,7 +254,7 @@ pub fn sync_text(view: &NodeView) -> String {
         let r = &w.repl;
         let _ = writeln!(
             out,
-            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {} gaps {} (missing {}) shadow {} window {} (evicted {} unmatched {}) frames tx {} rx {} keepalives tx {} rx {} stale {} audits {} (mismatched {}) acks tx {} rx {} backup lag {} held polls {}",
+            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {} gaps {} (missing {}) shadow {} window {} (evicted {} unmatched {}) frames tx {} rx {} keepalives tx {} rx {} stale {} audits {} (mismatched {}) acks tx {} rx {} backup lag {} held {:.1} ms",
             w.shard,
             r.mode().map(|m| m.name()).unwrap_or("standalone"),
             r.epoch.load(Relaxed),
@@ -277,7 +277,7 @@ pub fn sync_text(view: &NodeView) -> String {
             r.acks_tx.load(Relaxed),
             r.acks_rx.load(Relaxed),
             r.flow_lag.load(Relaxed),
-            r.flow_held.load(Relaxed),
+            r.flow_held_ns.load(Relaxed) as f64 / 1e6,
         );
     }
     if let Some(t) = c.last_takeover {

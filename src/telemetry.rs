@@ -144,7 +144,7 @@ fn sync(v: &NodeView) -> Vec<(String, TelValue)> {
                 u("acks_tx", r.acks_tx.load(Relaxed)),
                 u("acks_rx", r.acks_rx.load(Relaxed)),
                 u("backup_lag", r.flow_lag.load(Relaxed)),
-                u("flow_held", r.flow_held.load(Relaxed)),
+                u("flow_held_ns", r.flow_held_ns.load(Relaxed)),
             ]),
         ));
     }

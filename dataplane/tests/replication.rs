@@ -780,7 +780,10 @@ fn a_primary_runs_exactly_a_window_ahead_of_its_backups_last_ack_and_each_new_ac
         );
     };
     settle("window past ack 0", 64);
-    assert!(p.shared.repl.flow_held.load(Ordering::Relaxed) > 0);
+    assert!(
+        p.shared.repl.flow_held_ns.load(Ordering::Relaxed) >= 20_000_000,
+        "held 30 ms"
+    );
     assert_eq!(p.shared.repl.flow_lag.load(Ordering::Relaxed), 64);
     assert!(p.rep.inject(vec![ack(&headers, 2, 50, true)]).is_empty());
     settle("window past ack 50", 114);
@@ -835,7 +838,11 @@ fn a_backup_silent_for_longer_than_the_hold_no_longer_holds_the_primary() {
         .inject((1..=200).map(|i| frame(&pkts, 300, i)).collect())
         .is_empty());
     wait("all 200", || replicated(&p) == 200);
-    assert!(p.shared.repl.flow_held.load(Ordering::Relaxed) > 0, "it was held");
+    let held = p.shared.repl.flow_held_ns.load(Ordering::Relaxed);
+    assert!(
+        (200_000_000..=310_000_000).contains(&held),
+        "held until the ack was 300 ms old, from when the window filled: {held} ns"
+    );
     assert!(
         t0.elapsed() >= Duration::from_millis(250),
         "held until the ack was 300 ms old"
@@ -970,7 +977,7 @@ fn with_flow_control_a_backup_behind_a_small_rx_ring_follows_a_fast_primary_with
     );
     assert_eq!(replicated(&p), N as u64);
     assert!(
-        p.shared.repl.flow_held.load(Ordering::Relaxed) > 0,
+        p.shared.repl.flow_held_ns.load(Ordering::Relaxed) > 0,
         "the backup set the pace"
     );
 }

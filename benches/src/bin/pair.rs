@@ -74,8 +74,8 @@ struct Run {
     synced: bool,
     /// Packets the primary dropped because the ring refused their replica.
     refused: u64,
-    /// Primary polls flow control held back.
-    held: u64,
+    /// Time flow control held the primary back, ms.
+    held_ms: f64,
 }
 
 /// One run of `make()`'s function with flow control on or off.
@@ -149,7 +149,7 @@ fn run<F: NetworkFunction + 'static>(bed: &Bed, tag: &str, make: impl Fn() -> F,
             backup_mpps: (seq1 - seq0) as f64 / secs,
             synced,
             refused: p_shared.counters.drops[DropReason::ReplicationRefused as usize].load(Ordering::Relaxed),
-            held: p_shared.repl.flow_held.load(Ordering::Relaxed),
+            held_ms: p_shared.repl.flow_held_ns.load(Ordering::Relaxed) as f64 / 1e6,
         }
     });
     b.worker.run();
@@ -230,12 +230,12 @@ fn main() {
                 .collect();
             let mpps: Vec<f64> = results.iter().map(|r| r.mpps / 1e6).collect();
             fields.push(format!(
-                "\"{mode}\": {{\"mpps\": {:.2}, \"runs_mpps\": [{}], \"backup_mpps\": {:.2}, \"refused\": {}, \"held_polls\": {}}}",
+                "\"{mode}\": {{\"mpps\": {:.2}, \"runs_mpps\": [{}], \"backup_mpps\": {:.2}, \"refused\": {}, \"held_ms\": {:.0}}}",
                 benches::median(mpps.clone()),
                 mpps.iter().map(|m| format!("{m:.2}")).collect::<Vec<_>>().join(", "),
                 benches::median(results.iter().map(|r| r.backup_mpps / 1e6).collect()),
                 results.iter().map(|r| r.refused).sum::<u64>(),
-                results.iter().map(|r| r.held).sum::<u64>(),
+                benches::median(results.iter().map(|r| r.held_ms).collect()),
             ));
         }
         out.push(format!("\"{name}\": {{{}}}", fields.join(", ")));

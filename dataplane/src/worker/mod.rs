@@ -264,10 +264,12 @@ pub(crate) struct ReplState {
     /// for a higher epoch and the backups' acknowledgments.
     pub epoch_watch_in: u32,
     /// Primary: how far this shard may run ahead of its backups, the lag of
-    /// the slowest one and the polls the gate held back.
+    /// the slowest one, the time the gate held the data ports back, and
+    /// when (TSC) the current hold was last seen (0: not held).
     pub flow: FlowGate,
     pub flow_lag: u64,
-    pub flow_held: u64,
+    pub flow_held_ns: u64,
+    pub held_at: u64,
     /// Backup: when to acknowledge, and how many ACKs left.
     pub ack: AckPacer,
     pub acks_tx: u64,
@@ -315,7 +317,8 @@ impl<F: NetworkFunction> Worker<F> {
             epoch_watch_in: 0,
             flow: FlowGate::new(r.settings.flow_window, r.settings.flow_hold_ns),
             flow_lag: 0,
-            flow_held: 0,
+            flow_held_ns: 0,
+            held_at: 0,
             ack: AckPacer::new((r.settings.flow_window / 4).max(1), r.settings.keepalive_ns),
             acks_tx: 0,
         });

@@ -30,9 +30,16 @@ impl<F: NetworkFunction> Worker<F> {
             st.epoch_watch_in = EPOCH_WATCH_EVERY;
             self.read_replication_port(st, s, clock.ns(t));
             credit = st.flow.credit(st.next_seq);
-            if credit == 0 {
-                st.flow_held += 1;
+        }
+        // Time held back: each held iteration adds the time since the
+        // previous one.
+        if credit == 0 {
+            if st.held_at != 0 {
+                st.flow_held_ns += clock.ns(t.wrapping_sub(st.held_at));
             }
+            st.held_at = t;
+        } else {
+            st.held_at = 0;
         }
         for side in Side::ALL {
             let want = credit.min(burst as u64) as usize;

@@ -70,13 +70,13 @@ pub struct ReplStatus {
     pub audits: AtomicU64,
     pub audit_mismatches: AtomicU64,
     /// Flow control. Primary: ACKs read, records the slowest fresh
-    /// synchronized backup is behind, polls of the data ports held back
+    /// synchronized backup is behind, time its data ports were held back
     /// (the backups were a window behind). Backup: ACKs sent, and other
     /// backups' ACKs read (and ignored).
     pub acks_rx: AtomicU64,
     pub acks_tx: AtomicU64,
     pub flow_lag: AtomicU64,
-    pub flow_held: AtomicU64,
+    pub flow_held_ns: AtomicU64,
 }
 
 impl ReplStatus {
@@ -119,7 +119,7 @@ impl<F: NetworkFunction> Worker<F> {
             .store(st.windows[0].unmatched + st.windows[1].unmatched, Relaxed);
         r.switchover_for.store(st.switchover_for, Relaxed);
         r.flow_lag.store(st.flow_lag, Relaxed);
-        r.flow_held.store(st.flow_held, Relaxed);
+        r.flow_held_ns.store(st.flow_held_ns, Relaxed);
         r.acks_tx.store(st.acks_tx, Relaxed);
     }
 }

@@ -150,6 +150,7 @@ impl Cluster {
             v.synced &= r.synced.load(Relaxed);
             v.epoch_seen = v.epoch_seen.max(r.epoch_seen.load(Relaxed));
             v.switchover_received &= r.switchover_for.load(Relaxed) == me;
+            v.flow_held_ns = v.flow_held_ns.saturating_add(r.flow_held_ns.load(Relaxed));
             let loops = r.loops.load(Relaxed);
             let p = &mut self.progress[i];
             if loops != p.0 {
@@ -345,5 +346,9 @@ fn alarm_text(a: Alarm) -> &'static str {
         Alarm::ManagementDown => "no heartbeat from the primary, but its replication stream is alive: no takeover",
         Alarm::ReplicationDown => "no replication frame from the primary, but its heartbeats are alive: no takeover",
         Alarm::Watchdog => "a worker stopped making progress: stepping down",
+        Alarm::BackupBehind => {
+            "the backups held this primary back for a tenth of the last second or more (flow control): \
+             they set the pair's pace, and traffic waits or is dropped at the NIC"
+        }
     }
 }

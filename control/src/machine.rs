@@ -88,6 +88,9 @@ pub struct DataPlaneView {
     pub stalled: bool,
     /// SWITCHOVER frames naming this node arrived on every shard.
     pub switchover_received: bool,
+    /// Primary: time its workers' data ports were held back by flow
+    /// control, summed over the workers (it only grows).
+    pub flow_held_ns: u64,
 }
 
 /// Why a node stops being (or does not become) primary.
@@ -115,19 +118,32 @@ pub enum Alarm {
     ReplicationDown,
     /// A worker of this primary stopped making progress.
     Watchdog,
+    /// The backups held this primary back (flow control) for a tenth of
+    /// a second or more in the last second: they set the pair's pace, and
+    /// traffic waits, or is dropped, at the primary's NIC.
+    BackupBehind,
 }
 
 impl Alarm {
-    pub const ALL: [Alarm; 3] = [Alarm::ManagementDown, Alarm::ReplicationDown, Alarm::Watchdog];
+    pub const ALL: [Alarm; 4] = [
+        Alarm::ManagementDown,
+        Alarm::ReplicationDown,
+        Alarm::Watchdog,
+        Alarm::BackupBehind,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Alarm::ManagementDown => "management_down",
             Alarm::ReplicationDown => "replication_down",
             Alarm::Watchdog => "watchdog",
+            Alarm::BackupBehind => "backup_behind",
         }
     }
 }
+
+/// How many kinds of [`Alarm`] there are.
+const ALARMS: usize = Alarm::ALL.len();
 
 /// What the driver must do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,13 +223,16 @@ pub struct Machine {
     /// a primary it never saw (it could not be synchronized with it).
     seen_primary: bool,
     last_primary_hb_ns: u64,
-    active_alarms: [bool; 3],
-    alarm_counts: [u64; 3],
+    active_alarms: [bool; ALARMS],
+    alarm_counts: [u64; ALARMS],
     /// Since when each alarm's condition has held. It is raised after two
     /// heartbeat intervals: the two signals of one failure go silent up to
     /// a heartbeat interval apart (the last heartbeat may precede the last
     /// replication frame by a whole period), and that is no alarm.
-    alarm_since: [Option<u64>; 3],
+    alarm_since: [Option<u64>; ALARMS],
+    /// Primary: the start of the current second of the backup watch, and
+    /// the workers' held time then.
+    held_mark: Option<(u64, u64)>,
     refused_episode: bool,
     /// Set when this node stepped down because its own data plane failed
     /// (watchdog) or diverged (fenced): it may not take over again until it
@@ -248,9 +267,10 @@ impl Machine {
             peers: BTreeMap::new(),
             seen_primary: false,
             last_primary_hb_ns: 0,
-            active_alarms: [false; 3],
-            alarm_counts: [0; 3],
-            alarm_since: [None; 3],
+            active_alarms: [false; ALARMS],
+            alarm_counts: [0; ALARMS],
+            alarm_since: [None; ALARMS],
+            held_mark: None,
             refused_episode: false,
             ineligible: false,
             takeovers: 0,
@@ -453,6 +473,9 @@ impl Machine {
         }
         self.role = Role::Backup;
         self.epoch = self.epoch.max(epoch);
+        // A backup is not held back by anybody.
+        self.held_mark = None;
+        self.set_alarm(Alarm::BackupBehind, false, out);
         out.push(Action::BecomeBackup {
             epoch: self.epoch,
             reason,
@@ -513,7 +536,7 @@ impl Machine {
         out
     }
 
-    fn tick_primary(&mut self, _now: u64, dp: &DataPlaneView, primary: Option<Peer>, out: &mut Vec<Action>) {
+    fn tick_primary(&mut self, now: u64, dp: &DataPlaneView, primary: Option<Peer>, out: &mut Vec<Action>) {
         let higher = primary.map(|p| p.epoch).unwrap_or(0).max(dp.epoch_seen);
         if higher > self.epoch {
             self.become_backup(higher, BackupReason::HigherEpoch(higher), out);
@@ -528,6 +551,27 @@ impl Machine {
         if dp.stalled {
             self.set_alarm(Alarm::Watchdog, true, out);
             self.become_backup(self.epoch, BackupReason::Watchdog, out);
+            return;
+        }
+        self.watch_backups(now, dp.flow_held_ns, out);
+    }
+
+    /// Each second as primary: [`Alarm::BackupBehind`] when flow control
+    /// held the data ports back for a tenth of it or more; cleared after a
+    /// second with less than a hundredth.
+    fn watch_backups(&mut self, now: u64, held_ns: u64, out: &mut Vec<Action>) {
+        const SECOND: u64 = 1_000_000_000;
+        let (since, held_then) = *self.held_mark.get_or_insert((now, held_ns));
+        let span = now.saturating_sub(since);
+        if span < SECOND {
+            return;
+        }
+        self.held_mark = Some((now, held_ns));
+        let held = held_ns.saturating_sub(held_then);
+        if held.saturating_mul(10) >= span {
+            self.set_alarm(Alarm::BackupBehind, true, out);
+        } else if held.saturating_mul(100) < span {
+            self.set_alarm(Alarm::BackupBehind, false, out);
         }
     }
 
@@ -641,6 +685,65 @@ mod tests {
             seq,
             switchover_to: 0,
         }
+    }
+
+    /// A lone primary at 30 ms.
+    fn lone_primary() -> Machine {
+        let mut m = Machine::new(cfg(1, 100, StartRole::Primary), 0);
+        for t in 0..=30 {
+            m.tick(t * MS, &DataPlaneView::default());
+        }
+        assert_eq!(m.role(), Role::Primary);
+        m
+    }
+
+    /// Ticks every millisecond (as the driver does) after `from` up to
+    /// `to` (ms) while the workers' held time is `held` ms; what the
+    /// machine did.
+    fn run(m: &mut Machine, from: u64, to: u64, held: u64) -> Vec<Action> {
+        let dp = DataPlaneView {
+            flow_held_ns: held * MS,
+            ..Default::default()
+        };
+        (from + 1..=to).flat_map(|t| m.tick(t * MS, &dp)).collect()
+    }
+
+    #[test]
+    fn a_primary_held_back_a_tenth_of_a_second_raises_backup_behind_and_a_quiet_second_clears_it() {
+        let mut m = lone_primary();
+        let first = run(&mut m, 30, 40, 0);
+        assert!(first.is_empty(), "{first:?}");
+        // 99 ms held in the first second: no alarm.
+        assert!(run(&mut m, 40, 1040, 99).is_empty());
+        // 100 ms in the next one.
+        assert_eq!(run(&mut m, 1040, 2040, 199), vec![Action::Alarm(Alarm::BackupBehind)]);
+        // 50 ms: between the two thresholds, it stays.
+        assert!(run(&mut m, 2040, 3040, 249).is_empty());
+        assert!(m.alarm_active(Alarm::BackupBehind));
+        // 9 ms: cleared.
+        assert_eq!(
+            run(&mut m, 3040, 4040, 258),
+            vec![Action::AlarmCleared(Alarm::BackupBehind)]
+        );
+        assert_eq!(m.alarm_count(Alarm::BackupBehind), 1);
+    }
+
+    #[test]
+    fn a_primary_that_steps_down_clears_backup_behind() {
+        let mut m = lone_primary();
+        run(&mut m, 30, 40, 0);
+        run(&mut m, 40, 1040, 500);
+        assert!(m.alarm_active(Alarm::BackupBehind));
+        let out = m.tick(
+            1050 * MS,
+            &DataPlaneView {
+                epoch_seen: 9,
+                flow_held_ns: 500 * MS,
+                ..Default::default()
+            },
+        );
+        assert!(out.contains(&Action::AlarmCleared(Alarm::BackupBehind)), "{out:?}");
+        assert!(!m.alarm_active(Alarm::BackupBehind));
     }
 
     #[test]

@@ -108,6 +108,7 @@ impl Sim {
                     epoch_seen: n.epoch_seen,
                     stalled: n.stalled,
                     switchover_received: n.switchover_for_me,
+                    flow_held_ns: 0,
                 };
                 let acts = n.m.tick(now, &dp);
                 for a in &acts {

@@ -145,6 +145,31 @@ pub fn replicating_worker<F: NetworkFunction>(
     }
 }
 
+/// The EAL of a two-core benchmark (main lcore 0, one worker lcore 1),
+/// hugepages unless `huge` is false; and the worker lcore.
+pub fn two_lcore_eal(name: &str, huge: bool) -> (dataplane::dpdk::Eal, u32) {
+    let prefix = format!("--file-prefix={name}-{}", std::process::id());
+    let mut args = vec![
+        name,
+        "-l",
+        "0,1",
+        "--no-pci",
+        "-m",
+        "1024",
+        &prefix,
+        "--log-level=lib.eal:error",
+    ];
+    args.push(if huge { "--huge-unlink" } else { "--no-huge" });
+    let eal = dataplane::dpdk::Eal::init(&args).expect("EAL init");
+    let lcore = *eal.worker_lcores().first().expect("a worker lcore");
+    (eal, lcore)
+}
+
+/// A mempool of `n` mbufs of `room` data bytes with a 256-mbuf lcore cache.
+pub fn bench_pool(name: &str, n: u32, room: u16) -> Arc<Mempool> {
+    Arc::new(Mempool::new(name, n, 256, room, -1).unwrap_or_else(|e| panic!("pool {name}: {e}")))
+}
+
 /// The median of `v` (the upper one of an even count).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

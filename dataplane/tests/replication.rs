@@ -321,8 +321,19 @@ impl Node {
 
 /// A primary (node 1) and a backup (node 2) in their modes.
 fn pair(tag: &str, pkts: &Arc<Mempool>, headers: &Arc<Mempool>, clones: &Arc<Mempool>) -> (Node, Node) {
-    let p = Node::start(&format!("{tag}a"), 1, pkts, headers, clones);
-    let b = Node::start(&format!("{tag}b"), 2, pkts, headers, clones);
+    pair_with(tag, pkts, headers, clones, [Opts::default(); 2])
+}
+
+/// [`pair`] with options for each node (primary, backup).
+fn pair_with(
+    tag: &str,
+    pkts: &Arc<Mempool>,
+    headers: &Arc<Mempool>,
+    clones: &Arc<Mempool>,
+    opts: [Opts; 2],
+) -> (Node, Node) {
+    let p = Node::start_with(&format!("{tag}a"), 1, pkts, headers, clones, opts[0]);
+    let b = Node::start_with(&format!("{tag}b"), 2, pkts, headers, clones, opts[1]);
     b.command(
         WorkerCmd::BecomeBackup {
             epoch: 1,
@@ -855,21 +866,11 @@ fn a_backup_acknowledges_the_last_sequence_it_processed_with_its_node_id() {
     let pkts = pool("fa_pkts", 4095, DEFAULT_DATA_ROOM);
     let headers = pool("fa_hdr", 2047, HEADER_DATA_ROOM);
     let clones = pool("fa_cln", 2047, 0);
-    let p = Node::start("fap", 1, &pkts, &headers, &clones);
-    let opts = Opts {
+    let acking = Opts {
         flow_window: 64,
         ..Opts::default()
     };
-    let b = Node::start_with("fab", 2, &pkts, &headers, &clones, opts);
-    b.command(
-        WorkerCmd::BecomeBackup {
-            epoch: 1,
-            diverged: false,
-        },
-        false,
-    );
-    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
-    wait("primary mode", || p.shared.repl.mode() == Some(Mode::Primary));
+    let (p, b) = pair_with("fa", &pkts, &headers, &clones, [Opts::default(), acking]);
     assert!(p
         .inside
         .inject((1..=40).map(|i| frame(&pkts, 300, i)).collect())
@@ -920,27 +921,11 @@ fn with_flow_control_a_backup_behind_a_small_rx_ring_follows_a_fast_primary_with
         flow_hold_ns: 60_000_000_000,
         ..Opts::default()
     };
-    let p = Node::start_with("flp", 1, &pkts, &headers, &clones, window);
-    let b = Node::start_with(
-        "flb",
-        2,
-        &pkts,
-        &headers,
-        &clones,
-        Opts {
-            rep_rx_slots: 64,
-            ..window
-        },
-    );
-    b.command(
-        WorkerCmd::BecomeBackup {
-            epoch: 1,
-            diverged: false,
-        },
-        false,
-    );
-    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
-    wait("primary mode", || p.shared.repl.mode() == Some(Mode::Primary));
+    let small_rx = Opts {
+        rep_rx_slots: 64,
+        ..window
+    };
+    let (p, b) = pair_with("fl", &pkts, &headers, &clones, [window, small_rx]);
     // The link: frames one way, ACKs the other; what a full RX ring
     // refuses is lost, as on a NIC.
     let lost = std::cell::Cell::new(0usize);

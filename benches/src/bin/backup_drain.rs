@@ -156,23 +156,8 @@ fn main() {
     let records: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1 << 20);
     let runs: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
     let huge = !args.iter().any(|a| a == "--no-huge");
-    let prefix = format!("--file-prefix=backup-drain-{}", std::process::id());
-    let mut eal_args = vec![
-        "backup_drain",
-        "-l",
-        "0,1",
-        "--no-pci",
-        "-m",
-        "1024",
-        &prefix,
-        "--log-level=lib.eal:error",
-    ];
-    eal_args.push(if huge { "--huge-unlink" } else { "--no-huge" });
-    let eal = Eal::init(&eal_args).expect("EAL init");
-    let lcore = *eal.worker_lcores().first().expect("a worker lcore");
-    let pool = |name: &str, n: u32, room: u16| {
-        Arc::new(Mempool::new(name, n, 256, room, -1).unwrap_or_else(|e| panic!("pool {name}: {e}")))
-    };
+    let (eal, lcore) = benches::two_lcore_eal("backup-drain", huge);
+    let pool = benches::bench_pool;
     let bed = Bed {
         pools: ReplPools {
             pkt: pool("bd_pkt", 16383, dataplane::dpdk::mempool::DEFAULT_DATA_ROOM),

@@ -175,23 +175,8 @@ fn main() {
     let seconds: f64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3.0);
     let runs: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(3);
     let huge = !args.iter().any(|a| a == "--no-huge");
-    let prefix = format!("--file-prefix=pair-{}", std::process::id());
-    let mut eal_args = vec![
-        "pair",
-        "-l",
-        "0,1",
-        "--no-pci",
-        "-m",
-        "1024",
-        &prefix,
-        "--log-level=lib.eal:error",
-    ];
-    eal_args.push(if huge { "--huge-unlink" } else { "--no-huge" });
-    let eal = Eal::init(&eal_args).expect("EAL init");
-    let lcore = *eal.worker_lcores().first().expect("a worker lcore");
-    let pool = |name: &str, n: u32, room: u16| {
-        Arc::new(Mempool::new(name, n, 256, room, -1).unwrap_or_else(|e| panic!("pool {name}: {e}")))
-    };
+    let (eal, lcore) = benches::two_lcore_eal("pair", huge);
+    let pool = benches::bench_pool;
     let pools = |tag: &str| ReplPools {
         pkt: pool(&format!("pr_{tag}_pkt"), 32767, DEFAULT_DATA_ROOM),
         headers: pool(&format!("pr_{tag}_hdr"), 4095, HEADER_DATA_ROOM),

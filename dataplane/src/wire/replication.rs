@@ -218,6 +218,23 @@ impl<T: AsRef<[u8]>> ReplicationFrame<T> {
         }
     }
 
+    /// The shard, alone (a batch's records are walked by these three
+    /// before any is decoded whole).
+    #[inline]
+    pub fn shard(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), field::SHARD)
+    }
+
+    #[inline]
+    pub fn ingress(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), field::INGRESS)
+    }
+
+    #[inline]
+    pub fn length(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), field::LENGTH)
+    }
+
     /// The body (`length` bytes after the header).
     pub fn body(&self) -> &[u8] {
         let b = self.buffer.as_ref();
@@ -317,6 +334,7 @@ mod tests {
         assert_eq!(f.frame_type(), FrameType::Data);
         assert_eq!(f.header(), header());
         assert_eq!(f.body(), b"xyz");
+        assert_eq!((f.shard(), f.ingress(), f.length()), (1, 1, 3));
         assert_eq!(&b[8..16], &[1, 2, 3, 4, 5, 6, 7, 8], "seq is big-endian at offset 8");
     }
 

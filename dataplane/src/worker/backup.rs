@@ -146,8 +146,8 @@ impl<F: NetworkFunction> Worker<F> {
                 let Ok(f) = ReplicationFrame::new_checked(&payload[off..]) else {
                     break;
                 };
-                let len = f.header().length as usize;
-                shard.get_or_insert(f.header().shard);
+                let len = f.length() as usize;
+                shard.get_or_insert_with(|| f.shard());
                 records[count] = (off as u16, len as u16);
                 count += 1;
                 off += HEADER_LEN + len;
@@ -158,7 +158,10 @@ impl<F: NetworkFunction> Worker<F> {
             bump(&self.shared.repl.malformed, 1);
             return;
         };
-        if count == 1 && header_of(&m.data()[ETH_LEN + records[0].0 as usize..]).0 == FrameType::Ack {
+        if count == 1
+            && ReplicationFrame::new_unchecked(&m.data()[ETH_LEN + records[0].0 as usize..]).frame_type()
+                == FrameType::Ack
+        {
             // Another backup's, to the primary: not this stream's.
             bump(&self.shared.repl.acks_rx, 1);
             return;
@@ -190,10 +193,10 @@ impl<F: NetworkFunction> Worker<F> {
             let d = m.data();
             for &(off, len) in &records[..count] {
                 let start = ETH_LEN + off as usize;
-                let (t, h, _) = header_of(&d[start..]);
-                let side = Side::from_index((h.ingress & ingress::PORT_MASK) as usize);
+                let f = ReplicationFrame::new_unchecked(&d[start..]);
+                let side = Side::from_index((f.ingress() & ingress::PORT_MASK) as usize);
                 let body = d.get(start + HEADER_LEN..start + HEADER_LEN + len as usize);
-                if let (FrameType::Data, Some(side), Some(frame)) = (t, side, body) {
+                if let (FrameType::Data, Some(side), Some(frame)) = (f.frame_type(), side, body) {
                     self.nf.prefetch(frame, side, stage);
                 }
             }

@@ -26,8 +26,14 @@ impl MacTable {
         }
         let b = mac.0;
         let h = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], 0, 0]).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let i = (h >> 32) as usize % self.slots.len();
-        self.slots[i] = Some(mac);
+        // The hash's high half scaled to the table by a multiply, not a
+        // division: this runs for every packet a backup processes.
+        let i = (((h >> 32) * self.slots.len() as u64) >> 32) as usize;
+        if let Some(slot) = self.slots.get_mut(i) {
+            if *slot != Some(mac) {
+                *slot = Some(mac);
+            }
+        }
     }
 
     pub fn macs(&self) -> Vec<MacAddr> {
@@ -52,5 +58,20 @@ mod tests {
         t.learn(MacAddr::BROADCAST);
         t.learn(MacAddr([1, 0, 0x5e, 0, 0, 1]));
         assert_eq!(t.macs(), vec![a]);
+    }
+
+    #[test]
+    fn macs_that_differ_in_their_last_bytes_spread_over_the_whole_table() {
+        // 2000 hosts 02:00:00:00:xx:yy. (Reducing the hash by a modulo
+        // kept them in 8 slots of 64 or 256.)
+        for (slots, at_least) in [(1, 1), (3, 3), (64, 64), (256, 256), (1000, 667)] {
+            let mut t = MacTable::new(slots);
+            for i in 0..2000u16 {
+                let [x, y] = i.to_be_bytes();
+                t.learn(MacAddr([2, 0, 0, 0, x, y]));
+            }
+            let n = t.macs().len();
+            assert!((at_least..=slots).contains(&n), "{slots} slots hold {n}");
+        }
     }
 }

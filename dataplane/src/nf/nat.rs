@@ -347,7 +347,10 @@ impl Nat {
     /// the address alone, the host's ICMP errors about its sessions land
     /// on the same shard.
     pub fn shard_of_inside(&self, inside_ip: u32) -> u16 {
-        (fx(&inside_ip) % self.shards as u64) as u16
+        // The hash's high half, scaled to the shards by a multiply: its low
+        // bits follow the address's low bits alone (a modulo of them put
+        // every host whose address is a multiple of 4 on one of 4 shards).
+        (((fx(&inside_ip) >> 32) * self.shards as u64) >> 32) as u16
     }
 
     pub fn config(&self) -> &NatConfig {
@@ -982,6 +985,30 @@ mod tests {
 
     const NAT_IP: u32 = 0x0a0a_0201; // 10.10.2.1
     const REMOTE: u32 = 0x0a0a_0202;
+
+    #[test]
+    fn inside_hosts_spread_over_every_shard_whatever_their_low_address_bits() {
+        for shards in [1u16, 2, 3, 4, 8] {
+            let n = Nat::new(NatConfig {
+                address: NAT_IP,
+                port_lo: 1024,
+                port_hi: 65535,
+                max_sessions: 16,
+                timeouts: Timeouts::default(),
+            })
+            .for_shard(0, shards);
+            for stride in [1u32, 2, 4, 8] {
+                let mut count = vec![0u32; shards as usize];
+                for h in 1..=64u32 {
+                    count[n.shard_of_inside(0x0a0a_0100 + h * stride) as usize] += 1;
+                }
+                assert!(
+                    count.iter().all(|c| *c >= 64 / shards as u32 / 3),
+                    "{shards} shards, hosts {stride} apart: {count:?}"
+                );
+            }
+        }
+    }
 
     fn nat_with_udp_session() -> Nat {
         let mut nat = Nat::new(NatConfig {

@@ -747,21 +747,45 @@ fn ack(headers: &Mempool, node: u32, seq: u64, synced: bool) -> Mbuf {
     build_marker(FrameType::Ack, &h, &AckBody { node, synced }.emit(), &ENC, headers).expect("ack")
 }
 
-/// A primary of epoch 1 with flow control, and `n` 300-byte packets (one
-/// replication frame each) waiting on its inside port.
-fn flow_primary(tag: &str, pkts: &Arc<Mempool>, headers: &Arc<Mempool>, clones: &Arc<Mempool>, hold_ns: u64) -> Node {
+/// A primary with flow control and its pools (which drop after it).
+struct FlowBed {
+    p: Node,
+    pkts: Arc<Mempool>,
+    headers: Arc<Mempool>,
+    _clones: Arc<Mempool>,
+}
+
+/// A primary of epoch 1 with a flow window of 64 records and `hold_ns`,
+/// once it has read `acks` (node, sequence, synchronized).
+fn flow_primary(tag: &str, hold_ns: u64, acks: &[(u32, u64, bool)]) -> FlowBed {
+    let pkts = pool(&format!("{tag}_pkts"), 2047, DEFAULT_DATA_ROOM);
+    let headers = pool(&format!("{tag}_hdr"), 1023, HEADER_DATA_ROOM);
+    let clones = pool(&format!("{tag}_cln"), 1023, 0);
     let opts = Opts {
         flow_window: 64,
         flow_hold_ns: hold_ns,
         ..Opts::default()
     };
-    let p = Node::start_with(tag, 1, pkts, headers, clones, opts);
+    let p = Node::start_with(tag, 1, &pkts, &headers, &clones, opts);
     p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
     wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
     // Its announcement (gratuitous ARP on the inside port) out of the way.
     std::thread::sleep(Duration::from_millis(20));
     drop(p.inside.take_sent(8));
-    p
+    let frames = acks
+        .iter()
+        .map(|&(n, seq, synced)| ack(&headers, n, seq, synced))
+        .collect();
+    assert!(p.rep.inject(frames).is_empty());
+    wait("the acks read", || {
+        p.shared.repl.acks_rx.load(Ordering::Relaxed) == acks.len() as u64
+    });
+    FlowBed {
+        p,
+        pkts,
+        headers,
+        _clones: clones,
+    }
 }
 
 fn replicated(p: &Node) -> u64 {
@@ -770,20 +794,16 @@ fn replicated(p: &Node) -> u64 {
 
 #[test]
 fn a_primary_runs_exactly_a_window_ahead_of_its_backups_last_ack_and_each_new_ack_moves_it_on() {
-    let pkts = pool("fw_pkts", 2047, DEFAULT_DATA_ROOM);
-    let headers = pool("fw_hdr", 1023, HEADER_DATA_ROOM);
-    let clones = pool("fw_cln", 1023, 0);
-    let p = flow_primary("fw", &pkts, &headers, &clones, 60_000_000_000);
-    assert!(p.rep.inject(vec![ack(&headers, 2, 0, true)]).is_empty());
-    wait("the ack read", || p.shared.repl.acks_rx.load(Ordering::Relaxed) == 1);
+    let bed = flow_primary("fw", 60_000_000_000, &[(2, 0, true)]);
+    let (p, pkts, headers) = (&bed.p, &bed.pkts, &bed.headers);
     assert!(p
         .inside
-        .inject((1..=200).map(|i| frame(&pkts, 300, i)).collect())
+        .inject((1..=200).map(|i| frame(pkts, 300, i)).collect())
         .is_empty());
     let settle = |what: &str, seq: u64| {
-        wait(what, || replicated(&p) == seq);
+        wait(what, || replicated(p) == seq);
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(replicated(&p), seq, "{what}: held there");
+        assert_eq!(replicated(p), seq, "{what}: held there");
         assert_eq!(
             p.inside.queued() as u64,
             200 - seq,
@@ -796,10 +816,10 @@ fn a_primary_runs_exactly_a_window_ahead_of_its_backups_last_ack_and_each_new_ac
         "held 30 ms"
     );
     assert_eq!(p.shared.repl.flow_lag.load(Ordering::Relaxed), 64);
-    assert!(p.rep.inject(vec![ack(&headers, 2, 50, true)]).is_empty());
+    assert!(p.rep.inject(vec![ack(headers, 2, 50, true)]).is_empty());
     settle("window past ack 50", 114);
-    assert!(p.rep.inject(vec![ack(&headers, 2, 150, true)]).is_empty());
-    wait("all 200", || replicated(&p) == 200);
+    assert!(p.rep.inject(vec![ack(headers, 2, 150, true)]).is_empty());
+    wait("all 200", || replicated(p) == 200);
     let egress = p.outside.take_sent(256);
     assert_eq!(
         egress.iter().map(|m| id_of(m.data())).collect::<Vec<_>>(),
@@ -811,44 +831,31 @@ fn a_primary_runs_exactly_a_window_ahead_of_its_backups_last_ack_and_each_new_ac
 
 #[test]
 fn the_slowest_of_two_backups_holds_the_primary_and_an_unsynchronized_one_does_not() {
-    let pkts = pool("f2_pkts", 2047, DEFAULT_DATA_ROOM);
-    let headers = pool("f2_hdr", 1023, HEADER_DATA_ROOM);
-    let clones = pool("f2_cln", 1023, 0);
-    let p = flow_primary("f2", &pkts, &headers, &clones, 60_000_000_000);
-    let acks = vec![
-        ack(&headers, 2, 30, true),
-        ack(&headers, 3, 10, true),
-        ack(&headers, 4, 0, false),
-    ];
-    assert!(p.rep.inject(acks).is_empty());
-    wait("the acks read", || p.shared.repl.acks_rx.load(Ordering::Relaxed) == 3);
+    let bed = flow_primary("f2", 60_000_000_000, &[(2, 30, true), (3, 10, true), (4, 0, false)]);
+    let (p, pkts, headers) = (&bed.p, &bed.pkts, &bed.headers);
     assert!(p
         .inside
-        .inject((1..=200).map(|i| frame(&pkts, 300, i)).collect())
+        .inject((1..=200).map(|i| frame(pkts, 300, i)).collect())
         .is_empty());
-    wait("window past node 3's ack", || replicated(&p) == 74);
+    wait("window past node 3's ack", || replicated(p) == 74);
     std::thread::sleep(Duration::from_millis(30));
-    assert_eq!(replicated(&p), 74);
-    assert!(p.rep.inject(vec![ack(&headers, 3, 40, true)]).is_empty());
-    wait("window past node 2's ack, now the slowest", || replicated(&p) == 94);
+    assert_eq!(replicated(p), 74);
+    assert!(p.rep.inject(vec![ack(headers, 3, 40, true)]).is_empty());
+    wait("window past node 2's ack, now the slowest", || replicated(p) == 94);
     std::thread::sleep(Duration::from_millis(30));
-    assert_eq!(replicated(&p), 94);
+    assert_eq!(replicated(p), 94);
 }
 
 #[test]
 fn a_backup_silent_for_longer_than_the_hold_no_longer_holds_the_primary() {
-    let pkts = pool("fs_pkts", 2047, DEFAULT_DATA_ROOM);
-    let headers = pool("fs_hdr", 1023, HEADER_DATA_ROOM);
-    let clones = pool("fs_cln", 1023, 0);
-    let p = flow_primary("fs", &pkts, &headers, &clones, 300_000_000);
-    assert!(p.rep.inject(vec![ack(&headers, 2, 0, true)]).is_empty());
-    wait("the ack read", || p.shared.repl.acks_rx.load(Ordering::Relaxed) == 1);
+    let bed = flow_primary("fs", 300_000_000, &[(2, 0, true)]);
+    let (p, pkts) = (&bed.p, &bed.pkts);
     let t0 = Instant::now();
     assert!(p
         .inside
-        .inject((1..=200).map(|i| frame(&pkts, 300, i)).collect())
+        .inject((1..=200).map(|i| frame(pkts, 300, i)).collect())
         .is_empty());
-    wait("all 200", || replicated(&p) == 200);
+    wait("all 200", || replicated(p) == 200);
     let held = p.shared.repl.flow_held_ns.load(Ordering::Relaxed);
     assert!(
         (200_000_000..=310_000_000).contains(&held),

@@ -197,6 +197,8 @@ struct Opts {
     /// Flow control (0: off).
     flow_window: u64,
     flow_hold_ns: u64,
+    /// The worker's shard.
+    shard: u16,
 }
 
 impl Default for Opts {
@@ -207,6 +209,7 @@ impl Default for Opts {
             batch_bytes: 1514,
             flow_window: 0,
             flow_hold_ns: 1_000_000,
+            shard: 0,
         }
     }
 }
@@ -236,23 +239,31 @@ impl Node {
         clones: &Arc<Mempool>,
         opts: Opts,
     ) -> Node {
+        let signals = Arc::new(NodeSignals::default());
+        Node::start_in(tag, node_id, [pkts, headers, clones], opts, signals)
+    }
+
+    /// One worker (shard `opts.shard`) of a node whose workers share
+    /// `signals`; `pools`: packets, headers, clones.
+    fn start_in(tag: &str, node_id: u32, pools: [&Arc<Mempool>; 3], opts: Opts, signals: Arc<NodeSignals>) -> Node {
+        let [pkts, headers, clones] = pools;
         let Opts {
             rep_rx_slots,
             rep_tx_slots,
             batch_bytes,
             flow_window,
             flow_hold_ns,
+            shard,
         } = opts;
         let inside = port(&format!("{tag}_in"), pkts);
         let outside = port(&format!("{tag}_out"), pkts);
         let rep = common::ring_port(&format!("{tag}_rep"), Some((rep_rx_slots, rep_tx_slots)), 0, pkts);
         let shared = WorkerShared::new(0);
         let (tx, rx) = unbounded();
-        let ownership = Arc::new(TxOwnership::new(1, false));
+        let ownership = Arc::new(TxOwnership::new(shard as usize + 1, false));
         let quit = Arc::new(AtomicBool::new(false));
-        let signals = Arc::new(NodeSignals::default());
         let worker = Worker {
-            shard: 0,
+            shard,
             nf: Forward,
             data: common::data_queues(&inside, &outside),
             burst: 32,
@@ -739,7 +750,12 @@ fn small_packets_travel_in_batches_and_the_backup_unpacks_every_record_in_order(
 
 /// An ACK from backup `node` of shard 0 up to `seq`, as it leaves a backup.
 fn ack(headers: &Mempool, node: u32, seq: u64, synced: bool) -> Mbuf {
+    ack_of_shard(headers, node, 0, seq, synced)
+}
+
+fn ack_of_shard(headers: &Mempool, node: u32, shard: u16, seq: u64, synced: bool) -> Mbuf {
     let h = ReplHeader {
+        shard,
         epoch: 1,
         seq,
         ..Default::default()
@@ -972,4 +988,56 @@ fn with_flow_control_a_backup_behind_a_small_rx_ring_follows_a_fast_primary_with
         p.shared.repl.flow_held_ns.load(Ordering::Relaxed) > 0,
         "the backup set the pace"
     );
+}
+
+#[test]
+fn an_ack_read_by_another_worker_of_the_node_paces_the_shard_it_names() {
+    let pkts = pool("fx_pkts", 4095, DEFAULT_DATA_ROOM);
+    let headers = pool("fx_hdr", 1023, HEADER_DATA_ROOM);
+    let clones = pool("fx_cln", 1023, 0);
+    let signals = Arc::new(NodeSignals::default());
+    let shard = |k: u16| Opts {
+        flow_window: 64,
+        flow_hold_ns: 60_000_000_000,
+        shard: k,
+        ..Opts::default()
+    };
+    let workers: Vec<Node> = (0..2)
+        .map(|k| {
+            Node::start_in(
+                &format!("fx{k}"),
+                1,
+                [&pkts, &headers, &clones],
+                shard(k),
+                signals.clone(),
+            )
+        })
+        .collect();
+    for w in &workers {
+        w.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
+        wait("primary", || w.shared.repl.mode() == Some(Mode::Primary));
+    }
+    let (w0, w1) = (&workers[0], &workers[1]);
+    // Shard 1's ACK reaches worker 0's queue (a NIC that cannot steer).
+    assert!(w0.rep.inject(vec![ack_of_shard(&headers, 2, 1, 0, true)]).is_empty());
+    wait("worker 0 read it", || {
+        w0.shared.repl.acks_rx.load(Ordering::Relaxed) == 1
+    });
+    for w in &workers {
+        assert!(w
+            .inside
+            .inject((1..=200).map(|i| frame(&pkts, 300, i)).collect())
+            .is_empty());
+    }
+    wait("shard 0 unpaced: all 200", || replicated(w0) == 200);
+    wait("shard 1 a window past the ACK", || replicated(w1) == 64);
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(replicated(w1), 64);
+    assert_eq!(
+        w1.shared.repl.acks_rx.load(Ordering::Relaxed),
+        0,
+        "worker 1 read no ACK"
+    );
+    assert!(w0.rep.inject(vec![ack_of_shard(&headers, 2, 1, 100, true)]).is_empty());
+    wait("shard 1 a window past the next", || replicated(w1) == 164);
 }

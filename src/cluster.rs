@@ -14,6 +14,7 @@ use control::machine::{
 };
 use control::udp::{HeartbeatLink, LinkCounters};
 use dataplane::clock::TscClock;
+use dataplane::replication::flow::AckEntry;
 use dataplane::worker::{NodeSignals, WorkerCmd};
 
 use crate::config::{self, Config};
@@ -39,6 +40,20 @@ pub struct ClusterStatus {
     pub control_rt_priority: Option<u8>,
     /// Pauses of the control loop seen, and the longest (ns).
     pub pauses: (u64, u64),
+    /// Flow control: each backup's last ACK per shard, as this node heard
+    /// it (a primary's view).
+    pub backups: Vec<BackupHeard>,
+}
+
+/// A backup's last ACK of one shard.
+#[derive(Clone, Copy, Debug)]
+pub struct BackupHeard {
+    pub shard: u16,
+    pub ack: AckEntry,
+    /// Records the shard's last sequence is ahead of it.
+    pub lag: u64,
+    /// How long ago it arrived (ns).
+    pub age_ns: u64,
 }
 
 /// A takeover as it happened, in ns on this node's clock.
@@ -318,10 +333,28 @@ impl Cluster {
             dead_ms: m.config().dead_ns() / 1_000_000,
             control_rt_priority: self.control_rt_priority,
             pauses: (m.pauses_detected, m.longest_pause_ns),
+            backups: self.backups_heard(now),
         };
         if let Ok(mut c) = self.view.cluster.lock() {
             *c = Some(status);
         }
+    }
+
+    /// What the node's board holds of each backup, shard by shard.
+    fn backups_heard(&self, now: u64) -> Vec<BackupHeard> {
+        let mut out = Vec::new();
+        for (i, w) in self.view.workers.iter().enumerate() {
+            let last = w.repl.last_seq.load(Relaxed);
+            for ack in self.signals.acks.heard(i as u16) {
+                out.push(BackupHeard {
+                    shard: i as u16,
+                    ack,
+                    lag: last.saturating_sub(ack.seq),
+                    age_ns: now.saturating_sub(ack.at_ns),
+                });
+            }
+        }
+        out
     }
 
     /// The operator's planned switchover.

@@ -280,6 +280,22 @@ pub fn sync_text(view: &NodeView) -> String {
             r.flow_held_ns.load(Relaxed) as f64 / 1e6,
         );
     }
+    for b in &c.backups {
+        let _ = writeln!(
+            out,
+            "  backup node {} shard {}: acked {} ({} behind), {}, heard {:.1} ms ago",
+            b.ack.node,
+            b.shard,
+            b.ack.seq,
+            b.lag,
+            if b.ack.synced {
+                "synchronized"
+            } else {
+                "not synchronized"
+            },
+            b.age_ns as f64 / 1e6
+        );
+    }
     if let Some(t) = c.last_takeover {
         let d = t.record.detected_ns;
         let ago = |x: u64| d.saturating_sub(x) as f64 / 1e6;

@@ -105,6 +105,17 @@ fn sync(v: &NodeView) -> Vec<(String, TelValue)> {
                     ]),
                 ));
             }
+            for b in &c.backups {
+                out.push((
+                    format!("backup_{}_shard_{}", b.ack.node, b.shard),
+                    TelValue::Dict(vec![
+                        u("acked", b.ack.seq),
+                        u("lag", b.lag),
+                        s("synced", if b.ack.synced { "yes" } else { "no" }),
+                        u("age_us", b.age_ns / 1000),
+                    ]),
+                ));
+            }
             if let Some(t) = &c.last_takeover {
                 out.push((
                     "last_takeover".to_string(),

@@ -38,6 +38,10 @@ fn kill_9_of_the_primary_under_the_stream_loses_no_packet_and_tcp_survives() {
     // primary reads it.
     let (p_sync, b_sync) = (p.cmd("show sync"), b.cmd("show sync"));
     assert!(acks_of(&p_sync).1 > 0, "the primary hears ACKs: {p_sync}");
+    assert!(
+        p_sync.contains("backup node 2 shard 0: acked ") && p_sync.contains(" behind), synchronized, heard "),
+        "the primary names its backup: {p_sync}"
+    );
     assert!(acks_of(&b_sync).0 > 0, "the backup sends ACKs: {b_sync}");
     p.kill9();
     let epoch = wait_role(&mut b, "primary", 5);

@@ -58,6 +58,16 @@ impl Default for AckBoard {
     }
 }
 
+/// A backup's last acknowledgment of a shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckEntry {
+    pub node: u32,
+    pub seq: u64,
+    pub synced: bool,
+    /// Local ns when it arrived.
+    pub at_ns: u64,
+}
+
 /// Why an acknowledgment was not recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AckRefused {
@@ -108,6 +118,33 @@ impl AckBoard {
             lowest = Some(lowest.map_or(seq, |l: u64| l.min(seq)));
         }
         lowest
+    }
+
+    /// Every backup's last acknowledgment of `shard`, as heard (for
+    /// `show sync`): whether it is waited for is [`Self::lowest_fresh`]'s
+    /// business.
+    pub fn heard(&self, shard: u16) -> Vec<AckEntry> {
+        let shard = shard as usize;
+        if shard >= MAX_SHARDS {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (slot, node) in self.nodes.iter().enumerate() {
+            let node = node.load(Ordering::Relaxed);
+            let cell = &self.cells[slot * MAX_SHARDS + shard];
+            let at_ns = cell.at_ns.load(Ordering::Acquire);
+            if node == 0 || at_ns == 0 {
+                continue;
+            }
+            let seq = cell.seq.load(Ordering::Relaxed);
+            out.push(AckEntry {
+                node: node as u32,
+                seq: seq & !UNSYNCED,
+                synced: seq & UNSYNCED == 0,
+                at_ns,
+            });
+        }
+        out
     }
 
     /// The slot of `node`, claimed on its first acknowledgment.
@@ -236,6 +273,24 @@ mod tests {
         assert_eq!(b.lowest_fresh(0, 10 * MS, MS), Some(300));
         assert_eq!(b.lowest_fresh(1, 10 * MS, MS), Some(900));
         assert_eq!(b.lowest_fresh(2, 10 * MS, MS), None);
+    }
+
+    #[test]
+    fn the_board_tells_what_each_backup_last_acknowledged_of_a_shard() {
+        let b = AckBoard::default();
+        assert_eq!(b.heard(0), vec![]);
+        b.record(2, 0, 500, true, 10 * MS).unwrap();
+        b.record(3, 1, 90, false, 11 * MS).unwrap();
+        b.record(3, 0, 70, false, 12 * MS).unwrap();
+        let e = |node, seq, synced, at_ns| AckEntry {
+            node,
+            seq,
+            synced,
+            at_ns,
+        };
+        assert_eq!(b.heard(0), vec![e(2, 500, true, 10 * MS), e(3, 70, false, 12 * MS)]);
+        assert_eq!(b.heard(1), vec![e(3, 90, false, 11 * MS)]);
+        assert_eq!(b.heard(MAX_SHARDS as u16), vec![]);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::{ReplState, Scratch, Worker, MAX_BURST};
 use crate::clock::TscClock;
-use crate::dpdk::{Mbuf, TxBatch};
+use crate::dpdk::{Mbuf, Mempool, TxBatch};
 use crate::nf::DropReason;
 use crate::nf::{NetworkFunction, Owner, PacketCtx, Side, Verdict};
 use crate::replication::builder::build_marker;
@@ -106,13 +106,16 @@ impl<F: NetworkFunction> Worker<F> {
         // Take the vector out to satisfy the borrow of `self`; its capacity
         // comes back, so nothing is allocated per iteration.
         let mut frames = std::mem::take(&mut s.frames);
+        // The records' pool, once per burst (a clone of its `Arc`, for the
+        // same borrow).
+        let pool = repl.pool.clone();
         let mut it = frames.drain(..).peekable();
         while let Some(m) = it.next() {
             // The next frame's lines come in while this one is processed.
             if let Some(next) = it.peek() {
                 next.prefetch_data();
             }
-            self.backup_frame(m, st, now);
+            self.backup_frame(m, &pool, st, now);
         }
         drop(it);
         s.frames = frames;
@@ -126,7 +129,7 @@ impl<F: NetworkFunction> Worker<F> {
 
     /// One replication frame: one record, or a batch of records back to
     /// back (the primary batches small packets).
-    fn backup_frame(&mut self, mut m: Mbuf, st: &mut ReplState, now: u64) {
+    fn backup_frame(&mut self, mut m: Mbuf, pool: &Mempool, st: &mut ReplState, now: u64) {
         // Where each record starts, after the Ethernet header.
         let mut records: [(u16, u16); 256] = [(0, 0); 256];
         let mut count = 0usize;
@@ -202,12 +205,11 @@ impl<F: NetworkFunction> Worker<F> {
             }
         }
         // Each DATA record gets an mbuf of its own.
-        let pool = self.repl.as_ref().map(|p| p.pool.clone());
         for &(off, len) in &records[..count] {
             let start = ETH_LEN + off as usize;
             let (t, h, marker) = header_of(&m.data()[start..]);
             let body = if t == FrameType::Data {
-                let Some(mut copy) = pool.as_deref().and_then(|p| st.record_stash.take(p)) else {
+                let Some(mut copy) = st.record_stash.take(pool) else {
                     self.shared.counters.drop(DropReason::NoMbuf, 1);
                     // The record is lost to this backup: a gap it will see.
                     continue;

@@ -217,6 +217,12 @@ impl Port {
         Ok(())
     }
 
+    /// [`Port::configure`] with `conf` over `pool`, then [`Port::start`].
+    pub fn configure_and_start(&mut self, conf: &PortConfig, pool: &Mempool) -> Result<(), DpdkError> {
+        self.configure(conf, pool)?;
+        self.start()
+    }
+
     pub fn start(&mut self) -> Result<(), DpdkError> {
         // SAFETY: port id is valid and configured.
         let ret = unsafe { dpdk_sys::rte_eth_dev_start(self.id) };
@@ -620,6 +626,14 @@ impl TxQueue {
         let sent = self.tx_prefix(batch, batch.len());
         let refused = batch.clear();
         TxOutcome { sent, refused }
+    }
+
+    /// Sends one packet now (a marker, an ACK); whether the driver took it.
+    /// A refused one is freed.
+    pub fn send_one(&mut self, m: Mbuf) -> bool {
+        let mut b = TxBatch::<1>::default();
+        let _ = b.push(m);
+        self.tx_burst(&mut b).sent == 1
     }
 
     /// Hands the first `n` packets of the batch to the driver and returns how

@@ -63,8 +63,7 @@ impl RingPort {
 
     /// The port configured with `conf` over `pool` and started.
     pub fn started(mut self, conf: &PortConfig, pool: &Mempool) -> Result<RingPort, DpdkError> {
-        self.port.configure(conf, pool)?;
-        self.port.start()?;
+        self.port.configure_and_start(conf, pool)?;
         Ok(self)
     }
 
@@ -186,8 +185,7 @@ pub struct RingPeer<'a> {
 impl RingPeer<'_> {
     /// The port configured with `conf` over `pool` and started.
     pub fn started(mut self, conf: &PortConfig, pool: &Mempool) -> Result<Self, DpdkError> {
-        self.port.configure(conf, pool)?;
-        self.port.start()?;
+        self.port.configure_and_start(conf, pool)?;
         Ok(self)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::{ReplState, Scratch, Worker, MAX_BURST};
 use crate::clock::TscClock;
-use crate::dpdk::{Mbuf, Mempool, TxBatch};
+use crate::dpdk::{Mbuf, Mempool};
 use crate::nf::DropReason;
 use crate::nf::{NetworkFunction, Owner, PacketCtx, Side, Verdict};
 use crate::replication::builder::build_marker;
@@ -60,10 +60,8 @@ impl<F: NetworkFunction> Worker<F> {
             self.shared.counters.drop(DropReason::NoMbuf, 1);
             return;
         };
-        let mut b = TxBatch::<1>::default();
-        let _ = b.push(m);
-        // A refused ACK is freed by the batch; the next one is due at once.
-        if repl.tx.tx_burst(&mut b).sent == 1 {
+        // A refused ACK is freed; the next one is due at once.
+        if repl.tx.send_one(m) {
             st.ack.sent(last, now);
             st.acks_tx += 1;
         }

@@ -295,7 +295,7 @@ impl<F: NetworkFunction> Worker<F> {
             self.shared.counters.drop(DropReason::NoMbuf, 1);
             return false;
         };
-        let _ = s_push_one(&mut repl.tx, m);
+        let _ = repl.tx.send_one(m);
         st.last_frame_ns = local_ns;
         st.tx_done_sent = st.tx_done;
         if t == FrameType::Keepalive {
@@ -339,9 +339,7 @@ impl<F: NetworkFunction> Worker<F> {
                 }
             }
         }
-        if st.flow.window > 0 {
-            st.flow_lag = st.flow.refresh(&repl.signals.acks, self.shard, st.next_seq, now);
-        }
+        st.flow_lag = st.flow.refresh(&repl.signals.acks, self.shard, st.next_seq, now);
     }
 }
 
@@ -353,10 +351,3 @@ const EPOCH_WATCH_EVERY: u32 = 16;
 
 /// The state is audited in this many slices, one per AUDIT.
 pub const AUDIT_SLICES: u32 = 64;
-
-/// Sends one frame on a TX queue now; frees it if refused.
-fn s_push_one(q: &mut crate::dpdk::TxQueue, m: crate::dpdk::Mbuf) -> bool {
-    let mut b = crate::dpdk::TxBatch::<1>::default();
-    let _ = b.push(m);
-    q.tx_burst(&mut b).sent == 1
-}

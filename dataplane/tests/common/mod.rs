@@ -77,8 +77,8 @@ pub fn port_config() -> PortConfig {
 
 /// Configures and starts `p` with one queue pair.
 pub fn started(mut p: Port, pool: &Mempool) -> Port {
-    p.configure(&port_config(), pool).expect("configure");
-    p.start().expect("start");
+    p.configure_and_start(&port_config(), pool)
+        .expect("configure and start");
     p
 }
 

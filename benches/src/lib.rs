@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crossbeam::channel::Sender;
-use dataplane::dpdk::{Mempool, Port};
+use dataplane::dpdk::{Mempool, Port, PortConfig};
 use dataplane::nf::nat::{NatConfig, Timeouts};
 use dataplane::nf::{NetworkFunction, RouterConfig, Side};
 use dataplane::ownership::TxOwnership;
@@ -170,6 +170,16 @@ pub fn bench_pool(name: &str, n: u32, room: u16) -> Arc<Mempool> {
     Arc::new(Mempool::new(name, n, 256, room, -1).unwrap_or_else(|e| panic!("pool {name}: {e}")))
 }
 
+/// One queue pair of 1024 descriptors each way: every benchmark port.
+pub fn port_config() -> PortConfig {
+    PortConfig {
+        queues: 1,
+        rx_desc: 1024,
+        tx_desc: 1024,
+        promiscuous: false,
+    }
+}
+
 /// The median of `v` (the upper one of an even count).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -203,7 +213,7 @@ pub fn rss_bytes() -> u64 {
 /// checksum filled (the UDP checksum left 0, as UDP allows).
 pub fn udp64(src: [u8; 4], sport: u16, dst: [u8; 4]) -> [u8; 60] {
     let mut f = [0u8; 60];
-    f[0..6].copy_from_slice(&[2, 0, 0x5e, 0, 1, 1]);
+    f[0..6].copy_from_slice(&VMAC.0);
     f[6..12].copy_from_slice(&[2, 0, 0, 0, 1, 2]);
     f[12..14].copy_from_slice(&[8, 0]);
     f[14] = 0x45;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use benches::{ReplPools, ENC};
 use dataplane::dpdk::lpm::DpdkLpm;
 use dataplane::dpdk::ring::RingPort;
-use dataplane::dpdk::{lcore, Eal, Mbuf, Mempool, PortConfig, RxBurst};
+use dataplane::dpdk::{lcore, Eal, Mbuf, Mempool, RxBurst};
 use dataplane::nf::{Forward, NetworkFunction, Router, Side};
 use dataplane::replication::ReplHeader;
 use dataplane::replication::HEADER_LEN;
@@ -90,14 +90,8 @@ struct Bed {
 
 /// A started `net_ring` port with rings of 1024 slots each way.
 fn ring_port(bed: &Bed, name: &str) -> RingPort {
-    let conf = PortConfig {
-        queues: 1,
-        rx_desc: 1024,
-        tx_desc: 1024,
-        promiscuous: false,
-    };
     RingPort::create_split(name, 1024, 1024)
-        .and_then(|r| r.started(&conf, &bed.pools.pkt))
+        .and_then(|r| r.started(&benches::port_config(), &bed.pools.pkt))
         .expect("ring port")
 }
 

@@ -24,11 +24,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use benches::{replicating_worker, BenchNode, ReplPools};
+use benches::{port_config, replicating_worker, BenchNode, ReplPools};
 use dataplane::dpdk::lpm::DpdkLpm;
 use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
 use dataplane::dpdk::ring::{vdev_create, RingPort};
-use dataplane::dpdk::{lcore, Eal, Mempool, Port, PortConfig};
+use dataplane::dpdk::{lcore, Eal, Mempool, Port};
 use dataplane::nf::{DropReason, Forward, NetworkFunction, Router, Side};
 use dataplane::replication::builder::HEADER_DATA_ROOM;
 use dataplane::worker::{Mode, WorkerCmd};
@@ -48,19 +48,9 @@ struct Bed {
     eal: Eal,
 }
 
-fn conf() -> PortConfig {
-    PortConfig {
-        queues: 1,
-        rx_desc: 1024,
-        tx_desc: 1024,
-        promiscuous: false,
-    }
-}
-
-fn started(p: Port, pool: &Mempool) -> Port {
-    let mut p = p;
-    p.configure(&conf(), pool).expect("configure");
-    p.start().expect("start");
+fn started(mut p: Port, pool: &Mempool) -> Port {
+    p.configure_and_start(&port_config(), pool)
+        .expect("configure and start");
     p
 }
 
@@ -95,11 +85,11 @@ fn run<F: NetworkFunction + 'static>(bed: &Bed, tag: &str, make: impl Fn() -> F,
     let sink = null("s", &bed.primary.pkt);
     let (b_in, b_out) = (null("bi", &bed.backup.pkt), null("bo", &bed.backup.pkt));
     let link = RingPort::create_split(&format!("{tag}_link"), 1024, 1024)
-        .and_then(|r| r.started(&conf(), &bed.primary.pkt))
+        .and_then(|r| r.started(&port_config(), &bed.primary.pkt))
         .expect("link");
     let far = link
         .peer(&format!("{tag}_far"))
-        .and_then(|p| p.started(&conf(), &bed.backup.pkt))
+        .and_then(|p| p.started(&port_config(), &bed.backup.pkt))
         .expect("the link's far end");
 
     let p: BenchNode<F> = replicating_worker(make(), 1, [&src, &sink], &link.port, &bed.primary, window);

@@ -986,17 +986,21 @@ mod tests {
     const NAT_IP: u32 = 0x0a0a_0201; // 10.10.2.1
     const REMOTE: u32 = 0x0a0a_0202;
 
+    /// NAT to NAT_IP over ports 1024-65535, default timeouts.
+    fn config(max_sessions: usize) -> NatConfig {
+        NatConfig {
+            address: NAT_IP,
+            port_lo: 1024,
+            port_hi: 65535,
+            max_sessions,
+            timeouts: Timeouts::default(),
+        }
+    }
+
     #[test]
     fn inside_hosts_spread_over_every_shard_whatever_their_low_address_bits() {
         for shards in [1u16, 2, 3, 4, 8] {
-            let n = Nat::new(NatConfig {
-                address: NAT_IP,
-                port_lo: 1024,
-                port_hi: 65535,
-                max_sessions: 16,
-                timeouts: Timeouts::default(),
-            })
-            .for_shard(0, shards);
+            let n = Nat::new(config(16)).for_shard(0, shards);
             for stride in [1u32, 2, 4, 8] {
                 let mut count = vec![0u32; shards as usize];
                 for h in 1..=64u32 {
@@ -1011,13 +1015,7 @@ mod tests {
     }
 
     fn nat_with_udp_session() -> Nat {
-        let mut nat = Nat::new(NatConfig {
-            address: NAT_IP,
-            port_lo: 1024,
-            port_hi: 65535,
-            max_sessions: 16,
-            timeouts: Timeouts::default(),
-        });
+        let mut nat = Nat::new(config(16));
         assert_eq!(nat.outbound(&mut udp_out(50000), 1), Ok(()));
         nat
     }
@@ -1073,13 +1071,7 @@ mod tests {
 
     #[test]
     fn prefetching_turns_on_once_the_tables_outgrow_the_cache() {
-        let mut nat = Nat::new(NatConfig {
-            address: NAT_IP,
-            port_lo: 1024,
-            port_hi: 65535,
-            max_sessions: 200_000,
-            timeouts: Timeouts::default(),
-        });
+        let mut nat = Nat::new(config(200_000));
         assert_eq!(nat.prefetch_stages(), 0);
         let mut created = 0;
         for remote in 0..2u32 {

@@ -484,6 +484,14 @@ impl<const N: usize> RxBurst<N> {
         unsafe { std::slice::from_raw_parts(left.as_ptr() as *const Mbuf, left.len()) }
     }
 
+    /// The packets left, in arrival order, to rewrite in place.
+    #[inline]
+    pub fn as_mut_slice(&mut self) -> &mut [Mbuf] {
+        let left = &mut self.pkts[self.next..self.len];
+        // SAFETY: as for as_slice; the slice borrows the burst mutably.
+        unsafe { std::slice::from_raw_parts_mut(left.as_mut_ptr() as *mut Mbuf, left.len()) }
+    }
+
     /// Moves every packet left, in arrival order, onto the end of `into`.
     #[inline]
     pub fn drain_into(&mut self, into: &mut Vec<Mbuf>) {

@@ -195,4 +195,13 @@ pub trait NetworkFunction: Send + 'static {
 
     /// Processes one frame.
     fn process(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict;
+
+    /// The common case on the frame's bytes alone: `Some(out)` when the
+    /// frame was rewritten in place and goes out on `out`, exactly as
+    /// [`NetworkFunction::process`] would have done it; `None` when nothing
+    /// was written or changed and `process` must decide.
+    #[inline(always)]
+    fn fast(&mut self, _data: &mut [u8], _ctx: &PacketCtx) -> Option<Side> {
+        None
+    }
 }

@@ -42,6 +42,25 @@ pub fn sum20(h: &[u8; 20]) -> u32 {
     fold64(w(0) + w(4) + w(8) + w(12) + w(16))
 }
 
+/// Whether an IPv4 header without options verifies. Its words are summed
+/// as loaded, in the CPU's byte order: the one's-complement sum commutes
+/// with swapping the bytes of every word (RFC 1071 section 2 (B)), so a good
+/// header folds to 0xffff either way, and no word needs a byte swap.
+#[inline]
+pub fn header20_verifies(h: &[u8; 20]) -> bool {
+    let w = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]) as u64;
+    fold64(w(0) + w(4) + w(8) + w(12) + w(16)) == 0xffff
+}
+
+/// The IPv4 header checksum after the TTL went down by one (TTL >= 1): the
+/// TTL/protocol word lost 0x100, so ~m + m' is 0xfeff whatever the word,
+/// and RFC 1624 eqn. 3 becomes HC' = ~(~HC + 0xfeff) — [`update16`] without
+/// reading the word.
+#[inline]
+pub fn after_ttl_decrement(check: u16) -> u16 {
+    finish((!check) as u32 + 0xfeff)
+}
+
 /// Folds a 32-bit sum to 16 bits: two steps reach <= 0xffff from any u32
 /// (0xffff + 0xffff = 0x1fffe, then 0xfffe + 1), and neither turns a
 /// nonzero sum into zero.
@@ -231,6 +250,48 @@ mod tests {
         }
         assert_eq!(sum20(&[0xff; 20]), sum(&[0xff; 20]));
         assert_eq!(sum20(&[0; 20]), 0);
+    }
+
+    #[test]
+    fn a_header_verifies_in_native_order_exactly_when_its_checksum_is_good() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut good = 0;
+        for i in 0..200_000 {
+            let mut h = [0u8; 20];
+            for b in h.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            if i % 2 == 0 {
+                // Half of them carry their right checksum.
+                h[10..12].fill(0);
+                let c = checksum(&h);
+                h[10..12].copy_from_slice(&c.to_be_bytes());
+            }
+            let reference = finish(sum20(&h)) == 0;
+            good += reference as u32;
+            assert_eq!(header20_verifies(&h), reference, "{h:02x?}");
+        }
+        assert!((100_000..100_100).contains(&good), "{good} verified");
+    }
+
+    #[test]
+    fn the_ttl_decrement_patch_equals_rfc1624_for_every_checksum_and_ttl() {
+        for ttl in 1..=255u16 {
+            for proto in [1u16, 6, 17, 255] {
+                let old = ttl << 8 | proto;
+                let new = (ttl - 1) << 8 | proto;
+                for check in (0..=u16::MAX).step_by(if proto == 17 { 1 } else { 251 }) {
+                    assert_eq!(
+                        after_ttl_decrement(check),
+                        update16(check, old, new),
+                        "ttl {ttl} check {check:#06x}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

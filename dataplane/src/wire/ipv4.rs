@@ -153,11 +153,10 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn verify_checksum(&self) -> bool {
         let h = &self.buffer.as_ref()[..self.header_len()];
         // Nearly every header has no options: the unrolled sum.
-        let s = match <&[u8; MIN_HEADER_LEN]>::try_from(h) {
-            Ok(h20) => checksum::sum20(h20),
-            Err(_) => checksum::sum(h),
-        };
-        checksum::finish(s) == 0
+        match <&[u8; MIN_HEADER_LEN]>::try_from(h) {
+            Ok(h20) => checksum::header20_verifies(h20),
+            Err(_) => checksum::finish(checksum::sum(h)) == 0,
+        }
     }
 
     /// The bytes after the header, up to the total length.

@@ -514,6 +514,9 @@ impl<F: NetworkFunction> Worker<F> {
     /// The function over one packet; the packet ends in a TX batch or freed.
     #[inline]
     fn process_one(&mut self, mut m: Mbuf, ctx: &PacketCtx, tx: &mut [TxBatch<MAX_BURST>; 2]) {
+        if let Some(out) = self.fast(&mut m, ctx) {
+            return push_or_drop(&mut tx[out.index()], m, &self.shared.counters);
+        }
         let verdict = self.verdict(&mut m, ctx);
         let counters = &self.shared.counters;
         match verdict {
@@ -525,6 +528,16 @@ impl<F: NetworkFunction> Worker<F> {
             Verdict::Drop(r) => counters.drop(r, 1),
             Verdict::Consumed => bump(&counters.consumed, 1),
         }
+    }
+
+    /// The function's fast path ([`NetworkFunction::fast`]) over one
+    /// single-segment packet: its egress, or None for [`Worker::verdict`].
+    #[inline(always)]
+    fn fast(&mut self, m: &mut Mbuf, ctx: &PacketCtx) -> Option<Side> {
+        if F::BURST_VERDICT || m.nb_segs() != 1 {
+            return None;
+        }
+        self.nf.fast(m.data_mut(), ctx)
     }
 
     /// The function's verdict on one packet (rewriting it in place).

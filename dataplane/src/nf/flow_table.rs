@@ -92,7 +92,10 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
         prefetch(&self.buckets[self.home(key.flow_hash())]);
     }
 
-    #[inline]
+    // Always inlined: a key built in registers and passed through memory
+    // would be stored as u32 words and reloaded as u64s, a store-forwarding
+    // stall of about as long as the lookup itself.
+    #[inline(always)]
     pub fn get(&self, key: &K) -> Option<u32> {
         let mask = self.buckets.len() - 1;
         let mut b = self.home(key.flow_hash());

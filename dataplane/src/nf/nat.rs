@@ -237,6 +237,20 @@ enum Lookup {
     In(InKey),
 }
 
+/// A packet the router's fast path can translate: its live session, found
+/// by [`Nat::find_fast`] before anything changed.
+#[derive(Clone, Copy, Debug)]
+pub struct FastHit {
+    idx: u32,
+    outbound: bool,
+    proto: u8,
+    tcp_flags: u8,
+    /// The port translated: the source outbound, the destination inbound.
+    old_port: u16,
+    /// The destination once translated (inbound: the inside host's).
+    pub dst: u32,
+}
+
 /// Where the L4 identifiers of a packet sit.
 struct L4 {
     proto: u8,
@@ -580,6 +594,84 @@ impl Nat {
                 Some(Lookup::In(InKey::new(proto, ext, src, remote_port)))
             }
             Side::Outside => None,
+        }
+    }
+
+    /// The fast path's half of [`Nat::outbound`] (ingress inside) or
+    /// [`Nat::inbound`] (outside, to the NAT address): the live session of
+    /// a UDP or TCP packet that is not a fragment. `ip` holds a valid IPv4
+    /// header without options and its whole total length. None for
+    /// anything else — ICMP, fragments, truncated L4 headers, no session,
+    /// an expired one — and then the general path decides. Reads only.
+    #[inline]
+    pub fn find_fast(&self, ip: &[u8], ingress: Side, now: u64) -> Option<FastHit> {
+        let h = ip.get(..MIN_HEADER_LEN)?;
+        let proto = h[9];
+        if get_u16(h, 6) & 0x1fff != 0 {
+            return None;
+        }
+        let l4 = ip.get(MIN_HEADER_LEN..get_u16(h, 2) as usize)?;
+        let (sport, dport, tcp_flags) = match proto {
+            IpProtocol::UDP => {
+                let u = UdpPacket::new_checked(l4).ok()?;
+                (u.src_port(), u.dst_port(), 0)
+            }
+            IpProtocol::TCP => {
+                let t = TcpPacket::new_checked(l4).ok()?;
+                (t.src_port(), t.dst_port(), t.flags())
+            }
+            _ => return None,
+        };
+        let (src, dst) = (get_u32(h, 12), get_u32(h, 16));
+        let (idx, outbound, old_port) = match ingress {
+            Side::Inside => (
+                self.out_map.get(&OutKey::new(proto, src, sport, dst, dport))?,
+                true,
+                sport,
+            ),
+            Side::Outside => (self.in_map.get(&InKey::new(proto, dport, src, sport))?, false, dport),
+        };
+        let s = self.slab.get(idx as usize)?.as_ref()?;
+        if s.expired(now, &self.cfg.timeouts) {
+            return None;
+        }
+        Some(FastHit {
+            idx,
+            outbound,
+            proto,
+            tcp_flags,
+            old_port,
+            dst: if outbound { dst } else { s.inside_ip },
+        })
+    }
+
+    /// Translates the packet `hit` was found for, with exactly the state
+    /// changes and bytes [`Nat::outbound`] or [`Nat::inbound`] would have
+    /// made: the sweep step, the session touched, address and port
+    /// rewritten, both checksums patched. (The sweep frees expired
+    /// sessions only, so never `hit`'s, live at `now`.)
+    #[inline]
+    pub fn apply_fast(&mut self, hit: FastHit, ip: &mut [u8], now: u64) {
+        self.sweep(now);
+        let Some(s) = self.touch(hit.idx, hit.tcp_flags, hit.outbound, now) else {
+            return;
+        };
+        let mut ip = Ipv4Packet::new_unchecked(ip);
+        if hit.outbound {
+            let nat_ip = self.cfg.address;
+            let old = ip.rewrite_src(nat_ip);
+            rewrite_l4(ip.payload_mut(), hit.proto, true, hit.old_port, s.ext_port, old, nat_ip);
+        } else {
+            let old = ip.rewrite_dst(s.inside_ip);
+            rewrite_l4(
+                ip.payload_mut(),
+                hit.proto,
+                false,
+                hit.old_port,
+                s.inside_port,
+                old,
+                s.inside_ip,
+            );
         }
     }
 

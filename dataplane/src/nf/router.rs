@@ -382,19 +382,17 @@ impl<L: RouteLookup> Router<L> {
 
     /// The common case, decided on the first 34 bytes alone: IPv4 without
     /// options to the virtual MAC, checksum good, TTL > 1, not addressed to
-    /// the router, routed to a known neighbour, no NAT. None whenever any of
+    /// the router, routed to a known neighbour; with a NAT, UDP or TCP of a
+    /// live session when translated ([`Nat::find_fast`]). None whenever any of
     /// that is not so, and nothing written: [`Router::ipv4_general`] decides
     /// (a test checks that both give the same verdict and bytes). The worker
     /// calls it first on every frame ([`NetworkFunction::fast`]), so it
     /// checks the EtherType itself, and reads the header with a handful of
     /// wide loads: per packet, instructions are what a router spends.
     #[inline(always)]
-    fn ipv4_fast(&mut self, d: &mut [u8]) -> Option<Side> {
-        if self.nat.is_some() {
-            return None;
-        }
+    fn ipv4_fast(&mut self, d: &mut [u8], ctx: &PacketCtx) -> Option<Side> {
         let frame_len = d.len();
-        let h: &mut [u8; FAST_SPAN] = d.get_mut(..FAST_SPAN)?.try_into().ok()?;
+        let h: &[u8; FAST_SPAN] = d.get(..FAST_SPAN)?.try_into().ok()?;
         let mac_lo = u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]) & 0xffff_ffff_ffff;
         if mac_lo != self.vmac_word || [h[12], h[13], h[14]] != [0x08, 0x00, 0x45] {
             return None;
@@ -407,14 +405,35 @@ impl<L: RouteLookup> Router<L> {
         if !checksum::header20_verifies(ip) {
             return None;
         }
-        let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
-        if self.addr.contains(&dst) {
+        let mut dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+        // With a NAT: a reply to the NAT address is translated first and
+        // routed to its inside host; what leaves inside for the outside is
+        // translated once its route says so (the general path's order).
+        let mut hit = None;
+        if let Some(nat) = self.nat.as_ref() {
+            if ctx.ingress == Side::Outside && dst == nat.config().address {
+                let found = nat.find_fast(&d[ETH_LEN..ETH_LEN + total], Side::Outside, ctx.now_ns)?;
+                dst = found.dst;
+                hit = Some(found);
+            }
+        }
+        if hit.is_none() && self.addr.contains(&dst) {
             return None;
         }
         let route = *self.cfg.routes.get(self.lpm.lookup(dst)? as usize)?;
+        if let Some(nat) = self.nat.as_ref() {
+            if ctx.ingress == Side::Inside && route.side == Side::Outside {
+                hit = Some(nat.find_fast(&d[ETH_LEN..ETH_LEN + total], Side::Inside, ctx.now_ns)?);
+            }
+        }
         let mac = self
             .neighbors
             .get(route.via.map(u32::from).unwrap_or(dst), route.side)?;
+        // Decided: from here on it is written.
+        if let (Some(hit), Some(nat)) = (hit, self.nat.as_mut()) {
+            nat.apply_fast(hit, &mut d[ETH_LEN..], ctx.now_ns);
+        }
+        let h: &mut [u8; FAST_SPAN] = d.get_mut(..FAST_SPAN)?.try_into().ok()?;
         h[22] -= 1;
         let c = checksum::after_ttl_decrement(u16::from_be_bytes([h[24], h[25]]));
         h[24..26].copy_from_slice(&c.to_be_bytes());
@@ -425,7 +444,7 @@ impl<L: RouteLookup> Router<L> {
 
     #[inline]
     fn ipv4(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
-        if let Some(out) = self.ipv4_fast(frame.data_mut()) {
+        if let Some(out) = self.ipv4_fast(frame.data_mut(), ctx) {
             return Verdict::Forward(out);
         }
         self.ipv4_general(frame, ctx)
@@ -608,8 +627,8 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
     }
 
     #[inline(always)]
-    fn fast(&mut self, data: &mut [u8], _ctx: &PacketCtx) -> Option<Side> {
-        self.ipv4_fast(data)
+    fn fast(&mut self, data: &mut [u8], ctx: &PacketCtx) -> Option<Side> {
+        self.ipv4_fast(data, ctx)
     }
 
     #[inline]
@@ -634,6 +653,10 @@ mod tests {
     use crate::nf::route::RustLpm;
 
     fn router() -> Router<RustLpm> {
+        router_with(None, vec![])
+    }
+
+    fn router_with(nat: Option<NatConfig>, more_neighbors: Vec<(Ipv4Addr, MacAddr, Side)>) -> Router<RustLpm> {
         let addr = [Ipv4Addr::new(10, 10, 1, 1), Ipv4Addr::new(10, 10, 2, 1)];
         let default = Route {
             prefix: Ipv4Addr::UNSPECIFIED,
@@ -657,8 +680,11 @@ mod tests {
                     MacAddr([2, 0, 0, 0, 2, 0xfe]),
                     Side::Outside,
                 ),
-            ],
-            nat: None,
+            ]
+            .into_iter()
+            .chain(more_neighbors)
+            .collect(),
+            nat,
         });
         let lpm = Arc::new(RustLpm::new(&cfg.routes));
         Router::new(cfg, lpm)
@@ -702,7 +728,7 @@ mod tests {
             let bytes = if i % 3 == 0 { c.frame(&base) } else { base };
             let ctx = PacketCtx::new(if i % 2 == 0 { Side::Inside } else { Side::Outside }, i * 1000);
             let mut a = bytes.clone();
-            match fast.ipv4_fast(&mut a) {
+            match fast.ipv4_fast(&mut a, &ctx) {
                 None => assert_eq!(a, bytes, "declined, yet wrote: {bytes:02x?}"),
                 Some(out) => {
                     taken += 1;
@@ -718,15 +744,159 @@ mod tests {
         assert!(taken >= 9_000, "the fast path was exercised ({taken})");
     }
 
+    /// A NAT router's traffic both ways — new and known UDP and TCP
+    /// sessions, every TCP flag, replies to the NAT address, sessions
+    /// expiring, fragments, ICMP, unknown next hops, mangled L4 headers —
+    /// through the fast path then the general one (as the worker runs
+    /// them), and through the general path alone: the same verdicts, the
+    /// same bytes, the same sessions with the same generations.
+    #[test]
+    fn with_a_nat_the_fast_path_changes_state_exactly_as_the_general_path() {
+        use super::super::nat::Timeouts;
+        let nat = NatConfig {
+            address: u32::from(Ipv4Addr::new(10, 10, 2, 1)),
+            port_lo: 1024,
+            port_hi: 1100,
+            max_sessions: 150,
+            timeouts: Timeouts {
+                tcp_established: 4_000_000_000,
+                tcp_transitory: 1_000_000_000,
+                tcp_reset: 300_000_000,
+                udp: 2_000_000_000,
+                icmp: 1_000_000_000,
+            },
+        };
+        let inside: Vec<_> = (3..9u8)
+            .map(|h| (Ipv4Addr::new(10, 10, 1, h), MacAddr([2, 0, 0, 0, 1, h]), Side::Inside))
+            .collect();
+        let (mut both, mut general) = (router_with(Some(nat), inside.clone()), router_with(Some(nat), inside));
+        let mut x: u64 = 0x005e_ed0f_fa57;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let (mut now, mut fast_out, mut fast_in) = (1u64, 0, 0);
+        for i in 0..40_000 {
+            now += rnd(4_000_000);
+            let sessions: Vec<_> = general
+                .nat()
+                .map(|n| n.sessions().copied().collect())
+                .unwrap_or_default();
+            let reply = !sessions.is_empty() && rnd(2) == 0;
+            let proto = [IpProtocol::UDP, IpProtocol::TCP, IpProtocol::TCP, IpProtocol::ICMP][rnd(4) as usize];
+            let (ingress, src, dst, sport, dport, proto) = if reply {
+                let s = sessions[rnd(sessions.len() as u64) as usize];
+                let (rport, eport) = (s.remote_port, s.ext_port);
+                (Side::Outside, s.remote_ip, nat.address, rport, eport, s.proto)
+            } else {
+                let remote = [[10, 10, 2, 2], [8, 8, 8, 8], [10, 10, 2, 77]][rnd(3) as usize];
+                let host = u32::from_be_bytes([10, 10, 1, 2 + rnd(8) as u8]);
+                (
+                    Side::Inside,
+                    host,
+                    u32::from_be_bytes(remote),
+                    4000 + rnd(3) as u16,
+                    53,
+                    proto,
+                )
+            };
+            let mut f = vec![0u8; 14 + 20 + 20 + rnd(30) as usize];
+            let total = (f.len() - 14) as u16;
+            f[0..6].copy_from_slice(&[2, 0, 0x5e, 0, 1, 1]);
+            f[6..12].copy_from_slice(&[2, 0, 0, 0, 1, 2]);
+            f[12..14].copy_from_slice(&[8, 0]);
+            f[14] = 0x45;
+            f[16..18].copy_from_slice(&total.to_be_bytes());
+            f[22] = if rnd(50) == 0 { 1 } else { 64 };
+            f[23] = proto;
+            f[26..30].copy_from_slice(&src.to_be_bytes());
+            f[30..34].copy_from_slice(&dst.to_be_bytes());
+            if rnd(40) == 0 {
+                f[20] = 0x20 | rnd(2) as u8; // a later fragment (or MF with offset)
+            }
+            f[34..36].copy_from_slice(&sport.to_be_bytes());
+            f[36..38].copy_from_slice(&dport.to_be_bytes());
+            match proto {
+                IpProtocol::UDP => {
+                    f[38..40].copy_from_slice(&(total - 20).to_be_bytes());
+                    if rnd(4) > 0 {
+                        f[40..42].copy_from_slice(&(rnd(65536) as u16).to_be_bytes());
+                    }
+                }
+                IpProtocol::TCP => {
+                    f[46] = 0x50;
+                    f[47] = [0x02, 0x12, 0x10, 0x18, 0x11, 0x04, 0x14][rnd(7) as usize];
+                    f[50..52].copy_from_slice(&(rnd(65536) as u16).to_be_bytes());
+                }
+                _ => f[34] = if reply { 0 } else { 8 },
+            }
+            if rnd(8) == 0 {
+                // Mangled past the IP header: the header checksum stays good.
+                let at = 34 + rnd(f.len() as u64 - 34) as usize;
+                f[at] = rnd(256) as u8;
+            }
+            if rnd(16) == 0 {
+                f.truncate(34 + rnd(20) as usize);
+            }
+            let c = checksum::checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+
+            let ctx = PacketCtx::new(ingress, now);
+            let mut a = OwnedFrame::from_bytes(&f);
+            let va = match a.with_frame(|fr| both.fast(fr.data_mut(), &ctx)) {
+                Some(out) => {
+                    if ingress == Side::Inside {
+                        fast_out += 1;
+                    } else {
+                        fast_in += 1;
+                    }
+                    Verdict::Forward(out)
+                }
+                None => {
+                    assert_eq!(a.data(), f.as_slice(), "declined, yet wrote (packet {i})");
+                    a.with_frame(|fr| both.process(fr, &ctx))
+                }
+            };
+            let mut b = OwnedFrame::from_bytes(&f);
+            let vb = b.with_frame(|fr| general.ipv4_general(fr, &ctx));
+            assert_eq!((va, a.data()), (vb, b.data()), "packet {i}: {f:02x?}");
+            if i % 1000 == 999 {
+                let (na, nb) = (both.nat().unwrap(), general.nat().unwrap());
+                assert_eq!(
+                    na.sessions().collect::<Vec<_>>(),
+                    nb.sessions().collect::<Vec<_>>(),
+                    "packet {i}"
+                );
+                assert_eq!((na.created, na.expired), (nb.created, nb.expired), "packet {i}");
+            }
+        }
+        let n = general.nat().unwrap();
+        assert!(
+            n.created > 500 && n.expired > 300,
+            "created {} expired {}",
+            n.created,
+            n.expired
+        );
+        // A third of what leaves goes to a host with no known MAC and a
+        // third is ICMP: both for the general path.
+        assert!(
+            fast_out > 3_000 && fast_in > 10_000,
+            "fast path: {fast_out} out, {fast_in} in"
+        );
+    }
+
     /// Called by the worker on every frame, the fast path checks for itself
     /// that it holds plain IPv4 to the virtual MAC, and leaves every other
     /// frame untouched.
     #[test]
     fn the_fast_path_takes_plain_ipv4_only_and_leaves_the_rest_untouched() {
         let mut r = router();
+        let ctx = PacketCtx::new(Side::Inside, 1);
         let good = udp([10, 10, 1, 2], [10, 10, 2, 2], 64);
         let mut out = good.clone();
-        assert_eq!(r.ipv4_fast(&mut out), Some(Side::Outside));
+        assert_eq!(r.ipv4_fast(&mut out, &ctx), Some(Side::Outside));
         assert_eq!(&out[0..6], &[2, 0, 0, 0, 2, 2], "to the neighbour's MAC");
         assert_eq!(&out[6..12], &[2, 0, 0x5e, 0, 1, 1], "from the virtual MAC");
         assert_eq!(out[22], 63, "TTL down by one");
@@ -756,10 +926,10 @@ mod tests {
                 f[24..26].copy_from_slice(&c.to_be_bytes());
             }
             let before = f.clone();
-            assert_eq!(r.ipv4_fast(&mut f), None, "{what}");
+            assert_eq!(r.ipv4_fast(&mut f, &ctx), None, "{what}");
             assert_eq!(f, before, "{what}: untouched");
         }
         let mut to_us = udp([10, 10, 1, 2], [10, 10, 2, 1], 64);
-        assert_eq!(r.ipv4_fast(&mut to_us), None, "addressed to the router");
+        assert_eq!(r.ipv4_fast(&mut to_us, &ctx), None, "addressed to the router");
     }
 }

@@ -46,7 +46,7 @@ pub fn sum20(h: &[u8; 20]) -> u32 {
 /// as loaded, in the CPU's byte order: the one's-complement sum commutes
 /// with swapping the bytes of every word (RFC 1071 section 2 (B)), so a good
 /// header folds to 0xffff either way, and no word needs a byte swap.
-#[inline]
+#[inline(always)]
 pub fn header20_verifies(h: &[u8; 20]) -> bool {
     let w = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]) as u64;
     fold64(w(0) + w(4) + w(8) + w(12) + w(16)) == 0xffff

@@ -455,8 +455,8 @@ impl<F: NetworkFunction> Worker<F> {
     /// into one TX batch per egress port.
     #[inline]
     fn process_burst(&mut self, ctx: &PacketCtx, s: &mut Scratch) {
-        let counters = &self.shared.counters;
         if F::BURST_VERDICT {
+            let counters = &self.shared.counters;
             match self.nf.process(&mut Frame::new_in_range(&mut [], 0, 0), ctx) {
                 Verdict::Forward(out) => {
                     s.tx[out.index()].append_burst(&mut s.rx);
@@ -471,9 +471,42 @@ impl<F: NetworkFunction> Worker<F> {
             s.rx.clear();
             return;
         }
+        let n = s.rx.len();
+        let mut outs = [Side::Inside; MAX_BURST];
+        let k = self.fast_prefix(s.rx.as_mut_slice(), ctx, &mut outs);
+        if k == n {
+            if let Some(out) = same_side(&outs[..n]) {
+                s.tx[out.index()].append_burst(&mut s.rx);
+                s.rx.clear();
+                return;
+            }
+        }
+        for out in &outs[..k] {
+            if let Some(m) = s.rx.pop() {
+                push_or_drop(&mut s.tx[out.index()], m, &self.shared.counters);
+            }
+        }
         while let Some(m) = s.rx.pop() {
             self.process_one(m, ctx, &mut s.tx);
         }
+    }
+
+    /// The function's fast path over a burst's packets in order, up to the
+    /// first it declines (that one and the rest then go one by one, so
+    /// state changes keep the packets' order): each taken packet's egress
+    /// in `outs`; returns how many were taken. A burst the fast path takes
+    /// whole, all to one side, then moves to its TX batch in one copy.
+    #[inline(always)]
+    fn fast_prefix(&mut self, pkts: &mut [Mbuf], ctx: &PacketCtx, outs: &mut [Side; MAX_BURST]) -> usize {
+        let mut k = 0;
+        for (m, out) in pkts.iter_mut().zip(outs.iter_mut()) {
+            match self.fast(m, ctx) {
+                Some(o) => *out = o,
+                None => break,
+            }
+            k += 1;
+        }
+        k
     }
 
     /// Runs the function over `s.pending` (primary path).
@@ -506,7 +539,24 @@ impl<F: NetworkFunction> Worker<F> {
             }
             return;
         }
-        for m in s.pending.drain(..) {
+        let n = s.pending.len();
+        let mut outs = [Side::Inside; MAX_BURST];
+        let k = self.fast_prefix(&mut s.pending, ctx, &mut outs);
+        if k == n {
+            if let Some(out) = same_side(&outs[..n]) {
+                s.tx[out.index()].append_vec(&mut s.pending);
+                if !s.pending.is_empty() {
+                    self.shared.counters.drop(DropReason::TxRefused, s.pending.len() as u64);
+                    s.pending.clear();
+                }
+                return;
+            }
+        }
+        let mut rest = s.pending.drain(..);
+        for (out, m) in outs[..k].iter().zip(rest.by_ref()) {
+            push_or_drop(&mut s.tx[out.index()], m, &self.shared.counters);
+        }
+        for m in rest {
             self.process_one(m, ctx, &mut s.tx);
         }
     }
@@ -591,6 +641,14 @@ pub(crate) fn remove_at<T>(v: &mut Vec<T>, at: &[usize]) {
         i += 1;
         !gone
     });
+}
+
+/// The side every one of `outs` goes to, if they all go to one (None for
+/// an empty burst).
+#[inline]
+fn same_side(outs: &[Side]) -> Option<Side> {
+    let first = *outs.first()?;
+    outs.iter().all(|o| *o == first).then_some(first)
 }
 
 #[inline]

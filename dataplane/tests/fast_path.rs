@@ -1,0 +1,186 @@
+//! A router worker on real DPDK ports, with its fast path: the worker runs
+//! the function's fast path over a burst's leading packets and the general
+//! path from the first packet the fast path declines, one by one. Whatever
+//! the burst boundaries, what leaves is what the packets asked for, in
+//! their order, and state a packet changes is seen by the packets after it.
+//!
+//! One EAL per process (shared through `common::eal`).
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+mod common;
+use common::{ring_port, wait};
+
+use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
+use dataplane::dpdk::ring::RingPort;
+use dataplane::dpdk::{Mbuf, Mempool};
+use dataplane::nf::route::RustLpm;
+use dataplane::nf::{DropReason, Router, RouterConfig, Side};
+use dataplane::ownership::TxOwnership;
+use dataplane::stats::CounterSnapshot;
+use dataplane::wire::{checksum, MacAddr};
+use dataplane::worker::{Worker, WorkerShared};
+
+const VMAC: MacAddr = MacAddr([2, 0, 0x5e, 0, 1, 1]);
+const HOST_A: MacAddr = MacAddr([2, 0, 0, 0, 1, 0xa]);
+const HOST_B: MacAddr = MacAddr([2, 0, 0, 0, 1, 0xb]);
+const SENDER: MacAddr = MacAddr([2, 0, 0, 0, 1, 2]);
+const SERVER: MacAddr = MacAddr([2, 0, 0, 0, 2, 2]);
+
+fn config() -> Arc<RouterConfig> {
+    let addr = [Ipv4Addr::new(10, 10, 1, 1), Ipv4Addr::new(10, 10, 2, 1)];
+    Arc::new(RouterConfig {
+        vmac: VMAC,
+        addr,
+        prefix_len: [24, 24],
+        routes: RouterConfig::all_routes(addr, [24, 24], &[]),
+        icmp_rate: 100,
+        arp_rate: 100,
+        max_neighbors: 64,
+        static_neighbors: vec![
+            (Ipv4Addr::new(10, 10, 1, 5), HOST_A, Side::Inside),
+            (Ipv4Addr::new(10, 10, 2, 2), SERVER, Side::Outside),
+        ],
+        nat: None,
+    })
+}
+
+/// UDP from 10.10.1.2 to `dst` with `ttl`, its payload's first byte `tag`.
+fn udp(dst: [u8; 4], ttl: u8, tag: u8) -> Vec<u8> {
+    let mut f = vec![0u8; 60];
+    f[0..6].copy_from_slice(&VMAC.0);
+    f[6..12].copy_from_slice(&SENDER.0);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&46u16.to_be_bytes());
+    f[22] = ttl;
+    f[23] = 17;
+    f[26..30].copy_from_slice(&[10, 10, 1, 2]);
+    f[30..34].copy_from_slice(&dst);
+    let c = checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f[34..36].copy_from_slice(&4000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&9000u16.to_be_bytes());
+    f[38..40].copy_from_slice(&26u16.to_be_bytes());
+    f[42] = tag;
+    f
+}
+
+/// 10.10.1.5 tells the router (10.10.1.1) it is at `mac`.
+fn arp_reply(mac: MacAddr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&VMAC.0);
+    f.extend_from_slice(&mac.0);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 2]);
+    f.extend_from_slice(&mac.0);
+    f.extend_from_slice(&[10, 10, 1, 5]);
+    f.extend_from_slice(&VMAC.0);
+    f.extend_from_slice(&[10, 10, 1, 1]);
+    f.resize(60, 0);
+    f
+}
+
+fn mbuf(p: &Mempool, bytes: &[u8]) -> Mbuf {
+    let mut m = Mbuf::alloc(p).expect("mbuf");
+    m.append(bytes.len() as u16).expect("room").copy_from_slice(bytes);
+    m
+}
+
+/// Runs a standalone router worker while `frames` go into its inside port
+/// in one enqueue; returns what left each port once `done` holds.
+fn route(tag: &str, frames: &[Vec<u8>], done: impl Fn(&CounterSnapshot) -> bool) -> [Vec<Vec<u8>>; 2] {
+    let pool = common::pool(&format!("{tag}_pkts"), 511, DEFAULT_DATA_ROOM);
+    let port = |what: &str| -> RingPort { ring_port(&format!("{tag}_{what}"), Some((256, 256)), 0, &pool) };
+    let (inside, outside) = (port("in"), port("out"));
+    let cfg = config();
+    let shared = WorkerShared::new(0);
+    let quit = Arc::new(AtomicBool::new(false));
+    let worker = Worker {
+        shard: 0,
+        nf: Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes))),
+        data: common::data_queues(&inside, &outside),
+        burst: 32,
+        idle_sleep_us: 100,
+        ownership: Arc::new(TxOwnership::new(1, true)),
+        shared: shared.clone(),
+        quit: quit.clone(),
+        repl: None,
+        commands: None,
+        steering: None,
+    };
+    let t = std::thread::spawn(move || worker.run());
+    let refused = inside.inject(frames.iter().map(|f| mbuf(&pool, f)).collect());
+    assert!(refused.is_empty(), "the ring took every frame");
+    wait("the burst processed", || done(&shared.counters.snapshot()));
+    quit.store(true, Ordering::SeqCst);
+    t.join().expect("worker");
+    let sent = |p: &RingPort| p.take_sent(256).iter().map(|m| m.data().to_vec()).collect();
+    [sent(&inside), sent(&outside)]
+}
+
+#[test]
+fn a_neighbours_new_mac_reaches_the_very_next_packet_and_every_packet_leaves_in_order() {
+    let frames = [
+        udp([10, 10, 1, 5], 64, 1), // fast: to host A
+        arp_reply(HOST_B),          // declined: 10.10.1.5 moves to B
+        udp([10, 10, 1, 5], 64, 3), // to B
+        udp([10, 10, 2, 2], 64, 4), // fast, the other side
+        udp([10, 10, 1, 5], 1, 5),  // TTL 1: time exceeded, back inside
+        udp([10, 10, 1, 5], 64, 6), // to B
+        arp_reply(HOST_A),          // back to A
+        udp([10, 10, 1, 5], 64, 8), // to A
+    ];
+    let [inside, outside] = route("fp_order", &frames, |c| c.tx[0] + c.tx[1] == 6 && c.consumed == 2);
+    // Routed: TTL 63, from the virtual MAC, to the MAC known at that point.
+    let routed = |f: &Vec<u8>| (MacAddr(f[0..6].try_into().unwrap()), f[22], f[42]);
+    assert_eq!(
+        inside.iter().filter(|f| f[23] == 17).map(routed).collect::<Vec<_>>(),
+        [(HOST_A, 63, 1), (HOST_B, 63, 3), (HOST_B, 63, 6), (HOST_A, 63, 8)]
+    );
+    assert!(inside.iter().all(|f| f[6..12] == VMAC.0));
+    // The time exceeded left in its place, between packets 3 and 6.
+    let kinds: Vec<u8> = inside.iter().map(|f| f[23]).collect();
+    assert_eq!(kinds, [17, 17, 1, 17, 17], "UDP, UDP, ICMP, UDP, UDP");
+    assert_eq!((inside[2][34], inside[2][35]), (11, 0), "ICMP time exceeded");
+    assert_eq!(outside.iter().map(routed).collect::<Vec<_>>(), [(SERVER, 63, 4)]);
+    for f in inside.iter().chain(&outside) {
+        assert_eq!(checksum::checksum(&f[14..34]), 0, "IPv4 header checksum verifies");
+    }
+}
+
+#[test]
+fn a_burst_the_fast_path_takes_whole_leaves_in_order_on_both_sides() {
+    let frames: Vec<Vec<u8>> = (0..96u8)
+        .map(|i| {
+            let dst = if i % 3 == 0 { [10, 10, 2, 2] } else { [10, 10, 1, 5] };
+            udp(dst, 64, i)
+        })
+        .collect();
+    let [inside, outside] = route("fp_whole", &frames, |c| c.tx[0] + c.tx[1] == 96);
+    let tags = |v: &Vec<Vec<u8>>| v.iter().map(|f| f[42]).collect::<Vec<u8>>();
+    assert_eq!(tags(&outside), (0..96).filter(|i| i % 3 == 0).collect::<Vec<u8>>());
+    assert_eq!(tags(&inside), (0..96).filter(|i| i % 3 != 0).collect::<Vec<u8>>());
+    assert!(outside.iter().all(|f| f[0..6] == SERVER.0 && f[22] == 63));
+    assert!(inside.iter().all(|f| f[0..6] == HOST_A.0 && f[22] == 63));
+}
+
+#[test]
+fn what_the_fast_path_declines_is_dropped_by_its_reason() {
+    let mut bad_checksum = udp([10, 10, 2, 2], 64, 2);
+    bad_checksum[25] ^= 0xff;
+    let mut options = udp([10, 10, 2, 2], 64, 3);
+    options[14] = 0x46;
+    let frames = [
+        udp([10, 10, 2, 2], 64, 1),
+        bad_checksum,
+        options,
+        udp([10, 10, 2, 2], 64, 4),
+    ];
+    let drops =
+        |c: &CounterSnapshot| c.drops[DropReason::BadChecksum as usize] + c.drops[DropReason::Truncated as usize];
+    let [inside, outside] = route("fp_drops", &frames, |c| c.tx[1] == 2 && drops(c) == 2);
+    assert!(inside.is_empty());
+    assert_eq!(outside.iter().map(|f| f[42]).collect::<Vec<_>>(), [1, 4]);
+}

@@ -237,6 +237,15 @@ enum Lookup {
     In(InKey),
 }
 
+/// What translating a session's packet writes: its external port, its
+/// inside address and port.
+#[derive(Clone, Copy, Debug)]
+struct Mapping {
+    ext_port: u16,
+    inside_port: u16,
+    inside_ip: u32,
+}
+
 /// A packet the router's fast path can translate: its live session, found
 /// by [`Nat::find_fast`] before anything changed.
 #[derive(Clone, Copy, Debug)]
@@ -511,8 +520,11 @@ impl Nat {
     }
 
     /// A packet of session `idx` went by: TCP progress, last seen, change
-    /// generation. Returns the session as updated.
-    fn touch(&mut self, idx: u32, tcp_flags: u8, outbound: bool, now: u64) -> Option<Session> {
+    /// generation. Returns what its translation writes (not the whole
+    /// session: a copy read back right after the stores to it stalls on
+    /// store forwarding).
+    #[inline]
+    fn touch(&mut self, idx: u32, tcp_flags: u8, outbound: bool, now: u64) -> Option<Mapping> {
         let gen = self.next_gen();
         let s = self.slab.get_mut(idx as usize)?.as_mut()?;
         if s.proto == IpProtocol::TCP {
@@ -520,7 +532,11 @@ impl Nat {
         }
         s.last_ns = now;
         s.gen = gen;
-        Some(*s)
+        Some(Mapping {
+            ext_port: s.ext_port,
+            inside_port: s.inside_port,
+            inside_ip: s.inside_ip,
+        })
     }
 
     /// Prefetch passes a worker makes over a burst: two (the index line,
@@ -603,7 +619,9 @@ impl Nat {
     /// header without options and its whole total length. None for
     /// anything else — ICMP, fragments, truncated L4 headers, no session,
     /// an expired one — and then the general path decides. Reads only.
-    #[inline]
+    // Always inlined: a FastHit returned through memory is written in
+    // field-sized stores and read back in words, a store-forwarding stall.
+    #[inline(always)]
     pub fn find_fast(&self, ip: &[u8], ingress: Side, now: u64) -> Option<FastHit> {
         let h = ip.get(..MIN_HEADER_LEN)?;
         let proto = h[9];
@@ -650,7 +668,7 @@ impl Nat {
     /// made: the sweep step, the session touched, address and port
     /// rewritten, both checksums patched. (The sweep frees expired
     /// sessions only, so never `hit`'s, live at `now`.)
-    #[inline]
+    #[inline(always)]
     pub fn apply_fast(&mut self, hit: FastHit, ip: &mut [u8], now: u64) {
         self.sweep(now);
         let Some(s) = self.touch(hit.idx, hit.tcp_flags, hit.outbound, now) else {

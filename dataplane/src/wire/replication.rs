@@ -205,6 +205,9 @@ impl<T: AsRef<[u8]>> ReplicationFrame<T> {
         FrameType::from_u8(self.buffer.as_ref()[field::TYPE]).unwrap_or(FrameType::Keepalive)
     }
 
+    // Inlined into the generic worker that calls it (another crate): a
+    // header returned through memory is read back before its stores land.
+    #[inline(always)]
     pub fn header(&self) -> ReplHeader {
         let b = self.buffer.as_ref();
         ReplHeader {

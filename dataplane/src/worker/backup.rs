@@ -382,6 +382,9 @@ const MARKER_BODY: usize = AuditBody::LEN;
 
 /// Type, header and the start of the body of a record already validated
 /// (zero-filled when shorter).
+// Always inlined: its header returned through memory would be read back
+// before the stores that wrote it retire (a store-forwarding stall).
+#[inline(always)]
 fn header_of(rec: &[u8]) -> (FrameType, ReplHeader, [u8; MARKER_BODY]) {
     let f = ReplicationFrame::new_unchecked(rec);
     let mut marker = [0u8; MARKER_BODY];

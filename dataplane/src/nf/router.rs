@@ -442,12 +442,19 @@ impl<L: RouteLookup> Router<L> {
         Some(route.side)
     }
 
-    #[inline]
-    fn ipv4(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
-        if let Some(out) = self.ipv4_fast(frame.data_mut(), ctx) {
-            return Verdict::Forward(out);
+    /// [`NetworkFunction::process`] without the fast path: what the fast
+    /// path must agree with, verdict, bytes and state (the tests and the
+    /// `nat_router` fuzz target hold it to that).
+    pub fn process_general(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
+        let ethertype = match EthernetFrame::new_checked(frame.data()) {
+            Ok(e) => e.ethertype(),
+            Err(_) => return Verdict::Drop(DropReason::Truncated),
+        };
+        match ethertype {
+            EtherType::IPV4 => self.ipv4_general(frame, ctx),
+            EtherType::ARP => self.arp_in(frame, ctx),
+            _ => Verdict::Drop(DropReason::NotIpv4),
         }
-        self.ipv4_general(frame, ctx)
     }
 
     fn ipv4_general(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
@@ -633,15 +640,10 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
 
     #[inline]
     fn process(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
-        let ethertype = match EthernetFrame::new_checked(frame.data()) {
-            Ok(e) => e.ethertype(),
-            Err(_) => return Verdict::Drop(DropReason::Truncated),
-        };
-        match ethertype {
-            EtherType::IPV4 => self.ipv4(frame, ctx),
-            EtherType::ARP => self.arp_in(frame, ctx),
-            _ => Verdict::Drop(DropReason::NotIpv4),
+        if let Some(out) = self.ipv4_fast(frame.data_mut(), ctx) {
+            return Verdict::Forward(out);
         }
+        self.process_general(frame, ctx)
     }
 }
 

@@ -202,32 +202,43 @@ impl<F: NetworkFunction> Worker<F> {
                 }
             }
         }
-        // Each DATA record gets an mbuf of its own.
-        for &(off, len) in &records[..count] {
-            let start = ETH_LEN + off as usize;
-            let (t, h, marker) = header_of(&m.data()[start..]);
-            let body = if t == FrameType::Data {
-                let Some(mut copy) = st.record_stash.take(pool) else {
-                    self.shared.counters.drop(DropReason::NoMbuf, 1);
-                    // The record is lost to this backup: a gap it will see.
-                    continue;
-                };
-                let src = &m.data()[start + HEADER_LEN..start + HEADER_LEN + len as usize];
-                // Hashed where it lies, before the copy: the copy's stores
-                // are not waited for.
-                let hash = frame_hash(src);
-                match copy.extend(len as usize) {
-                    Some(dst) => dst.copy_from_slice(src),
-                    None => {
-                        bump(&self.shared.repl.malformed, 1);
+        // Each DATA record gets an mbuf of its own: a chunk of records is
+        // copied out, then processed. Processed right after its copy, a
+        // record's first bytes would be read back before the copy's stores
+        // landed (a store-forwarding stall per record).
+        let mut chunk: [Option<Record>; RECORD_CHUNK] = [const { None }; RECORD_CHUNK];
+        for group in records[..count].chunks(RECORD_CHUNK) {
+            for (slot, &(off, len)) in chunk.iter_mut().zip(group) {
+                let start = ETH_LEN + off as usize;
+                let (t, h, marker) = header_of(&m.data()[start..]);
+                let body = if t == FrameType::Data {
+                    let Some(mut copy) = st.record_stash.take(pool) else {
+                        self.shared.counters.drop(DropReason::NoMbuf, 1);
+                        // The record is lost to this backup: a gap it will see.
                         continue;
+                    };
+                    let src = &m.data()[start + HEADER_LEN..start + HEADER_LEN + len as usize];
+                    // Hashed where it lies, before the copy: the copy's stores
+                    // are not waited for.
+                    let hash = frame_hash(src);
+                    match copy.extend(len as usize) {
+                        Some(dst) => dst.copy_from_slice(src),
+                        None => {
+                            bump(&self.shared.repl.malformed, 1);
+                            continue;
+                        }
                     }
+                    Some((copy, hash))
+                } else {
+                    None
+                };
+                *slot = Some((t, h, marker, body));
+            }
+            for slot in chunk.iter_mut().take(group.len()) {
+                if let Some((t, h, marker, body)) = slot.take() {
+                    self.backup_record(t, h, marker, body, st, now);
                 }
-                Some((copy, hash))
-            } else {
-                None
-            };
-            self.backup_record(t, h, marker, body, st, now);
+            }
         }
     }
 
@@ -379,6 +390,12 @@ impl<F: NetworkFunction> Worker<F> {
 /// How much of a marker's body a record's handling needs: SWITCHOVER's
 /// target (4 bytes), an [`AuditBody`] (16).
 const MARKER_BODY: usize = AuditBody::LEN;
+
+/// A record decoded and copied out of its batch, waiting to be processed.
+type Record = (FrameType, ReplHeader, [u8; MARKER_BODY], Option<(Mbuf, u64)>);
+
+/// Records copied out of a batch before the first of them is processed.
+const RECORD_CHUNK: usize = 16;
 
 /// Type, header and the start of the body of a record already validated
 /// (zero-filled when shorter).

@@ -407,24 +407,27 @@ impl<L: RouteLookup> Router<L> {
         }
         let mut dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
         // With a NAT: a reply to the NAT address is translated first and
-        // routed to its inside host; what leaves inside for the outside is
-        // translated once its route says so (the general path's order).
-        let mut hit = None;
+        // routed to its inside host; what leaves inside is translated if its
+        // route goes outside (the general path's order). Its session is
+        // looked up before the route: a new flow, which the general path
+        // creates, is declined without a route lookup done twice.
+        let (mut hit, mut inbound) = (None, false);
         if let Some(nat) = self.nat.as_ref() {
+            let ip = &d[ETH_LEN..ETH_LEN + total];
             if ctx.ingress == Side::Outside && dst == nat.config().address {
-                let found = nat.find_fast(&d[ETH_LEN..ETH_LEN + total], Side::Outside, ctx.now_ns)?;
-                dst = found.dst;
-                hit = Some(found);
+                let found = nat.find_fast(ip, Side::Outside, ctx.now_ns)?;
+                (dst, hit, inbound) = (found.dst, Some(found), true);
+            } else if ctx.ingress == Side::Inside {
+                hit = Some(nat.find_fast(ip, Side::Inside, ctx.now_ns)?);
             }
         }
-        if hit.is_none() && self.addr.contains(&dst) {
+        if !inbound && self.addr.contains(&dst) {
             return None;
         }
         let route = *self.cfg.routes.get(self.lpm.lookup(dst)? as usize)?;
-        if let Some(nat) = self.nat.as_ref() {
-            if ctx.ingress == Side::Inside && route.side == Side::Outside {
-                hit = Some(nat.find_fast(&d[ETH_LEN..ETH_LEN + total], Side::Inside, ctx.now_ns)?);
-            }
+        if !inbound && route.side == Side::Inside {
+            // Inside to inside: routed, not translated.
+            hit = None;
         }
         let mac = self
             .neighbors

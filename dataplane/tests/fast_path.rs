@@ -7,7 +7,7 @@
 //! One EAL per process (shared through `common::eal`).
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 mod common;
@@ -15,13 +15,10 @@ use common::{ring_port, wait};
 
 use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
 use dataplane::dpdk::ring::RingPort;
-use dataplane::dpdk::{Mbuf, Mempool};
 use dataplane::nf::route::RustLpm;
 use dataplane::nf::{DropReason, Router, RouterConfig, Side};
-use dataplane::ownership::TxOwnership;
 use dataplane::stats::CounterSnapshot;
 use dataplane::wire::{checksum, MacAddr};
-use dataplane::worker::{Worker, WorkerShared};
 
 const VMAC: MacAddr = MacAddr([2, 0, 0x5e, 0, 1, 1]);
 const HOST_A: MacAddr = MacAddr([2, 0, 0, 0, 1, 0xa]);
@@ -30,21 +27,13 @@ const SENDER: MacAddr = MacAddr([2, 0, 0, 0, 1, 2]);
 const SERVER: MacAddr = MacAddr([2, 0, 0, 0, 2, 2]);
 
 fn config() -> Arc<RouterConfig> {
-    let addr = [Ipv4Addr::new(10, 10, 1, 1), Ipv4Addr::new(10, 10, 2, 1)];
-    Arc::new(RouterConfig {
-        vmac: VMAC,
-        addr,
-        prefix_len: [24, 24],
-        routes: RouterConfig::all_routes(addr, [24, 24], &[]),
-        icmp_rate: 100,
-        arp_rate: 100,
-        max_neighbors: 64,
-        static_neighbors: vec![
+    common::router_config(
+        None,
+        vec![
             (Ipv4Addr::new(10, 10, 1, 5), HOST_A, Side::Inside),
             (Ipv4Addr::new(10, 10, 2, 2), SERVER, Side::Outside),
         ],
-        nat: None,
-    })
+    )
 }
 
 /// UDP from 10.10.1.2 to `dst` with `ttl`, its payload's first byte `tag`.
@@ -82,12 +71,6 @@ fn arp_reply(mac: MacAddr) -> Vec<u8> {
     f
 }
 
-fn mbuf(p: &Mempool, bytes: &[u8]) -> Mbuf {
-    let mut m = Mbuf::alloc(p).expect("mbuf");
-    m.append(bytes.len() as u16).expect("room").copy_from_slice(bytes);
-    m
-}
-
 /// Runs a standalone router worker while `frames` go into its inside port
 /// in one enqueue; returns what left each port once `done` holds.
 fn route(tag: &str, frames: &[Vec<u8>], done: impl Fn(&CounterSnapshot) -> bool) -> [Vec<Vec<u8>>; 2] {
@@ -95,23 +78,9 @@ fn route(tag: &str, frames: &[Vec<u8>], done: impl Fn(&CounterSnapshot) -> bool)
     let port = |what: &str| -> RingPort { ring_port(&format!("{tag}_{what}"), Some((256, 256)), 0, &pool) };
     let (inside, outside) = (port("in"), port("out"));
     let cfg = config();
-    let shared = WorkerShared::new(0);
-    let quit = Arc::new(AtomicBool::new(false));
-    let worker = Worker {
-        shard: 0,
-        nf: Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes))),
-        data: common::data_queues(&inside, &outside),
-        burst: 32,
-        idle_sleep_us: 100,
-        ownership: Arc::new(TxOwnership::new(1, true)),
-        shared: shared.clone(),
-        quit: quit.clone(),
-        repl: None,
-        commands: None,
-        steering: None,
-    };
-    let t = std::thread::spawn(move || worker.run());
-    let refused = inside.inject(frames.iter().map(|f| mbuf(&pool, f)).collect());
+    let nf = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes)));
+    let (t, shared, quit) = common::spawn_standalone(nf, &inside, &outside, true);
+    let refused = inside.inject(frames.iter().map(|f| common::mbuf_of(&pool, f)).collect());
     assert!(refused.is_empty(), "the ring took every frame");
     wait("the burst processed", || done(&shared.counters.snapshot()));
     quit.store(true, Ordering::SeqCst);

@@ -6,6 +6,8 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+mod common;
+
 use dataplane::frame::OwnedFrame;
 use dataplane::nf::nat::{NatConfig, Timeouts};
 use dataplane::nf::route::{Route, RustLpm};
@@ -34,24 +36,7 @@ fn one(name: &str) -> Vec<u8> {
 const SEC: u64 = 1_000_000_000;
 
 fn config(nat: bool) -> Arc<RouterConfig> {
-    let addr = [Ipv4Addr::new(10, 10, 1, 1), Ipv4Addr::new(10, 10, 2, 1)];
-    Arc::new(RouterConfig {
-        vmac: MacAddr([2, 0, 0x5e, 0, 1, 1]),
-        addr,
-        prefix_len: [24, 24],
-        routes: RouterConfig::all_routes(addr, [24, 24], &[]),
-        icmp_rate: 100,
-        arp_rate: 100,
-        max_neighbors: 1024,
-        static_neighbors: Vec::new(),
-        nat: nat.then_some(NatConfig {
-            address: u32::from(addr[1]),
-            port_lo: 1024,
-            port_hi: 65535,
-            max_sessions: 65536,
-            timeouts: Timeouts::default(),
-        }),
-    })
+    common::router_config(nat.then(|| common::nat_config(65536)), Vec::new())
 }
 
 fn router(nat: bool) -> Router<RustLpm> {

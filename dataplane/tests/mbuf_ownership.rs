@@ -5,8 +5,7 @@
 //! One EAL per process: every test here shares it through a `OnceLock` and
 //! makes its own pool and ports, so the tests may run in parallel.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 mod common;
 use common::{alloc_n, ring_port, started};
@@ -16,8 +15,6 @@ use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
 use dataplane::dpdk::ring::{vdev_create, RingPort};
 use dataplane::dpdk::{Mbuf, Mempool, RxBurst, TxBatch};
 use dataplane::nf::{Forward, Side};
-use dataplane::ownership::TxOwnership;
-use dataplane::worker::{Worker, WorkerShared};
 
 fn pool(name: &str) -> Mempool {
     common::pool(name, 1023, DEFAULT_DATA_ROOM)
@@ -34,22 +31,7 @@ fn run_forward_worker(
     owned: bool,
     done: impl Fn(&dataplane::stats::CounterSnapshot) -> bool,
 ) -> dataplane::stats::CounterSnapshot {
-    let shared = WorkerShared::new(0);
-    let quit = Arc::new(AtomicBool::new(false));
-    let worker = Worker {
-        shard: 0,
-        nf: Forward,
-        data: common::data_queues(inside, outside),
-        burst: 32,
-        idle_sleep_us: 100,
-        ownership: Arc::new(TxOwnership::new(1, owned)),
-        shared: shared.clone(),
-        quit: quit.clone(),
-        repl: None,
-        commands: None,
-        steering: None,
-    };
-    let t = std::thread::spawn(move || worker.run());
+    let (t, shared, quit) = common::spawn_standalone(Forward, inside, outside, owned);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !done(&shared.counters.snapshot()) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(1));

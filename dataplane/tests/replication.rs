@@ -704,57 +704,15 @@ fn a_small_chained_packet_is_replicated_whole_not_just_its_first_segment() {
     assert_eq!(records, [(1, 100, bytes)]);
 }
 
-#[test]
-fn small_packets_travel_in_batches_and_the_backup_unpacks_every_record_in_order() {
-    let pkts = pool("bt_pkts", 4095, DEFAULT_DATA_ROOM);
-    let headers = pool("bt_hdr", 2047, HEADER_DATA_ROOM);
-    let clones = pool("bt_cln", 2047, 0);
-    let (mut p, mut b) = pair("bt", &pkts, &headers, &clones);
-    assert!(p
-        .inside
-        .inject((1..=30).map(|i| frame(&pkts, 64, i)).collect())
-        .is_empty());
-    wait("30 forwarded", || {
-        p.shared.counters.snapshot().tx[Side::Outside.index()] == 30
-    });
-    std::thread::sleep(Duration::from_millis(20));
-    let frames = p.rep.take_sent(64);
-    let data: Vec<Vec<(FrameType, ReplHeader, Vec<u8>)>> = frames
-        .iter()
-        .map(records_of)
-        .filter(|r| r[0].0 == FrameType::Data)
-        .collect();
-    // 64-byte packets make 100-byte records: 15 fit in a 1514-byte frame.
-    assert_eq!(data.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![15, 15]);
-    let seqs: Vec<u64> = data.iter().flatten().map(|r| r.1.seq).collect();
-    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
-    let ids: Vec<u32> = data.iter().flatten().map(|r| id_of(&r.2)).collect();
-    assert_eq!(
-        ids,
-        (1..=30).collect::<Vec<_>>(),
-        "each record carries its packet as received"
-    );
-    let only_data: Vec<Mbuf> = frames.into_iter().filter(|m| seq_of(m).0 == FrameType::Data).collect();
-    assert!(b.rep.inject(linearized(&pkts, only_data)).is_empty());
-    wait("backup processed 30", || {
-        b.shared.repl.last_seq.load(Ordering::Relaxed) == 30
-    });
-    assert!(b.shared.repl.synced.load(Ordering::Relaxed));
-    assert_eq!(b.shared.counters.snapshot().rx[Side::Inside.index()], 30);
-    p.stop();
-    b.stop();
-}
-
-#[test]
-fn a_jumbo_batch_of_twenty_records_is_unpacked_whole_and_in_order() {
-    let pkts = pool("jb_pkts", 4095, DEFAULT_DATA_ROOM);
-    let headers = pool("jb_hdr", 2047, HEADER_DATA_ROOM);
-    let clones = pool("jb_cln", 2047, 0);
-    let jumbo = Opts {
-        batch_bytes: 9014,
-        ..Opts::default()
-    };
-    let (mut p, mut b) = pair_with("jb", &pkts, &headers, &clones, [jumbo; 2]);
+/// Thirty 64-byte packets (ids 1..=30) through a primary and a backup of
+/// `opts`, the primary's DATA frames moved to the backup by hand: each
+/// frame's records, once the backup has processed all thirty in order and
+/// is synchronized, without a gap.
+fn thirty_small_packets_in_batches(tag: &str, opts: Opts) -> Vec<Vec<(FrameType, ReplHeader, Vec<u8>)>> {
+    let pkts = pool(&format!("{tag}_pkts"), 4095, DEFAULT_DATA_ROOM);
+    let headers = pool(&format!("{tag}_hdr"), 2047, HEADER_DATA_ROOM);
+    let clones = pool(&format!("{tag}_cln"), 2047, 0);
+    let (mut p, mut b) = pair_with(tag, &pkts, &headers, &clones, [opts; 2]);
     assert!(p
         .inside
         .inject((1..=30).map(|i| frame(&pkts, 64, i)).collect())
@@ -769,22 +727,46 @@ fn a_jumbo_batch_of_twenty_records_is_unpacked_whole_and_in_order() {
         .into_iter()
         .filter(|m| seq_of(m).0 == FrameType::Data)
         .collect();
-    // A batch fills the mbuf's 2048 bytes: 20 records of 100 bytes, more
-    // than the backup copies out before it processes the first of them.
-    let per_frame: Vec<usize> = frames.iter().map(|m| records_of(m).len()).collect();
-    assert_eq!(per_frame, vec![20, 10]);
+    let records = frames.iter().map(records_of).collect();
     assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
     wait("backup processed 30", || {
         b.shared.repl.last_seq.load(Ordering::Relaxed) == 30
     });
-    assert!(
-        b.shared.repl.synced.load(Ordering::Relaxed),
-        "no gap, no record out of order"
-    );
+    assert!(b.shared.repl.synced.load(Ordering::Relaxed));
     assert_eq!(b.shared.repl.gaps.load(Ordering::Relaxed), 0);
     assert_eq!(b.shared.counters.snapshot().rx[Side::Inside.index()], 30);
     p.stop();
     b.stop();
+    records
+}
+
+#[test]
+fn small_packets_travel_in_batches_and_the_backup_unpacks_every_record_in_order() {
+    let data = thirty_small_packets_in_batches("bt", Opts::default());
+    // 64-byte packets make 100-byte records: 15 fit in a 1514-byte frame.
+    assert_eq!(data.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![15, 15]);
+    let seqs: Vec<u64> = data.iter().flatten().map(|r| r.1.seq).collect();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+    let ids: Vec<u32> = data.iter().flatten().map(|r| id_of(&r.2)).collect();
+    assert_eq!(
+        ids,
+        (1..=30).collect::<Vec<_>>(),
+        "each record carries its packet as received"
+    );
+}
+
+#[test]
+fn a_jumbo_batch_of_twenty_records_is_unpacked_whole_and_in_order() {
+    let jumbo = Opts {
+        batch_bytes: 9014,
+        ..Opts::default()
+    };
+    // A batch fills the mbuf's 2048 bytes: 20 records of 100 bytes, more
+    // than the backup copies out before it processes the first of them.
+    let data = thirty_small_packets_in_batches("jb", jumbo);
+    assert_eq!(data.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![20, 10]);
+    let seqs: Vec<u64> = data.iter().flatten().map(|r| r.1.seq).collect();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
 }
 
 // Flow control: the backups' ACKs, and a primary that runs at most a

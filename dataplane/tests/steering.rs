@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{unbounded, Sender};
 
 mod common;
-use common::{shared_pool as pool, wait, ENC};
+use common::{mbuf_of as mbuf, shared_pool as pool, wait, ENC};
 
 use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
 use dataplane::dpdk::ring::{MbufRing, RingPort};
 use dataplane::dpdk::{Mbuf, Mempool};
-use dataplane::nf::nat::{Nat, NatConfig, Timeouts};
+use dataplane::nf::nat::Nat;
 use dataplane::nf::route::RustLpm;
 use dataplane::nf::{Router, RouterConfig, Side};
 use dataplane::ownership::TxOwnership;
@@ -39,27 +39,13 @@ const NAT_ADDR: [u8; 4] = [10, 10, 2, 1];
 const AUDIT_NS: u64 = 2_000_000;
 
 fn router_config() -> Arc<RouterConfig> {
-    let addr = [Ipv4Addr::new(10, 10, 1, 1), Ipv4Addr::from(NAT_ADDR)];
-    Arc::new(RouterConfig {
-        vmac: VMAC,
-        addr,
-        prefix_len: [24, 24],
-        routes: RouterConfig::all_routes(addr, [24, 24], &[]),
-        icmp_rate: 100,
-        arp_rate: 100,
-        max_neighbors: 1024,
-        static_neighbors: vec![
+    common::router_config(
+        Some(common::nat_config(1024)),
+        vec![
             (Ipv4Addr::from(CLIENT), CLIENT_MAC, Side::Inside),
             (Ipv4Addr::from(SERVER), SERVER_MAC, Side::Outside),
         ],
-        nat: Some(NatConfig {
-            address: u32::from(Ipv4Addr::from(NAT_ADDR)),
-            port_lo: 1024,
-            port_hi: 65535,
-            max_sessions: 1024,
-            timeouts: Timeouts::default(),
-        }),
-    })
+    )
 }
 
 /// An Ethernet + IPv4 + UDP frame (UDP checksum 0: none).
@@ -94,12 +80,6 @@ fn arp_request(mac: MacAddr, ip: [u8; 4]) -> Vec<u8> {
     f.extend_from_slice(&[10, 10, 1, 1]);
     f.resize(60, 0);
     f
-}
-
-fn mbuf(p: &Mempool, bytes: &[u8]) -> Mbuf {
-    let mut m = Mbuf::alloc(p).expect("mbuf");
-    m.append(bytes.len() as u16).expect("room").copy_from_slice(bytes);
-    m
 }
 
 struct Shard {

@@ -117,3 +117,74 @@ pub fn data_queues(inside: &RingPort, outside: &RingPort) -> [dataplane::worker:
         },
     ]
 }
+
+/// An mbuf of `pool` holding `bytes`.
+pub fn mbuf_of(pool: &Mempool, bytes: &[u8]) -> Mbuf {
+    let mut m = Mbuf::alloc(pool).expect("mbuf");
+    m.append(bytes.len() as u16).expect("room").copy_from_slice(bytes);
+    m
+}
+
+/// The test router: virtual MAC 02:00:5e:00:01:01, 10.10.1.1/24 inside,
+/// 10.10.2.1/24 outside, connected routes only, `neighbors` configured,
+/// with `nat` if given.
+pub fn router_config(
+    nat: Option<dataplane::nf::nat::NatConfig>,
+    neighbors: Vec<(std::net::Ipv4Addr, dataplane::wire::MacAddr, dataplane::nf::Side)>,
+) -> std::sync::Arc<dataplane::nf::RouterConfig> {
+    use std::net::Ipv4Addr;
+    let addr = [Ipv4Addr::new(10, 10, 1, 1), Ipv4Addr::new(10, 10, 2, 1)];
+    std::sync::Arc::new(dataplane::nf::RouterConfig {
+        vmac: dataplane::wire::MacAddr([2, 0, 0x5e, 0, 1, 1]),
+        addr,
+        prefix_len: [24, 24],
+        routes: dataplane::nf::RouterConfig::all_routes(addr, [24, 24], &[]),
+        icmp_rate: 100,
+        arp_rate: 100,
+        max_neighbors: 1024,
+        static_neighbors: neighbors,
+        nat,
+    })
+}
+
+/// A NAT on the router's outside address, every port above 1023, default
+/// timeouts.
+pub fn nat_config(max_sessions: usize) -> dataplane::nf::nat::NatConfig {
+    dataplane::nf::nat::NatConfig {
+        address: u32::from(std::net::Ipv4Addr::new(10, 10, 2, 1)),
+        port_lo: 1024,
+        port_hi: 65535,
+        max_sessions,
+        timeouts: dataplane::nf::nat::Timeouts::default(),
+    }
+}
+
+/// A standalone worker running `nf` over two ring ports, on its own
+/// thread, until its quit flag (returned with its counters) is set.
+pub fn spawn_standalone<F: dataplane::nf::NetworkFunction>(
+    nf: F,
+    inside: &RingPort,
+    outside: &RingPort,
+    owned: bool,
+) -> (
+    std::thread::JoinHandle<()>,
+    std::sync::Arc<dataplane::worker::WorkerShared>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let shared = dataplane::worker::WorkerShared::new(0);
+    let quit = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = dataplane::worker::Worker {
+        shard: 0,
+        nf,
+        data: data_queues(inside, outside),
+        burst: 32,
+        idle_sleep_us: 100,
+        ownership: std::sync::Arc::new(dataplane::ownership::TxOwnership::new(1, owned)),
+        shared: shared.clone(),
+        quit: quit.clone(),
+        repl: None,
+        commands: None,
+        steering: None,
+    };
+    (std::thread::spawn(move || worker.run()), shared, quit)
+}

@@ -642,11 +642,17 @@ impl Nat {
         };
         let (src, dst) = (get_u32(h, 12), get_u32(h, 16));
         let (idx, outbound, old_port) = match ingress {
-            Side::Inside => (
-                self.out_map.get(&OutKey::new(proto, src, sport, dst, dport))?,
-                true,
-                sport,
-            ),
+            Side::Inside => {
+                let Some(idx) = self.out_map.get(&OutKey::new(proto, src, sport, dst, dport)) else {
+                    // A new flow: the general path creates its session,
+                    // asking first whether the inside port is free outside.
+                    // That line comes in while it parses the packet again
+                    // (else its miss would follow this one's, not overlap).
+                    self.in_map.prefetch(&InKey::new(proto, sport, dst, dport));
+                    return None;
+                };
+                (idx, true, sport)
+            }
             Side::Outside => (self.in_map.get(&InKey::new(proto, dport, src, sport))?, false, dport),
         };
         let s = self.slab.get(idx as usize)?.as_ref()?;

@@ -618,7 +618,8 @@ impl Nat {
     /// a UDP or TCP packet that is not a fragment. `ip` holds a valid IPv4
     /// header without options and its whole total length. None for
     /// anything else — ICMP, fragments, truncated L4 headers, no session,
-    /// an expired one — and then the general path decides. Reads only.
+    /// an expired one — and then the general path decides. Changes
+    /// nothing (a new flow's miss only prefetches).
     // Always inlined: a FastHit returned through memory is written in
     // field-sized stores and read back in words, a store-forwarding stall.
     #[inline(always)]

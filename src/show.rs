@@ -153,7 +153,11 @@ pub fn worker_stats_text(view: &NodeView) -> String {
             "    consumed {}  ignored_not_owner {}  steered_out {}  steered_in {}",
             c.consumed, c.ignored_not_owner, c.steered_out, c.steered_in
         );
-        let _ = writeln!(out, "    busy_polls {}  idle_polls {}", c.busy_polls, c.idle_polls);
+        let _ = writeln!(
+            out,
+            "    fast_path {}  busy_polls {}  idle_polls {}",
+            c.fast, c.busy_polls, c.idle_polls
+        );
         for r in DropReason::ALL {
             let n = c.drops[*r as usize];
             if n > 0 {

@@ -215,6 +215,7 @@ fn stats(v: &NodeView) -> Vec<(String, TelValue)> {
             d.push(u(&format!("tx_{}", side.name()), c.tx[side.index()]));
         }
         d.push(u("consumed", c.consumed));
+        d.push(u("fast_path", c.fast));
         d.push(u("ignored_not_owner", c.ignored_not_owner));
         d.push(u("steered_out", c.steered_out));
         d.push(u("steered_in", c.steered_in));

@@ -20,6 +20,9 @@ pub struct WorkerCounters {
     pub rx: [AtomicU64; 2],
     pub tx: [AtomicU64; 2],
     pub consumed: AtomicU64,
+    /// Packets the function's fast path decided (the rest went through
+    /// its general path): how much of the traffic is the common case.
+    pub fast: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
     /// RX bursts that returned at least one packet.
     pub busy_polls: AtomicU64,
@@ -45,6 +48,7 @@ pub struct CounterSnapshot {
     pub rx: [u64; 2],
     pub tx: [u64; 2],
     pub consumed: u64,
+    pub fast: u64,
     pub drops: [u64; DropReason::COUNT],
     pub busy_polls: u64,
     pub idle_polls: u64,
@@ -63,6 +67,7 @@ impl WorkerCounters {
             rx: [self.rx[0].load(Relaxed), self.rx[1].load(Relaxed)],
             tx: [self.tx[0].load(Relaxed), self.tx[1].load(Relaxed)],
             consumed: self.consumed.load(Relaxed),
+            fast: self.fast.load(Relaxed),
             drops,
             busy_polls: self.busy_polls.load(Relaxed),
             idle_polls: self.idle_polls.load(Relaxed),
@@ -99,6 +104,7 @@ impl CounterSnapshot {
             *a += b;
         }
         self.consumed += o.consumed;
+        self.fast += o.fast;
         self.busy_polls += o.busy_polls;
         self.idle_polls += o.idle_polls;
         self.ignored_not_owner += o.ignored_not_owner;
@@ -117,6 +123,7 @@ impl CounterSnapshot {
             *a = a.wrapping_sub(*b);
         }
         d.consumed = d.consumed.wrapping_sub(base.consumed);
+        d.fast = d.fast.wrapping_sub(base.fast);
         d.busy_polls = d.busy_polls.wrapping_sub(base.busy_polls);
         d.idle_polls = d.idle_polls.wrapping_sub(base.idle_polls);
         d.ignored_not_owner = d.ignored_not_owner.wrapping_sub(base.ignored_not_owner);

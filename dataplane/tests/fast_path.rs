@@ -72,8 +72,13 @@ fn arp_reply(mac: MacAddr) -> Vec<u8> {
 }
 
 /// Runs a standalone router worker while `frames` go into its inside port
-/// in one enqueue; returns what left each port once `done` holds.
-fn route(tag: &str, frames: &[Vec<u8>], done: impl Fn(&CounterSnapshot) -> bool) -> [Vec<Vec<u8>>; 2] {
+/// in one enqueue; returns what left each port once `done` holds, and the
+/// worker's counters then.
+fn route(
+    tag: &str,
+    frames: &[Vec<u8>],
+    done: impl Fn(&CounterSnapshot) -> bool,
+) -> ([Vec<Vec<u8>>; 2], CounterSnapshot) {
     let pool = common::pool(&format!("{tag}_pkts"), 511, DEFAULT_DATA_ROOM);
     let port = |what: &str| -> RingPort { ring_port(&format!("{tag}_{what}"), Some((256, 256)), 0, &pool) };
     let (inside, outside) = (port("in"), port("out"));
@@ -86,7 +91,7 @@ fn route(tag: &str, frames: &[Vec<u8>], done: impl Fn(&CounterSnapshot) -> bool)
     quit.store(true, Ordering::SeqCst);
     t.join().expect("worker");
     let sent = |p: &RingPort| p.take_sent(256).iter().map(|m| m.data().to_vec()).collect();
-    [sent(&inside), sent(&outside)]
+    ([sent(&inside), sent(&outside)], shared.counters.snapshot())
 }
 
 #[test]
@@ -101,7 +106,10 @@ fn a_neighbours_new_mac_reaches_the_very_next_packet_and_every_packet_leaves_in_
         arp_reply(HOST_A),          // back to A
         udp([10, 10, 1, 5], 64, 8), // to A
     ];
-    let [inside, outside] = route("fp_order", &frames, |c| c.tx[0] + c.tx[1] == 6 && c.consumed == 2);
+    let ([inside, outside], c) = route("fp_order", &frames, |c| c.tx[0] + c.tx[1] == 6 && c.consumed == 2);
+    // Whatever the burst boundaries: 1, 3, 4, 6 and 8 (the ARP replies
+    // and the TTL-1 packet are the general path's).
+    assert_eq!(c.fast, 5, "packets the fast path decided");
     // Routed: TTL 63, from the virtual MAC, to the MAC known at that point.
     let routed = |f: &Vec<u8>| (MacAddr(f[0..6].try_into().unwrap()), f[22], f[42]);
     assert_eq!(
@@ -127,7 +135,8 @@ fn a_burst_the_fast_path_takes_whole_leaves_in_order_on_both_sides() {
             udp(dst, 64, i)
         })
         .collect();
-    let [inside, outside] = route("fp_whole", &frames, |c| c.tx[0] + c.tx[1] == 96);
+    let ([inside, outside], c) = route("fp_whole", &frames, |c| c.tx[0] + c.tx[1] == 96);
+    assert_eq!(c.fast, 96);
     let tags = |v: &Vec<Vec<u8>>| v.iter().map(|f| f[42]).collect::<Vec<u8>>();
     assert_eq!(tags(&outside), (0..96).filter(|i| i % 3 == 0).collect::<Vec<u8>>());
     assert_eq!(tags(&inside), (0..96).filter(|i| i % 3 != 0).collect::<Vec<u8>>());
@@ -149,7 +158,8 @@ fn what_the_fast_path_declines_is_dropped_by_its_reason() {
     ];
     let drops =
         |c: &CounterSnapshot| c.drops[DropReason::BadChecksum as usize] + c.drops[DropReason::Truncated as usize];
-    let [inside, outside] = route("fp_drops", &frames, |c| c.tx[1] == 2 && drops(c) == 2);
+    let ([inside, outside], c) = route("fp_drops", &frames, |c| c.tx[1] == 2 && drops(c) == 2);
+    assert_eq!(c.fast, 2);
     assert!(inside.is_empty());
     assert_eq!(outside.iter().map(|f| f[42]).collect::<Vec<_>>(), [1, 4]);
 }

@@ -500,12 +500,13 @@ impl<F: NetworkFunction> Worker<F> {
     fn fast_prefix(&mut self, pkts: &mut [Mbuf], ctx: &PacketCtx, outs: &mut [Side; MAX_BURST]) -> usize {
         let mut k = 0;
         for (m, out) in pkts.iter_mut().zip(outs.iter_mut()) {
-            match self.fast(m, ctx) {
+            match self.fast_path(m, ctx) {
                 Some(o) => *out = o,
                 None => break,
             }
             k += 1;
         }
+        bump(&self.shared.counters.fast, k as u64);
         k
     }
 
@@ -582,8 +583,19 @@ impl<F: NetworkFunction> Worker<F> {
 
     /// The function's fast path ([`NetworkFunction::fast`]) over one
     /// single-segment packet: its egress, or None for [`Worker::verdict`].
+    /// Counted.
     #[inline(always)]
     fn fast(&mut self, m: &mut Mbuf, ctx: &PacketCtx) -> Option<Side> {
+        let out = self.fast_path(m, ctx);
+        if out.is_some() {
+            bump(&self.shared.counters.fast, 1);
+        }
+        out
+    }
+
+    /// [`Worker::fast`] without the count (a burst counts its own).
+    #[inline(always)]
+    fn fast_path(&mut self, m: &mut Mbuf, ctx: &PacketCtx) -> Option<Side> {
         if F::BURST_VERDICT || m.nb_segs() != 1 {
             return None;
         }

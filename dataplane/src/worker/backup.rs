@@ -317,10 +317,6 @@ impl<F: NetworkFunction> Worker<F> {
                     bump(&self.shared.counters.steered_in, 1);
                 }
                 let ctx = PacketCtx::with_flags(side, h.time_ns, flags);
-                if let Some(out) = self.fast(&mut m, &ctx) {
-                    st.shadow.push(h.seq, (out, m));
-                    return;
-                }
                 match self.verdict(&mut m, &ctx) {
                     Verdict::Forward(out) => st.shadow.push(h.seq, (out, m)),
                     Verdict::Replaced { out, dropped } => {

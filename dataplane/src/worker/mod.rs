@@ -565,9 +565,6 @@ impl<F: NetworkFunction> Worker<F> {
     /// The function over one packet; the packet ends in a TX batch or freed.
     #[inline]
     fn process_one(&mut self, mut m: Mbuf, ctx: &PacketCtx, tx: &mut [TxBatch<MAX_BURST>; 2]) {
-        if let Some(out) = self.fast(&mut m, ctx) {
-            return push_or_drop(&mut tx[out.index()], m, &self.shared.counters);
-        }
         let verdict = self.verdict(&mut m, ctx);
         let counters = &self.shared.counters;
         match verdict {
@@ -582,18 +579,8 @@ impl<F: NetworkFunction> Worker<F> {
     }
 
     /// The function's fast path ([`NetworkFunction::fast`]) over one
-    /// single-segment packet: its egress, or None for [`Worker::verdict`].
-    /// Counted.
-    #[inline(always)]
-    fn fast(&mut self, m: &mut Mbuf, ctx: &PacketCtx) -> Option<Side> {
-        let out = self.fast_path(m, ctx);
-        if out.is_some() {
-            bump(&self.shared.counters.fast, 1);
-        }
-        out
-    }
-
-    /// [`Worker::fast`] without the count (a burst counts its own).
+    /// single-segment packet of a burst: its egress, or None (uncounted: the
+    /// burst counts what it took).
     #[inline(always)]
     fn fast_path(&mut self, m: &mut Mbuf, ctx: &PacketCtx) -> Option<Side> {
         if F::BURST_VERDICT || m.nb_segs() != 1 {
@@ -602,7 +589,8 @@ impl<F: NetworkFunction> Worker<F> {
         self.nf.fast(m.data_mut(), ctx)
     }
 
-    /// The function's verdict on one packet (rewriting it in place).
+    /// The function's verdict on one packet (rewriting it in place): its
+    /// fast path's when it takes the packet, else its general path's.
     #[inline]
     fn verdict(&mut self, m: &mut Mbuf, ctx: &PacketCtx) -> Verdict {
         if F::BURST_VERDICT {
@@ -610,6 +598,10 @@ impl<F: NetworkFunction> Worker<F> {
         }
         if m.nb_segs() != 1 {
             return Verdict::Drop(DropReason::MultiSegment);
+        }
+        if let Some(out) = self.nf.fast(m.data_mut(), ctx) {
+            bump(&self.shared.counters.fast, 1);
+            return Verdict::Forward(out);
         }
         let mut frame = m.frame();
         self.nf.process(&mut frame, ctx)

@@ -204,4 +204,12 @@ pub trait NetworkFunction: Send + 'static {
     fn fast(&mut self, _data: &mut [u8], _ctx: &PacketCtx) -> Option<Side> {
         None
     }
+
+    /// What [`NetworkFunction::process`] does with a frame
+    /// [`NetworkFunction::fast`] declined. A function whose `process` tries
+    /// its fast path first gives the rest here, so the worker, which has
+    /// just tried it, does not try it twice.
+    fn process_general(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
+        self.process(frame, ctx)
+    }
 }

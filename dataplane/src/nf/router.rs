@@ -445,21 +445,6 @@ impl<L: RouteLookup> Router<L> {
         Some(route.side)
     }
 
-    /// [`NetworkFunction::process`] without the fast path: what the fast
-    /// path must agree with, verdict, bytes and state (the tests and the
-    /// `nat_router` fuzz target hold it to that).
-    pub fn process_general(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
-        let ethertype = match EthernetFrame::new_checked(frame.data()) {
-            Ok(e) => e.ethertype(),
-            Err(_) => return Verdict::Drop(DropReason::Truncated),
-        };
-        match ethertype {
-            EtherType::IPV4 => self.ipv4_general(frame, ctx),
-            EtherType::ARP => self.arp_in(frame, ctx),
-            _ => Verdict::Drop(DropReason::NotIpv4),
-        }
-    }
-
     fn ipv4_general(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
         let (dst, ttl) = {
             let d = frame.data();
@@ -647,6 +632,21 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
             return Verdict::Forward(out);
         }
         self.process_general(frame, ctx)
+    }
+
+    /// `process` without the fast path: also what the fast path must agree
+    /// with, verdict, bytes and state (the tests and the `nat_router` fuzz
+    /// target hold it to that).
+    fn process_general(&mut self, frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {
+        let ethertype = match EthernetFrame::new_checked(frame.data()) {
+            Ok(e) => e.ethertype(),
+            Err(_) => return Verdict::Drop(DropReason::Truncated),
+        };
+        match ethertype {
+            EtherType::IPV4 => self.ipv4_general(frame, ctx),
+            EtherType::ARP => self.arp_in(frame, ctx),
+            _ => Verdict::Drop(DropReason::NotIpv4),
+        }
     }
 }
 

@@ -604,7 +604,7 @@ impl<F: NetworkFunction> Worker<F> {
             return Verdict::Forward(out);
         }
         let mut frame = m.frame();
-        self.nf.process(&mut frame, ctx)
+        self.nf.process_general(&mut frame, ctx)
     }
 
     /// Sends each egress batch if this node owns the queue; frees it if not.

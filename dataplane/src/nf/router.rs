@@ -436,12 +436,7 @@ impl<L: RouteLookup> Router<L> {
         if let (Some(hit), Some(nat)) = (hit, self.nat.as_mut()) {
             nat.apply_fast(hit, &mut d[ETH_LEN..], ctx.now_ns);
         }
-        let h: &mut [u8; FAST_SPAN] = d.get_mut(..FAST_SPAN)?.try_into().ok()?;
-        h[22] -= 1;
-        let c = checksum::after_ttl_decrement(u16::from_be_bytes([h[24], h[25]]));
-        h[24..26].copy_from_slice(&c.to_be_bytes());
-        h[..6].copy_from_slice(&mac.0);
-        h[6..12].copy_from_slice(&self.cfg.vmac.0);
+        self.to_next_hop(d, mac);
         Some(route.side)
     }
 

@@ -245,15 +245,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         self.set_checksum(c);
     }
 
-    /// Decrements TTL and patches the checksum incrementally (RFC 1624).
-    /// The caller checks `ttl() > 1` first.
+    /// Decrements TTL and patches the checksum incrementally (RFC 1624,
+    /// [`checksum::after_ttl_decrement`]). The caller checks `ttl() > 1`
+    /// first.
     #[inline(always)]
     pub fn decrement_ttl(&mut self) {
         let b = self.buffer.as_mut();
-        let old = get_u16(b, field::TTL); // TTL and protocol share a word
         b[field::TTL] = b[field::TTL].wrapping_sub(1);
-        let new = get_u16(b, field::TTL);
-        let c = checksum::update16(get_u16(b, field::CHECKSUM), old, new);
+        let c = checksum::after_ttl_decrement(get_u16(b, field::CHECKSUM));
         set_u16(b, field::CHECKSUM, c);
     }
 

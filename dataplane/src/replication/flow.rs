@@ -97,54 +97,39 @@ impl AckBoard {
     /// The lowest sequence acknowledged for `shard` by a synchronized backup
     /// heard within `hold_ns` of `now_ns`; `None` when there is none.
     pub fn lowest_fresh(&self, shard: u16, now_ns: u64, hold_ns: u64) -> Option<u64> {
-        let shard = shard as usize;
-        if shard >= MAX_SHARDS {
-            return None;
-        }
-        let mut lowest = None;
-        for (slot, node) in self.nodes.iter().enumerate() {
-            if node.load(Ordering::Relaxed) == 0 {
-                continue;
-            }
-            let cell = &self.cells[slot * MAX_SHARDS + shard];
-            let at = cell.at_ns.load(Ordering::Acquire);
-            if at == 0 || now_ns.saturating_sub(at) > hold_ns {
-                continue;
-            }
-            let seq = cell.seq.load(Ordering::Relaxed);
-            if seq & UNSYNCED != 0 {
-                continue;
-            }
-            lowest = Some(lowest.map_or(seq, |l: u64| l.min(seq)));
-        }
-        lowest
+        self.entries(shard)
+            .filter(|e| e.synced && now_ns.saturating_sub(e.at_ns) <= hold_ns)
+            .map(|e| e.seq)
+            .min()
     }
 
     /// Every backup's last acknowledgment of `shard`, as heard (for
     /// `show sync`): whether it is waited for is [`Self::lowest_fresh`]'s
     /// business.
     pub fn heard(&self, shard: u16) -> Vec<AckEntry> {
+        self.entries(shard).collect()
+    }
+
+    /// The acknowledgments of `shard` the board holds, slot by slot (none
+    /// for a shard past its end).
+    fn entries(&self, shard: u16) -> impl Iterator<Item = AckEntry> + '_ {
         let shard = shard as usize;
-        if shard >= MAX_SHARDS {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        for (slot, node) in self.nodes.iter().enumerate() {
+        let slots = if shard < MAX_SHARDS { MAX_BACKUPS } else { 0 };
+        self.nodes[..slots].iter().enumerate().filter_map(move |(slot, node)| {
             let node = node.load(Ordering::Relaxed);
             let cell = &self.cells[slot * MAX_SHARDS + shard];
             let at_ns = cell.at_ns.load(Ordering::Acquire);
             if node == 0 || at_ns == 0 {
-                continue;
+                return None;
             }
             let seq = cell.seq.load(Ordering::Relaxed);
-            out.push(AckEntry {
+            Some(AckEntry {
                 node: node as u32,
                 seq: seq & !UNSYNCED,
                 synced: seq & UNSYNCED == 0,
                 at_ns,
-            });
-        }
-        out
+            })
+        })
     }
 
     /// The slot of `node`, claimed on its first acknowledgment.

@@ -398,6 +398,11 @@ fn seq_of(m: &Mbuf) -> (FrameType, ReplHeader) {
     (f.frame_type(), f.header())
 }
 
+/// The DATA frames of `frames` (no keepalive or other marker), in order.
+fn data_frames(frames: Vec<Mbuf>) -> Vec<Mbuf> {
+    frames.into_iter().filter(|m| seq_of(m).0 == FrameType::Data).collect()
+}
+
 #[test]
 fn primary_replicates_in_order_and_a_backup_takeover_resends_exactly_what_tx_done_had_not_covered() {
     let pkts = pool("pb_pkts", 4095, DEFAULT_DATA_ROOM);
@@ -439,7 +444,7 @@ fn primary_replicates_in_order_and_a_backup_takeover_resends_exactly_what_tx_don
     // The backup gets every DATA frame but not the keepalives: it believes
     // the primary transmitted up to the tx_done of the last DATA frame only.
     let last_data_tx_done = data.last().unwrap().1;
-    let only_data: Vec<Mbuf> = frames.into_iter().filter(|m| seq_of(m).0 == FrameType::Data).collect();
+    let only_data = data_frames(frames);
     assert!(b.rep.inject(linearized(&pkts, only_data)).is_empty());
     wait("backup processed 40", || {
         b.shared.repl.last_seq.load(Ordering::Relaxed) == 40
@@ -510,12 +515,7 @@ fn a_lost_replication_frame_is_a_counted_gap_and_unsynchronizes_the_backup() {
         .inject((1..=10).map(|i| frame(&pkts, 300, i)).collect())
         .is_empty());
     wait("replicas", || p.rep.queued() >= 10);
-    let mut frames: Vec<Mbuf> = p
-        .rep
-        .take_sent(64)
-        .into_iter()
-        .filter(|m| seq_of(m).0 == FrameType::Data)
-        .collect();
+    let mut frames = data_frames(p.rep.take_sent(64));
     let lost = frames.remove(4); // seq 5
     assert_eq!(seq_of(&lost).1.seq, 5);
     drop(lost);
@@ -721,12 +721,7 @@ fn thirty_small_packets_in_batches(tag: &str, opts: Opts) -> Vec<Vec<(FrameType,
         p.shared.counters.snapshot().tx[Side::Outside.index()] == 30
     });
     std::thread::sleep(Duration::from_millis(20));
-    let frames: Vec<Mbuf> = p
-        .rep
-        .take_sent(64)
-        .into_iter()
-        .filter(|m| seq_of(m).0 == FrameType::Data)
-        .collect();
+    let frames = data_frames(p.rep.take_sent(64));
     let records = frames.iter().map(records_of).collect();
     assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
     wait("backup processed 30", || {
@@ -923,12 +918,7 @@ fn a_backup_acknowledges_the_last_sequence_it_processed_with_its_node_id() {
         .inject((1..=40).map(|i| frame(&pkts, 300, i)).collect())
         .is_empty());
     wait("replicas", || p.rep.queued() >= 40);
-    let data: Vec<Mbuf> = p
-        .rep
-        .take_sent(64)
-        .into_iter()
-        .filter(|m| seq_of(m).0 == FrameType::Data)
-        .collect();
+    let data = data_frames(p.rep.take_sent(64));
     assert_eq!(data.len(), 40);
     assert!(b.rep.inject(linearized(&pkts, data)).is_empty());
     wait("backup at 40", || b.shared.repl.last_seq.load(Ordering::Relaxed) == 40);

@@ -15,12 +15,13 @@ use crossbeam::channel::{unbounded, Sender};
 use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
 use dataplane::dpdk::ring::RingPort;
 use dataplane::dpdk::{Mbuf, Mempool};
-use dataplane::nf::{Forward, Side};
+use dataplane::nf::route::RustLpm;
+use dataplane::nf::{Forward, NetworkFunction, Router, Side};
 use dataplane::ownership::TxOwnership;
 use dataplane::replication::builder::{build_data, build_marker, Batch, HEADER_DATA_ROOM};
 use dataplane::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN, HEADER_LEN};
 use dataplane::wire::replication::{AckBody, DataHeaderTemplate};
-use dataplane::wire::MacAddr;
+use dataplane::wire::{checksum, MacAddr};
 use dataplane::worker::{
     Announce, Mode, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
 };
@@ -243,9 +244,21 @@ impl Node {
         Node::start_in(tag, node_id, [pkts, headers, clones], opts, signals)
     }
 
-    /// One worker (shard `opts.shard`) of a node whose workers share
-    /// `signals`; `pools`: packets, headers, clones.
+    /// One `forward` worker (shard `opts.shard`) of a node whose workers
+    /// share `signals`; `pools`: packets, headers, clones.
     fn start_in(tag: &str, node_id: u32, pools: [&Arc<Mempool>; 3], opts: Opts, signals: Arc<NodeSignals>) -> Node {
+        Node::start_nf(tag, node_id, pools, opts, signals, Forward)
+    }
+
+    /// [`Node::start_in`] running `nf`.
+    fn start_nf<F: NetworkFunction>(
+        tag: &str,
+        node_id: u32,
+        pools: [&Arc<Mempool>; 3],
+        opts: Opts,
+        signals: Arc<NodeSignals>,
+        nf: F,
+    ) -> Node {
         let [pkts, headers, clones] = pools;
         let Opts {
             rep_rx_slots,
@@ -264,7 +277,7 @@ impl Node {
         let quit = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             shard,
-            nf: Forward,
+            nf,
             data: common::data_queues(&inside, &outside),
             burst: 32,
             idle_sleep_us: 50,
@@ -762,6 +775,112 @@ fn a_jumbo_batch_of_twenty_records_is_unpacked_whole_and_in_order() {
     assert_eq!(data.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![20, 10]);
     let seqs: Vec<u64> = data.iter().flatten().map(|r| r.1.seq).collect();
     assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+}
+
+/// UDP from 10.10.1.2 to 10.10.2.2, a host behind the test router's
+/// outside port, its payload's first four bytes `id`.
+fn routed_udp(p: &Mempool, id: u32) -> Mbuf {
+    let mut f = [0u8; 60];
+    f[0..6].copy_from_slice(&[2, 0, 0x5e, 0, 1, 1]);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 1, 2]);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&46u16.to_be_bytes());
+    f[22] = 64;
+    f[23] = 17;
+    f[26..30].copy_from_slice(&[10, 10, 1, 2]);
+    f[30..34].copy_from_slice(&[10, 10, 2, 2]);
+    let c = checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f[34..36].copy_from_slice(&4000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&9000u16.to_be_bytes());
+    f[38..40].copy_from_slice(&26u16.to_be_bytes());
+    f[42..46].copy_from_slice(&id.to_be_bytes());
+    common::mbuf_of(p, &f)
+}
+
+#[test]
+fn a_backup_router_rewrites_batched_records_where_they_lie_and_a_takeover_resends_them_as_the_primary_sent_them() {
+    let pkts = pool("hb_pkts", 4095, DEFAULT_DATA_ROOM);
+    let headers = pool("hb_hdr", 2047, HEADER_DATA_ROOM);
+    let clones = pool("hb_cln", 2047, 0);
+    let server = MacAddr([2, 0, 0, 0, 2, 2]);
+    let cfg = common::router_config(None, vec![(Ipv4Addr::new(10, 10, 2, 2), server, Side::Outside)]);
+    let start = |tag: &str, node| {
+        let router = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes)));
+        let signals = Arc::new(NodeSignals::default());
+        Node::start_nf(tag, node, [&pkts, &headers, &clones], Opts::default(), signals, router)
+    };
+    let (mut p, b) = (start("hba", 1), start("hbb", 2));
+    b.command(
+        WorkerCmd::BecomeBackup {
+            epoch: 1,
+            diverged: false,
+        },
+        false,
+    );
+    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
+    wait("primary mode", || p.shared.repl.mode() == Some(Mode::Primary));
+
+    // Two bursts: 10 packets, then 20 whose records carry tx_done 10.
+    let routed = |p: &Node, n: u64| p.shared.counters.snapshot().tx[Side::Outside.index()] == n;
+    assert!(p
+        .inside
+        .inject((1..=10).map(|i| routed_udp(&pkts, i)).collect())
+        .is_empty());
+    wait("10 routed", || routed(&p, 10));
+    assert!(p
+        .inside
+        .inject((11..=30).map(|i| routed_udp(&pkts, i)).collect())
+        .is_empty());
+    wait("30 routed", || routed(&p, 30));
+    let sent: Vec<Vec<u8>> = p.outside.take_sent(64).iter().map(|m| m.copy_to_vec()).collect();
+    assert_eq!(
+        sent.iter().map(|f| id_of(f)).collect::<Vec<_>>(),
+        (1..=30).collect::<Vec<_>>()
+    );
+    assert!(
+        sent.iter().all(|f| f[0..6] == server.0 && f[22] == 63),
+        "routed: next hop's MAC, TTL 63"
+    );
+
+    std::thread::sleep(Duration::from_millis(20));
+    let frames = data_frames(p.rep.take_sent(64));
+    let records: Vec<_> = frames.iter().map(records_of).collect();
+    assert_eq!(records.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![10, 15, 5]);
+    assert_eq!(records[2][4].1.tx_done, 10);
+    assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
+    wait("backup processed 30", || {
+        b.shared.repl.last_seq.load(Ordering::Relaxed) == 30
+    });
+    assert_eq!(b.shared.repl.shadow_len.load(Ordering::Relaxed), 20);
+    assert_eq!(
+        b.shared.counters.snapshot().fast,
+        30,
+        "every record taken by the fast path where it lies"
+    );
+    assert!(b.outside.take_sent(64).is_empty(), "a backup transmits nothing");
+
+    p.stop();
+    b.command(WorkerCmd::BecomePrimary { epoch: 2 }, true);
+    wait("takeover", || {
+        b.shared.repl.takeover_done_ns.load(Ordering::Relaxed) > 0
+    });
+    let resent: Vec<Vec<u8>> = b
+        .outside
+        .take_sent(64)
+        .iter()
+        .map(|m| m.copy_to_vec())
+        .filter(|f| f[12..14] == [0x08, 0x00])
+        .collect();
+    assert_eq!(
+        resent,
+        sent[10..],
+        "packets 11..=30 byte for byte as the primary sent them"
+    );
+    assert_eq!(b.shared.repl.takeover_replayed.load(Ordering::Relaxed), 20);
+    drop((p, b));
+    assert_eq!(pkts.in_use(), 0, "every batch frame the backup held was freed");
 }
 
 // Flow control: the backups' ACKs, and a primary that runs at most a

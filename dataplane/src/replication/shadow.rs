@@ -32,6 +32,12 @@ impl<T> ShadowRing<T> {
         self.q.is_empty()
     }
 
+    /// The sequence of the oldest entry.
+    #[inline]
+    pub fn oldest(&self) -> Option<u64> {
+        self.q.front().map(|(s, _)| *s)
+    }
+
     /// Adds the egress of `seq`; a full ring drops its oldest entry (counted).
     #[inline]
     pub fn push(&mut self, seq: u64, item: T) {

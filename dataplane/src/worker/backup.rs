@@ -5,8 +5,10 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{ReplState, Scratch, Worker, MAX_BURST};
+use super::held::Egress;
+use super::{InPlace, ReplState, Scratch, Worker, MAX_BURST};
 use crate::clock::TscClock;
+use crate::dpdk::mbuf::MbufStash;
 use crate::dpdk::{Mbuf, Mempool};
 use crate::nf::DropReason;
 use crate::nf::{NetworkFunction, Owner, PacketCtx, Side, Verdict};
@@ -120,7 +122,12 @@ impl<F: NetworkFunction> Worker<F> {
         let replay = self.repl.as_ref().map(|r| r.settings.replay).unwrap_or(0);
         let freed = &mut st.freed;
         st.shadow
-            .release_upto_with(st.tx_done_seen.saturating_sub(replay), |(_, m)| freed.push(m));
+            .release_upto_with(st.tx_done_seen.saturating_sub(replay), |e| {
+                if let Egress::Own(_, m) = e {
+                    freed.push(m);
+                }
+            });
+        st.held.release_before(st.shadow.oldest(), &mut st.freed);
         Mbuf::free_bulk(&mut st.freed);
         n
     }
@@ -184,7 +191,7 @@ impl<F: NetworkFunction> Worker<F> {
                 return;
             }
             let hash = frame_hash(m.data());
-            self.backup_record(t, h, marker, Some((m, hash)), st, now);
+            self.backup_record((t, h, marker, Some((Body::Own(m), hash))), None, pool, st, now);
             return;
         }
         // A batch: the function's prefetch passes over its packets first,
@@ -202,61 +209,70 @@ impl<F: NetworkFunction> Worker<F> {
                 }
             }
         }
-        // Each DATA record gets an mbuf of its own: a chunk of records is
-        // copied out, then processed. Processed right after its copy, a
-        // record's first bytes would be read back before the copy's stores
-        // landed (a store-forwarding stall per record).
+        // A plain DATA record is processed where it lies (module `held`);
+        // one that must leave the batch gets an mbuf of its own. A chunk of
+        // records is decoded (and those copied out), then processed:
+        // processed right after its copy, a record's first bytes would be
+        // read back before the copy's stores landed (a store-forwarding
+        // stall per record).
+        let id = st.held.next_id();
+        let mut held_upto = None;
         let mut chunk: [Option<Record>; RECORD_CHUNK] = [const { None }; RECORD_CHUNK];
         for group in records[..count].chunks(RECORD_CHUNK) {
             for (slot, &(off, len)) in chunk.iter_mut().zip(group) {
                 let start = ETH_LEN + off as usize;
                 let (t, h, marker) = header_of(&m.data()[start..]);
                 let body = if t == FrameType::Data {
-                    let Some(mut copy) = st.record_stash.take(pool) else {
-                        self.shared.counters.drop(DropReason::NoMbuf, 1);
-                        // The record is lost to this backup: a gap it will see.
-                        continue;
-                    };
-                    let src = &m.data()[start + HEADER_LEN..start + HEADER_LEN + len as usize];
-                    // Hashed where it lies, before the copy: the copy's stores
-                    // are not waited for.
+                    let at = start + HEADER_LEN;
+                    let src = &m.data()[at..at + len as usize];
+                    // Hashed where it lies, as received (before the function
+                    // rewrites it, and before a copy's stores).
                     let hash = frame_hash(src);
-                    match copy.extend(len as usize) {
-                        Some(dst) => dst.copy_from_slice(src),
-                        None => {
-                            bump(&self.shared.repl.malformed, 1);
+                    if h.ingress & !ingress::PORT_MASK == 0 {
+                        Some((Body::InBatch { start: at as u16, len }, hash))
+                    } else {
+                        let Some(copy) = copy_out(src, &mut st.record_stash, pool) else {
+                            self.shared.counters.drop(DropReason::NoMbuf, 1);
+                            // The record is lost to this backup: a gap it will see.
                             continue;
-                        }
+                        };
+                        Some((Body::Own(copy), hash))
                     }
-                    Some((copy, hash))
                 } else {
                     None
                 };
                 *slot = Some((t, h, marker, body));
             }
             for slot in chunk.iter_mut().take(group.len()) {
-                if let Some((t, h, marker, body)) = slot.take() {
-                    self.backup_record(t, h, marker, body, st, now);
+                if let Some(rec) = slot.take() {
+                    let seq = rec.1.seq;
+                    if self.backup_record(rec, Some((&mut m, id)), pool, st, now) {
+                        held_upto = Some(seq);
+                    }
                 }
             }
         }
+        if let Some(last) = held_upto {
+            st.held.hold(last, m);
+        }
     }
 
-    /// One record: a DATA record comes with the frame it carries and the
-    /// frame's hash.
+    /// One record: a DATA record comes with the frame it carries (its own
+    /// mbuf, or a range of `batch`, the batch frame it came in and the
+    /// identifier it is held under) and the frame's hash. Returns whether
+    /// its egress stays in `batch`.
     fn backup_record(
         &mut self,
-        t: FrameType,
-        h: ReplHeader,
-        marker: [u8; MARKER_BODY],
-        body: Option<(Mbuf, u64)>,
+        (t, h, marker, body): Record,
+        batch: Option<(&mut Mbuf, u64)>,
+        pool: &Mempool,
         st: &mut ReplState,
         now: u64,
-    ) {
+    ) -> bool {
         let r = &self.shared.repl;
         if h.epoch < st.epoch {
             bump(&r.stale_epoch, 1);
-            return;
+            return false;
         }
         if h.epoch > st.epoch {
             st.epoch = h.epoch;
@@ -268,17 +284,23 @@ impl<F: NetworkFunction> Worker<F> {
         match t {
             FrameType::Data => {
                 bump(&r.frames_rx, 1);
-                let Some((mut m, hash)) = body else { return };
+                let Some((body, hash)) = body else { return false };
                 if st.tracker.on_data(h.seq) == SeqVerdict::Old {
-                    return;
+                    return false;
                 }
                 let flags = h.ingress & !ingress::PORT_MASK;
                 let side = Side::from_index((h.ingress & ingress::PORT_MASK) as usize);
                 let Some(side) = side.filter(|_| flags & !ingress::FLAGS == 0) else {
                     bump(&r.malformed, 1);
-                    return;
+                    return false;
                 };
+                // Only a plain record (no flag) stays in its batch.
+                if matches!(body, Body::InBatch { .. }) && (flags != 0 || batch.is_none()) {
+                    bump(&r.malformed, 1);
+                    return false;
+                }
                 if flags & ingress::HANDED_OFF != 0 {
+                    let Body::Own(m) = body else { return false };
                     // Processed by the shard it was handed to, in its own
                     // stream: until that shard's replica settles it, the
                     // packet waits in the ledger. The replica's own bytes
@@ -294,7 +316,7 @@ impl<F: NetworkFunction> Worker<F> {
                         l.park(owner, hash, (side, m), now);
                     }
                     bump(&self.shared.counters.steered_out, 1);
-                    return;
+                    return false;
                 }
                 if flags & ingress::STEERED == 0 {
                     // Its copy, if this backup got one, is in this shard's
@@ -307,7 +329,12 @@ impl<F: NetworkFunction> Worker<F> {
                     }
                 }
                 if F::TRANSPARENT_L2 {
-                    if let Ok(e) = EthernetFrame::new_checked(m.data()) {
+                    let bytes = match (&body, &batch) {
+                        (Body::Own(m), _) => m.data(),
+                        (Body::InBatch { start, len }, Some((b, _))) => &b.data()[span(*start, *len)],
+                        (Body::InBatch { .. }, None) => &[],
+                    };
+                    if let Ok(e) = EthernetFrame::new_checked(bytes) {
                         st.macs[side.index()].learn(e.src());
                     }
                 }
@@ -317,19 +344,40 @@ impl<F: NetworkFunction> Worker<F> {
                     bump(&self.shared.counters.steered_in, 1);
                 }
                 let ctx = PacketCtx::with_flags(side, h.time_ns, flags);
-                match self.verdict(&mut m, &ctx) {
-                    Verdict::Forward(out) => st.shadow.push(h.seq, (out, m)),
-                    Verdict::Replaced { out, dropped } => {
-                        self.shared.counters.drop(dropped, 1);
-                        st.shadow.push(h.seq, (out, m));
+                let mut m = match (body, batch) {
+                    (Body::Own(mut m), _) => {
+                        let v = self.verdict(&mut m, &ctx);
+                        self.keep(h.seq, v, m, st);
+                        return false;
                     }
-                    Verdict::Drop(reason) => self.shared.counters.drop(reason, 1),
-                    Verdict::Consumed => bump(&self.shared.counters.consumed, 1),
-                }
+                    (Body::InBatch { start, len }, Some((b, batch))) => {
+                        let data = &mut b.data_mut()[span(start, len)];
+                        match self.verdict_in_place(data, &ctx) {
+                            InPlace::Out(out) => {
+                                st.shadow.push(h.seq, Egress::InBatch { out, batch, start, len });
+                                return true;
+                            }
+                            InPlace::Done => return false,
+                            // The general path, on a copy of its own.
+                            InPlace::General => match copy_out(data, &mut st.record_stash, pool) {
+                                Some(m) => m,
+                                None => {
+                                    self.shared.counters.drop(DropReason::NoMbuf, 1);
+                                    return false;
+                                }
+                            },
+                        }
+                    }
+                    (Body::InBatch { .. }, None) => return false,
+                };
+                let v = self.verdict_general(&mut m, &ctx);
+                self.keep(h.seq, v, m, st);
+                false
             }
             FrameType::Keepalive => {
                 bump(&r.keepalives_rx, 1);
                 st.tracker.on_marker(h.seq);
+                false
             }
             FrameType::Switchover => {
                 st.tracker.on_marker(h.seq);
@@ -337,15 +385,35 @@ impl<F: NetworkFunction> Worker<F> {
                 if self.repl.as_ref().is_some_and(|p| p.settings.node_id == target) {
                     st.switchover_for = target;
                 }
+                false
             }
             FrameType::Audit => {
                 st.tracker.on_marker(h.seq);
                 self.audit(&marker, h.seq, st);
+                false
             }
             // The checkpoint protocol's frame: not built yet.
-            FrameType::SyncMark => st.tracker.on_marker(h.seq),
+            FrameType::SyncMark => {
+                st.tracker.on_marker(h.seq);
+                false
+            }
             // Taken out in `backup_frame`.
-            FrameType::Ack => {}
+            FrameType::Ack => false,
+        }
+    }
+
+    /// Keeps a record's egress in the shadow ring, or counts why there is
+    /// none.
+    #[inline]
+    fn keep(&self, seq: u64, v: Verdict, m: Mbuf, st: &mut ReplState) {
+        match v {
+            Verdict::Forward(out) => st.shadow.push(seq, Egress::Own(out, m)),
+            Verdict::Replaced { out, dropped } => {
+                self.shared.counters.drop(dropped, 1);
+                st.shadow.push(seq, Egress::Own(out, m));
+            }
+            Verdict::Drop(reason) => self.shared.counters.drop(reason, 1),
+            Verdict::Consumed => bump(&self.shared.counters.consumed, 1),
         }
     }
 
@@ -387,8 +455,31 @@ impl<F: NetworkFunction> Worker<F> {
 /// target (4 bytes), an [`AuditBody`] (16).
 const MARKER_BODY: usize = AuditBody::LEN;
 
-/// A record decoded and copied out of its batch, waiting to be processed.
-type Record = (FrameType, ReplHeader, [u8; MARKER_BODY], Option<(Mbuf, u64)>);
+/// Where a DATA record's frame is.
+enum Body {
+    /// In an mbuf of its own.
+    Own(Mbuf),
+    /// Bytes `start..start + len` of the batch frame it came in.
+    InBatch { start: u16, len: u16 },
+}
+
+/// Bytes `start..start + len`.
+#[inline]
+fn span(start: u16, len: u16) -> std::ops::Range<usize> {
+    start as usize..start as usize + len as usize
+}
+
+/// A record decoded, waiting to be processed: type, header, the start of a
+/// marker's body, and a DATA record's frame with its hash.
+type Record = (FrameType, ReplHeader, [u8; MARKER_BODY], Option<(Body, u64)>);
+
+/// `src` in a fresh mbuf of the stash.
+#[inline]
+fn copy_out(src: &[u8], stash: &mut MbufStash, pool: &Mempool) -> Option<Mbuf> {
+    let mut copy = stash.take(pool)?;
+    copy.extend(src.len())?.copy_from_slice(src);
+    Some(copy)
+}
 
 /// Records copied out of a batch before the first of them is processed.
 const RECORD_CHUNK: usize = 16;

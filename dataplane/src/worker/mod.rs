@@ -20,6 +20,7 @@
 
 pub mod announce;
 pub mod backup;
+mod held;
 pub mod primary;
 pub mod status;
 pub mod steer;
@@ -50,6 +51,7 @@ use crate::replication::shadow::ShadowRing;
 use crate::replication::window::IngressWindow;
 use crate::stats::{bump, new_latency_histogram, LatencyShared, WorkerCounters};
 use crate::wire::MacAddr;
+use held::{Egress, HeldBatches};
 
 pub use status::{Mode, ReplStatus};
 pub use steer::Steering;
@@ -228,6 +230,16 @@ pub(crate) struct Scratch {
     pub latency: Histogram<u64>,
 }
 
+/// [`Worker::verdict_in_place`]'s answer.
+pub(crate) enum InPlace {
+    /// Leaves on this side, rewritten where it lies.
+    Out(Side),
+    /// Dropped or consumed (counted).
+    Done,
+    /// For the general path, on a frame of its own.
+    General,
+}
+
 /// A worker's replication state (not shared: the worker alone touches it).
 pub(crate) struct ReplState {
     pub mode: Mode,
@@ -249,7 +261,9 @@ pub(crate) struct ReplState {
     pub tx_done_seen: u64,
     /// Backup: the primary's clock in the last frame.
     pub last_time_ns: u64,
-    pub shadow: ShadowRing<(Side, Mbuf)>,
+    pub shadow: ShadowRing<Egress>,
+    /// Backup: the batch frames holding the shadow ring's in-place egress.
+    pub held: HeldBatches,
     /// Backup: fresh mbufs for the records of batch frames.
     pub record_stash: MbufStash,
     /// Backup: what the shadow ring released, to free in one call.
@@ -304,6 +318,7 @@ impl<F: NetworkFunction> Worker<F> {
             tx_done_seen: 0,
             last_time_ns: 0,
             shadow: ShadowRing::new(r.settings.shadow),
+            held: HeldBatches::new(),
             record_stash: MbufStash::new(32),
             freed: Vec::with_capacity(r.settings.shadow.min(4096)),
             windows: [
@@ -603,8 +618,50 @@ impl<F: NetworkFunction> Worker<F> {
             bump(&self.shared.counters.fast, 1);
             return Verdict::Forward(out);
         }
+        self.verdict_general(m, ctx)
+    }
+
+    /// The general path's verdict on a packet the fast path declined.
+    #[inline]
+    fn verdict_general(&mut self, m: &mut Mbuf, ctx: &PacketCtx) -> Verdict {
+        if m.nb_segs() != 1 {
+            return Verdict::Drop(DropReason::MultiSegment);
+        }
         let mut frame = m.frame();
         self.nf.process_general(&mut frame, ctx)
+    }
+
+    /// The verdict on a frame that stays where it lies (a backup's record
+    /// inside its batch frame), as far as it needs no mbuf: its egress
+    /// rewritten in place, or nothing to keep (counted), or the general
+    /// path's to decide on a copy (nothing changed).
+    #[inline]
+    fn verdict_in_place(&mut self, data: &mut [u8], ctx: &PacketCtx) -> InPlace {
+        let counters = &self.shared.counters;
+        if F::BURST_VERDICT {
+            return match self.nf.process(&mut Frame::new_in_range(&mut [], 0, 0), ctx) {
+                Verdict::Forward(out) => InPlace::Out(out),
+                Verdict::Replaced { out, dropped } => {
+                    counters.drop(dropped, 1);
+                    InPlace::Out(out)
+                }
+                Verdict::Drop(r) => {
+                    counters.drop(r, 1);
+                    InPlace::Done
+                }
+                Verdict::Consumed => {
+                    bump(&counters.consumed, 1);
+                    InPlace::Done
+                }
+            };
+        }
+        match self.nf.fast(data, ctx) {
+            Some(out) => {
+                bump(&counters.fast, 1);
+                InPlace::Out(out)
+            }
+            None => InPlace::General,
+        }
     }
 
     /// Sends each egress batch if this node owns the queue; frees it if not.

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::{Mode, ReplState, Scratch, Worker, MAX_BURST};
 use crate::clock::TscClock;
 use crate::dpdk::Mbuf;
-use crate::nf::{NetworkFunction, Side};
+use crate::nf::{DropReason, NetworkFunction, Side};
 use crate::replication::seq::SeqTracker;
 use crate::replication::FrameType;
 
@@ -42,13 +42,21 @@ impl<F: NetworkFunction> Worker<F> {
                     first_egress = clock.now_ns();
                 }
             };
-            for (_, (side, m)) in resend {
+            // In-place egress is copied out of its batch frame now.
+            let pool = self.repl.as_ref().map(|p| p.pool.clone());
+            for (_, e) in resend {
+                let Some((side, m)) = pool.as_ref().and_then(|p| st.held.to_owned(e, p)) else {
+                    self.shared.counters.drop(DropReason::NoMbuf, 1);
+                    continue;
+                };
                 if s.tx[side.index()].is_full() {
                     flush(self, s);
                 }
                 let _ = s.tx[side.index()].push(m);
             }
             flush(self, s);
+            st.held.release_before(None, &mut st.freed);
+            Mbuf::free_bulk(&mut st.freed);
             r.takeover_replayed.store(replayed, Relaxed);
             r.takeover_first_egress_ns.store(first_egress, Relaxed);
             st.next_seq = st.tracker.last();

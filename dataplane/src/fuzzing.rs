@@ -90,10 +90,11 @@ fn ipv4(data: &[u8]) {
 }
 
 /// Parses `data` as a replication frame (after the Ethernet header) and
-/// its body: the frame a DATA carries, a marker's or an ACK's body (an ACK
-/// that parses must emit back to the same bytes).
+/// its body: the frame a DATA carries, each frame a BATCH carries, a
+/// marker's or an ACK's body (an ACK that parses must emit back to the
+/// same bytes).
 pub fn replication_frame(data: &[u8]) {
-    use crate::wire::replication::{AckBody, AuditBody, FrameType};
+    use crate::wire::replication::{AckBody, AuditBody, BatchRecords, FrameType};
     let Ok(f) = ReplicationFrame::new_checked(data) else {
         return;
     };
@@ -106,6 +107,14 @@ pub fn replication_frame(data: &[u8]) {
         }
         FrameType::Audit => {
             let _ = AuditBody::parse(f.body());
+        }
+        FrameType::Batch => {
+            let body = f.body();
+            let mut records = BatchRecords::new(body);
+            for r in records.by_ref() {
+                wire_headers(&body[r.start..r.start + r.len]);
+            }
+            let _ = records.complete();
         }
         _ => wire_headers(f.body()),
     }

@@ -20,7 +20,7 @@ use dataplane::nf::{Forward, NetworkFunction, Router, Side};
 use dataplane::ownership::TxOwnership;
 use dataplane::replication::builder::{build_data, build_marker, Batch, HEADER_DATA_ROOM};
 use dataplane::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN, HEADER_LEN};
-use dataplane::wire::replication::{AckBody, DataHeaderTemplate};
+use dataplane::wire::replication::{AckBody, BatchRecords, MAX_BATCH_RECORDS, RECORD_HEADER_LEN};
 use dataplane::wire::{checksum, MacAddr};
 use dataplane::worker::{
     Announce, Mode, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
@@ -129,15 +129,27 @@ fn a_batch_frame_is_exactly_its_records_and_each_record_is_its_packet_as_receive
         time_ns: 77,
         ..Default::default()
     };
-    let template = DataHeaderTemplate::new(&h);
-    let mut batch = Batch::start(Mbuf::alloc(&pkts).unwrap(), &ENC, 1514).expect("batch");
+    let first = ReplHeader { seq: 10, ..h };
+    let mut batch = Batch::start(Mbuf::alloc(&pkts).unwrap(), &ENC, 1514, &first).expect("batch");
     assert!(batch.is_empty());
     for (i, m) in packets.iter().enumerate() {
-        assert!(batch.append(&template, 10 + i as u64, 1, m), "record {i} fits");
+        assert!(batch.append(1, m), "record {i} fits");
     }
     let frame = batch.finish();
-    let want: usize = lens.iter().map(|&l| HEADER_LEN + l as usize).sum();
-    assert_eq!(frame.pkt_len(), 14 + want, "no byte after the last record");
+    assert_eq!(
+        seq_of(&frame),
+        (
+            FrameType::Batch,
+            ReplHeader {
+                seq: 10,
+                length: 868,
+                ..h
+            }
+        )
+    );
+    let want: usize = lens.iter().map(|&l| RECORD_HEADER_LEN + l as usize).sum();
+    assert_eq!(want, 868);
+    assert_eq!(frame.pkt_len(), 14 + HEADER_LEN + want, "no byte after the last record");
     let records = records_of(&frame);
     assert_eq!(records.len(), lens.len());
     for (i, ((t, rh, body), m)) in records.iter().zip(&packets).enumerate() {
@@ -156,22 +168,41 @@ fn a_batch_frame_is_exactly_its_records_and_each_record_is_its_packet_as_receive
 #[test]
 fn a_record_that_does_not_fit_leaves_the_batch_as_it_was_and_one_that_just_fits_is_whole() {
     let pkts = pool("bf_pkts", 63, DEFAULT_DATA_ROOM);
-    let template = DataHeaderTemplate::new(&ReplHeader::default());
+    let first = ReplHeader {
+        seq: 1,
+        ..ReplHeader::default()
+    };
     let a = stale_after(&pkts, 60, 1);
     let b = stale_after(&pkts, 61, 2);
-    // Room for the Ethernet header and exactly one 60-byte record: too
-    // little for a copy in whole 64-byte blocks, which must not be tried.
-    let room = 14 + HEADER_LEN + 60;
-    let mut batch = Batch::start(Mbuf::alloc(&pkts).unwrap(), &ENC, room).expect("batch");
-    assert!(!batch.append(&template, 1, 0, &b), "61 bytes do not fit");
+    // Room for the headers and exactly one 60-byte record: too little for
+    // a copy in whole 64-byte blocks, which must not be tried.
+    let room = 14 + HEADER_LEN + RECORD_HEADER_LEN + 60;
+    let mut batch = Batch::start(Mbuf::alloc(&pkts).unwrap(), &ENC, room, &first).expect("batch");
+    assert!(!batch.append(0, &b), "61 bytes do not fit");
     assert!(batch.is_empty());
-    assert!(batch.append(&template, 1, 0, &a));
-    assert!(!batch.append(&template, 2, 0, &a), "full");
+    assert!(batch.append(0, &a));
+    assert!(!batch.append(0, &a), "full");
     let frame = batch.finish();
     assert_eq!(frame.pkt_len(), room);
     let records = records_of(&frame);
     assert_eq!(records.len(), 1);
     assert_eq!((records[0].1.seq, &records[0].2[..]), (1, a.data()));
+}
+
+#[test]
+fn a_batch_takes_at_most_max_batch_records_records() {
+    let pkts = pool("bm_pkts", 63, DEFAULT_DATA_ROOM);
+    let first = ReplHeader {
+        seq: 1,
+        ..ReplHeader::default()
+    };
+    let empty = Mbuf::alloc(&pkts).unwrap();
+    let mut batch = Batch::start(Mbuf::alloc(&pkts).unwrap(), &ENC, 9014, &first).expect("batch");
+    for i in 0..MAX_BATCH_RECORDS {
+        assert!(batch.append(0, &empty), "record {i}");
+    }
+    assert!(!batch.append(0, &empty), "one more than a backup decodes");
+    assert_eq!(records_of(&batch.finish()).len(), MAX_BATCH_RECORDS);
 }
 
 #[test]
@@ -393,15 +424,26 @@ fn linearized(p: &Mempool, frames: Vec<Mbuf>) -> Vec<Mbuf> {
 /// Every record of a replication frame (a batch holds several).
 fn records_of(m: &Mbuf) -> Vec<(FrameType, ReplHeader, Vec<u8>)> {
     let d = m.copy_to_vec();
-    let mut out = Vec::new();
-    let mut off = 14;
-    while off + dataplane::replication::HEADER_LEN <= d.len() {
-        let Ok(f) = ReplicationFrame::new_checked(&d[off..]) else {
-            break;
-        };
-        out.push((f.frame_type(), f.header(), f.body().to_vec()));
-        off += dataplane::replication::HEADER_LEN + f.header().length as usize;
+    let f = ReplicationFrame::new_checked(&d[14..]).expect("a replication frame");
+    let h = f.header();
+    if f.frame_type() != FrameType::Batch {
+        return vec![(f.frame_type(), h, f.body().to_vec())];
     }
+    let mut records = BatchRecords::new(f.body());
+    let out = records
+        .by_ref()
+        .enumerate()
+        .map(|(i, r)| {
+            let rh = ReplHeader {
+                seq: h.seq + i as u64,
+                ingress: r.ingress,
+                length: r.len as u16,
+                ..h
+            };
+            (FrameType::Data, rh, f.body()[r.start..r.start + r.len].to_vec())
+        })
+        .collect();
+    assert!(records.complete(), "every byte of a batch is in a record");
     out
 }
 
@@ -411,9 +453,13 @@ fn seq_of(m: &Mbuf) -> (FrameType, ReplHeader) {
     (f.frame_type(), f.header())
 }
 
-/// The DATA frames of `frames` (no keepalive or other marker), in order.
+/// The DATA and BATCH frames of `frames` (no keepalive or other marker),
+/// in order.
 fn data_frames(frames: Vec<Mbuf>) -> Vec<Mbuf> {
-    frames.into_iter().filter(|m| seq_of(m).0 == FrameType::Data).collect()
+    frames
+        .into_iter()
+        .filter(|m| matches!(seq_of(m).0, FrameType::Data | FrameType::Batch))
+        .collect()
 }
 
 #[test]
@@ -751,8 +797,8 @@ fn thirty_small_packets_in_batches(tag: &str, opts: Opts) -> Vec<Vec<(FrameType,
 #[test]
 fn small_packets_travel_in_batches_and_the_backup_unpacks_every_record_in_order() {
     let data = thirty_small_packets_in_batches("bt", Opts::default());
-    // 64-byte packets make 100-byte records: 15 fit in a 1514-byte frame.
-    assert_eq!(data.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![15, 15]);
+    // 64-byte packets make 68-byte records: 21 fit in a 1514-byte frame.
+    assert_eq!(data.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![21, 9]);
     let seqs: Vec<u64> = data.iter().flatten().map(|r| r.1.seq).collect();
     assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
     let ids: Vec<u32> = data.iter().flatten().map(|r| id_of(&r.2)).collect();
@@ -764,15 +810,15 @@ fn small_packets_travel_in_batches_and_the_backup_unpacks_every_record_in_order(
 }
 
 #[test]
-fn a_jumbo_batch_of_twenty_records_is_unpacked_whole_and_in_order() {
+fn a_jumbo_batch_of_twenty_nine_records_is_unpacked_whole_and_in_order() {
     let jumbo = Opts {
         batch_bytes: 9014,
         ..Opts::default()
     };
-    // A batch fills the mbuf's 2048 bytes: 20 records of 100 bytes, more
-    // than the backup copies out before it processes the first of them.
+    // A batch fills the mbuf's 2048 bytes: 29 records of 68 bytes, more
+    // than the backup decodes before it processes the first of them.
     let data = thirty_small_packets_in_batches("jb", jumbo);
-    assert_eq!(data.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![20, 10]);
+    assert_eq!(data.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![29, 1]);
     let seqs: Vec<u64> = data.iter().flatten().map(|r| r.1.seq).collect();
     assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
 }
@@ -847,8 +893,8 @@ fn a_backup_router_rewrites_batched_records_where_they_lie_and_a_takeover_resend
     std::thread::sleep(Duration::from_millis(20));
     let frames = data_frames(p.rep.take_sent(64));
     let records: Vec<_> = frames.iter().map(records_of).collect();
-    assert_eq!(records.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![10, 15, 5]);
-    assert_eq!(records[2][4].1.tx_done, 10);
+    assert_eq!(records.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![10, 20]);
+    assert_eq!(records[1][19].1.tx_done, 10);
     assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
     wait("backup processed 30", || {
         b.shared.repl.last_seq.load(Ordering::Relaxed) == 30

@@ -22,7 +22,7 @@ use dataplane::nf::{Forward, NetworkFunction, Router, Side};
 use dataplane::replication::ReplHeader;
 use dataplane::replication::HEADER_LEN;
 use dataplane::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
-use dataplane::wire::replication::DataHeaderTemplate;
+use dataplane::wire::replication::{put_record_header, FrameType, ReplicationFrame, RECORD_HEADER_LEN};
 
 const FLOWS: u32 = 1024;
 const BATCH_BYTES: usize = 1514;
@@ -33,15 +33,15 @@ fn packet(i: u32) -> [u8; 60] {
     benches::udp64([10, 10, 1, 2], 1024 + (i % FLOWS) as u16, [10, 10, 2, 2])
 }
 
-/// The stream: `records` DATA records in batch frames, as a primary of
+/// The stream: `records` DATA records in BATCH frames, as a primary of
 /// epoch 1 sends them (each frame's tx_done the sequence before it), fed to
 /// `port` as fast as it takes them: the frames are written just before the
-/// backup reads them, as a NIC's would be. Each record is a header from a
-/// template and a copy of a prepared packet, so the feeder outruns the
-/// backup (`feeder_alone` in the output says by how much).
+/// backup reads them, as a NIC's would be. Each record is a 4-byte header
+/// and a copy of a prepared packet, so the feeder outruns the backup
+/// (`feeder_alone` in the output says by how much).
 fn feed(records: u64, frames_pool: &Mempool, port: &RingPort) {
     let packets: Vec<[u8; 60]> = (0..FLOWS).map(packet).collect();
-    let record = HEADER_LEN + 60;
+    let record = RECORD_HEADER_LEN + 60;
     let mut seq = 1u64;
     let mut pending: Vec<Mbuf> = Vec::with_capacity(64);
     while seq <= records || !pending.is_empty() {
@@ -55,23 +55,28 @@ fn feed(records: u64, frames_pool: &Mempool, port: &RingPort) {
                 seq,
                 tx_done: seq - 1,
                 time_ns: 1_000_000_000 + seq,
-                ingress: Side::Inside as u16,
+                ingress: 0,
                 length: 0,
             };
-            let template = DataHeaderTemplate::new(&h);
             let buf = m.append(BATCH_BYTES as u16).expect("room");
             let mut eth = EthernetFrame::new_unchecked(&mut buf[..ETH_LEN]);
             eth.set_dst(ENC.dst);
             eth.set_src(ENC.src);
             eth.set_ethertype(EtherType::LOCKSTEP);
-            let mut off = ETH_LEN;
+            let body_at = ETH_LEN + HEADER_LEN;
+            let mut off = body_at;
             while off + record <= BATCH_BYTES && seq <= records {
-                let (head, body) = buf[off..off + record].split_at_mut(HEADER_LEN);
-                template.write(head.try_into().expect("header"), seq, Side::Inside as u16, 60);
+                let (head, body) = buf[off..off + record].split_at_mut(RECORD_HEADER_LEN);
+                put_record_header(head.try_into().expect("record header"), Side::Inside as u16, 60);
                 body.copy_from_slice(&packets[((seq - 1) % FLOWS as u64) as usize]);
                 off += record;
                 seq += 1;
             }
+            let h = ReplHeader {
+                length: (off - body_at) as u16,
+                ..h
+            };
+            ReplicationFrame::new_unchecked(&mut buf[ETH_LEN..body_at]).emit(FrameType::Batch, &h);
             m.trim((BATCH_BYTES - off) as u16);
             pending.push(m);
         }
@@ -128,7 +133,7 @@ fn drain<F: NetworkFunction>(bed: &Bed, tag: &str, nf: F, records: u64) -> f64 {
 /// backup could be measured at here.
 fn feeder_only(bed: &Bed, tag: &str, records: u64) -> f64 {
     let rep = ring_port(bed, tag);
-    let frames = records.div_ceil(((BATCH_BYTES - ETH_LEN) / (HEADER_LEN + 60)) as u64);
+    let frames = records.div_ceil(((BATCH_BYTES - ETH_LEN - HEADER_LEN) / (RECORD_HEADER_LEN + 60)) as u64);
     let mut rx = rep.port.rx_queue(0);
     let t0 = Instant::now();
     let handle = lcore::launch(&bed.eal, bed.lcore, move || {

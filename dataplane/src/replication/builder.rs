@@ -1,9 +1,9 @@
 //! Replication frames as mbuf chains, and batches.
 //!
 //! Small packets (up to [`COPY_MAX`]) are copied, record after record, into
-//! one batch frame of up to `batch_bytes`: one mbuf, one TX slot and one
-//! free for a dozen packets instead of one each. Larger packets travel one
-//! per frame, zero-copy:
+//! one BATCH frame of up to `batch_bytes`: one mbuf, one TX slot and one
+//! free for a score of packets instead of one each, and the fields they
+//! share written once. Larger packets travel one per frame, zero-copy:
 //!
 //! A DATA frame is a small header mbuf — Ethernet header, replication
 //! header, and a copy of the first `span` bytes of the packet (the bytes the
@@ -16,7 +16,9 @@
 
 use crate::dpdk::{Mbuf, Mempool};
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
-use crate::wire::replication::{DataHeaderTemplate, FrameType, ReplHeader, ReplicationFrame, HEADER_LEN};
+use crate::wire::replication::{
+    put_record_header, FrameType, ReplHeader, ReplicationFrame, HEADER_LEN, MAX_BATCH_RECORDS, RECORD_HEADER_LEN,
+};
 use crate::wire::MacAddr;
 
 /// Packets up to this length are copied whole into the header mbuf.
@@ -76,23 +78,28 @@ pub fn build_marker(t: FrameType, h: &ReplHeader, body: &[u8], enc: &Encap, head
     Some(m)
 }
 
-/// A batch frame being filled. It claims its whole room at the start and
+/// Where a batch's records start: after the Ethernet and BATCH headers.
+const RECORDS_AT: usize = ETH_LEN + HEADER_LEN;
+
+/// A BATCH frame being filled. It claims its whole room at the start and
 /// gives back what is left when it is closed, so a record is two copies
 /// into the buffer and no update of the mbuf's fields (the replication
 /// path appends one record per small packet).
 pub struct Batch {
     m: Mbuf,
-    /// Bytes written so far, the Ethernet header included.
+    /// Bytes written so far, the headers included.
     used: usize,
+    records: usize,
 }
 
 impl Batch {
     /// A batch of up to `max_frame` bytes (fewer if the buffer is smaller)
-    /// in `m`, a fresh mbuf, its Ethernet header written.
+    /// in `m`, a fresh mbuf, its headers written: `h`'s shard, epoch,
+    /// `tx_done` and time, its first record's sequence `h.seq`.
     #[inline]
-    pub fn start(mut m: Mbuf, enc: &Encap, max_frame: usize) -> Option<Batch> {
+    pub fn start(mut m: Mbuf, enc: &Encap, max_frame: usize, h: &ReplHeader) -> Option<Batch> {
         let room = max_frame.min(m.tailroom());
-        if room < ETH_LEN {
+        if room < RECORDS_AT {
             return None;
         }
         let buf = m.extend(room)?;
@@ -100,42 +107,55 @@ impl Batch {
         eth.set_dst(enc.dst);
         eth.set_src(enc.src);
         eth.set_ethertype(EtherType::LOCKSTEP);
-        Some(Batch { m, used: ETH_LEN })
+        let first = ReplHeader {
+            ingress: 0,
+            length: 0,
+            ..*h
+        };
+        ReplicationFrame::new_unchecked(&mut buf[ETH_LEN..RECORDS_AT]).emit(FrameType::Batch, &first);
+        Some(Batch {
+            m,
+            used: RECORDS_AT,
+            records: 0,
+        })
     }
 
-    /// Appends a DATA record (the template's header with `seq` and
-    /// `ingress`, and a copy of `pkt`'s first segment); false when it does
-    /// not fit.
+    /// Appends the next record (the sequence after the last one's):
+    /// `ingress` and a copy of `pkt`'s first segment; false when it does not
+    /// fit.
     #[inline]
-    pub fn append(&mut self, header: &DataHeaderTemplate, seq: u64, ingress: u16, pkt: &Mbuf) -> bool {
+    pub fn append(&mut self, ingress: u16, pkt: &Mbuf) -> bool {
         let len = pkt.data_len();
         let at = self.used;
-        let end = at + HEADER_LEN + len;
+        let end = at + RECORD_HEADER_LEN + len;
         let buf = self.m.data_mut();
-        if end > buf.len() {
+        if end > buf.len() || self.records == MAX_BATCH_RECORDS {
             return false;
         }
-        let Some((head, body)) = buf[at..].split_first_chunk_mut::<HEADER_LEN>() else {
+        let Some((head, body)) = buf[at..].split_first_chunk_mut::<RECORD_HEADER_LEN>() else {
             return false;
         };
-        header.write(head, seq, ingress, len as u16);
+        put_record_header(head, ingress, len as u16);
         // The rest of the room as the destination: the copy may run past
         // the record in whole blocks; the next record or finish() covers it.
         if pkt.copy_data_to(body).is_none() {
             return false;
         }
         self.used = end;
+        self.records += 1;
         true
     }
 
     /// Whether no record was appended yet.
     pub fn is_empty(&self) -> bool {
-        self.used == ETH_LEN
+        self.records == 0
     }
 
     /// The frame, as long as what was written.
     #[inline]
     pub fn finish(mut self) -> Mbuf {
+        let body = (self.used - RECORDS_AT) as u16;
+        ReplicationFrame::new_unchecked(&mut self.m.data_mut()[ETH_LEN..RECORDS_AT]).set_length(body);
         let spare = self.m.data_len() - self.used;
         if spare > 0 {
             // Cannot fail: the frame is one segment at least `used` long.

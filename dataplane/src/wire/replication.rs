@@ -17,6 +17,22 @@
 //! received; KEEPALIVE has an empty body; AUDIT, SYNC_MARK and SWITCHOVER
 //! bodies are defined by the checkpoint protocol.
 //!
+//! BATCH carries several small packets of one shard, received in one burst
+//! (same epoch, `tx_done` and time): its body is records back to back,
+//!
+//! ```text
+//! +---------------+---------------+
+//! | ingress port  |    length     |  frame (length bytes) ...
+//! +---------------+---------------+
+//! ```
+//!
+//! the first with sequence `seq`, each next one the sequence after; the
+//! header's own ingress is 0. The shared fields are sent once, so a record
+//! costs 4 bytes beside its frame instead of a 36-byte header (for 64-byte
+//! packets: 21 in a 1514-byte frame instead of 15). At most
+//! [`MAX_BATCH_RECORDS`]; a node of this version that predates BATCH refuses
+//! the type as malformed, as with ACK.
+//!
 //! ACK goes the other way, from a backup to the primary: `seq` is the last
 //! sequence of `shard` the backup processed in `epoch`, the body an
 //! [`AckBody`] (flow control, `replication::flow`). A node of this version
@@ -31,6 +47,11 @@ use super::{get_u16, get_u32, get_u64, set_u16, set_u32, set_u64, Result, WireEr
 
 pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 36;
+/// A BATCH record's own header: ingress and length.
+pub const RECORD_HEADER_LEN: usize = 4;
+/// Most records a BATCH holds (a backup decodes a batch's record offsets
+/// into an array of this size).
+pub const MAX_BATCH_RECORDS: usize = 256;
 
 mod field {
     pub const VERSION: usize = 0;
@@ -147,6 +168,8 @@ pub enum FrameType {
     Switchover = 5,
     /// From a backup: it processed the shard up to `seq`.
     Ack = 6,
+    /// Several DATA records from `seq` on (see the module's header).
+    Batch = 7,
 }
 
 impl FrameType {
@@ -158,6 +181,7 @@ impl FrameType {
             4 => FrameType::SyncMark,
             5 => FrameType::Switchover,
             6 => FrameType::Ack,
+            7 => FrameType::Batch,
             _ => return None,
         })
     }
@@ -246,30 +270,60 @@ impl<T: AsRef<[u8]>> ReplicationFrame<T> {
     }
 }
 
-/// The header of DATA records that differ only in sequence, ingress and
-/// length (a primary's burst): the shared fields are encoded once, and each
-/// record copies them and sets its own three — a third of the stores and
-/// none of the byte swaps of a full [`ReplicationFrame::emit`].
-#[derive(Clone, Copy, Debug)]
-pub struct DataHeaderTemplate([u8; HEADER_LEN]);
+/// One record of a BATCH body: its ingress, and where its frame lies in
+/// the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchRecord {
+    pub ingress: u16,
+    pub start: usize,
+    pub len: usize,
+}
 
-impl DataHeaderTemplate {
-    /// From `h`'s shard, epoch, tx_done and time (its seq, ingress and
-    /// length are ignored).
-    pub fn new(h: &ReplHeader) -> DataHeaderTemplate {
-        let mut b = [0u8; HEADER_LEN];
-        ReplicationFrame::new_unchecked(&mut b[..]).emit(FrameType::Data, h);
-        DataHeaderTemplate(b)
+/// The records of a BATCH body, in order, up to the first that runs past
+/// the body (or the [`MAX_BATCH_RECORDS`]th).
+pub struct BatchRecords<'a> {
+    body: &'a [u8],
+    off: usize,
+    count: usize,
+}
+
+impl<'a> BatchRecords<'a> {
+    pub fn new(body: &'a [u8]) -> BatchRecords<'a> {
+        BatchRecords { body, off: 0, count: 0 }
     }
 
-    /// Writes the header of one record into `out`.
+    /// Whether every byte of the body belonged to a record (once the
+    /// iterator is spent: false for a truncated or over-long body).
+    pub fn complete(&self) -> bool {
+        self.off == self.body.len()
+    }
+}
+
+impl Iterator for BatchRecords<'_> {
+    type Item = BatchRecord;
+
     #[inline]
-    pub fn write(&self, out: &mut [u8; HEADER_LEN], seq: u64, ingress: u16, length: u16) {
-        *out = self.0;
-        set_u64(out, field::SEQ, seq);
-        set_u16(out, field::INGRESS, ingress);
-        set_u16(out, field::LENGTH, length);
+    fn next(&mut self) -> Option<BatchRecord> {
+        let head = self.body.get(self.off..self.off + RECORD_HEADER_LEN)?;
+        let len = get_u16(head, 2) as usize;
+        let start = self.off + RECORD_HEADER_LEN;
+        if self.count == MAX_BATCH_RECORDS || start + len > self.body.len() {
+            return None;
+        }
+        self.off = start + len;
+        self.count += 1;
+        Some(BatchRecord {
+            ingress: get_u16(head, 0),
+            start,
+            len,
+        })
     }
+}
+
+/// Writes a BATCH record's header.
+#[inline]
+pub fn put_record_header(out: &mut [u8; RECORD_HEADER_LEN], ingress: u16, len: u16) {
+    *out = [(ingress >> 8) as u8, ingress as u8, (len >> 8) as u8, len as u8];
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> ReplicationFrame<T> {
@@ -286,34 +340,66 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> ReplicationFrame<T> {
         set_u16(b, field::INGRESS, h.ingress);
         set_u16(b, field::LENGTH, h.length);
     }
+
+    /// Sets the body's length (a batch's, once its last record is in).
+    pub fn set_length(&mut self, length: u16) {
+        set_u16(self.buffer.as_mut(), field::LENGTH, length);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A BATCH body of records with these (ingress, frame length).
+    fn batch_body(records: &[(u16, usize)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for (i, &(ingress, len)) in records.iter().enumerate() {
+            let mut head = [0u8; RECORD_HEADER_LEN];
+            put_record_header(&mut head, ingress, len as u16);
+            b.extend_from_slice(&head);
+            b.extend((0..len).map(|k| (i + k) as u8));
+        }
+        b
+    }
+
     #[test]
-    fn a_template_written_header_equals_a_full_emit() {
-        let h = ReplHeader {
-            shard: 3,
-            epoch: 7,
-            seq: 0x0102_0304_0506_0708,
-            tx_done: 99,
-            time_ns: 123_456_789,
-            ingress: 1 | ingress::STEERED,
-            length: 64,
-        };
-        let mut full = [0u8; HEADER_LEN];
-        ReplicationFrame::new_unchecked(&mut full[..]).emit(FrameType::Data, &h);
-        let t = DataHeaderTemplate::new(&ReplHeader {
-            seq: 5,
-            ingress: 0,
-            length: 0,
-            ..h
-        });
-        let mut out = [0xaau8; HEADER_LEN];
-        t.write(&mut out, h.seq, h.ingress, h.length);
-        assert_eq!(out, full);
+    fn batch_records_are_read_back_in_order_with_their_ingress_and_bytes() {
+        let recs = [(0u16, 60usize), (1 | ingress::STEERED, 0), (1, 1), (0, 300)];
+        let body = batch_body(&recs);
+        let mut it = BatchRecords::new(&body);
+        let got: Vec<BatchRecord> = it.by_ref().collect();
+        assert!(it.complete());
+        assert_eq!(
+            got.iter().map(|r| (r.ingress, r.len)).collect::<Vec<_>>(),
+            recs.to_vec()
+        );
+        assert_eq!(got.iter().map(|r| r.start).collect::<Vec<_>>(), vec![4, 68, 72, 77]);
+        for (i, r) in got.iter().enumerate() {
+            let want: Vec<u8> = (0..r.len).map(|k| (i + k) as u8).collect();
+            assert_eq!(&body[r.start..r.start + r.len], &want[..]);
+        }
+    }
+
+    #[test]
+    fn a_batch_record_running_past_the_body_ends_the_records_and_the_body_is_incomplete() {
+        let body = batch_body(&[(0, 10), (1, 20)]);
+        for cut in [body.len() - 1, 14 + 3, 14 + 4 + 19] {
+            let mut it = BatchRecords::new(&body[..cut]);
+            assert_eq!(it.by_ref().count(), 1, "cut at {cut}: only the first record");
+            assert!(!it.complete(), "cut at {cut}");
+        }
+        let mut empty = BatchRecords::new(&[]);
+        assert_eq!(empty.next(), None);
+        assert!(empty.complete());
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_max_batch_records() {
+        let body = batch_body(&vec![(0, 0); MAX_BATCH_RECORDS + 1]);
+        let mut it = BatchRecords::new(&body);
+        assert_eq!(it.by_ref().count(), MAX_BATCH_RECORDS);
+        assert!(!it.complete(), "the record past the limit is left unread");
     }
 
     fn header() -> ReplHeader {

@@ -18,7 +18,7 @@ use crate::replication::{frame_hash, FrameType, ReplHeader, ReplicationFrame, HE
 use crate::stats::bump;
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
 use crate::wire::get_u32;
-use crate::wire::replication::{ingress, AckBody, AuditBody};
+use crate::wire::replication::{ingress, AckBody, AuditBody, BatchRecord, BatchRecords, MAX_BATCH_RECORDS};
 
 impl<F: NetworkFunction> Worker<F> {
     /// One backup iteration. Returns whether anything arrived.
@@ -132,13 +132,10 @@ impl<F: NetworkFunction> Worker<F> {
         n
     }
 
-    /// One replication frame: one record, or a batch of records back to
-    /// back (the primary batches small packets).
+    /// One replication frame: one record, or a BATCH of DATA records (the
+    /// primary batches small packets).
     fn backup_frame(&mut self, mut m: Mbuf, pool: &Mempool, st: &mut ReplState, now: u64) {
-        // Where each record starts, after the Ethernet header.
-        let mut records: [(u16, u16); 256] = [(0, 0); 256];
-        let mut count = 0usize;
-        let first_shard = {
+        let head = {
             let d = m.data();
             match EthernetFrame::new_checked(d) {
                 Ok(e) if e.ethertype() == EtherType::LOCKSTEP => {}
@@ -147,45 +144,26 @@ impl<F: NetworkFunction> Worker<F> {
                     return;
                 }
             }
-            let payload = &d[ETH_LEN..];
-            let mut off = 0usize;
-            let mut shard = None;
-            while off + HEADER_LEN <= payload.len() && count < records.len() {
-                let Ok(f) = ReplicationFrame::new_checked(&payload[off..]) else {
-                    break;
-                };
-                let len = f.length() as usize;
-                shard.get_or_insert_with(|| f.shard());
-                records[count] = (off as u16, len as u16);
-                count += 1;
-                off += HEADER_LEN + len;
-            }
-            shard
+            ReplicationFrame::new_checked(&d[ETH_LEN..]).map(|f| (f.frame_type(), f.header()))
         };
-        let Some(shard) = first_shard else {
+        let Ok((t, head)) = head else {
             bump(&self.shared.repl.malformed, 1);
             return;
         };
-        if count == 1
-            && ReplicationFrame::new_unchecked(&m.data()[ETH_LEN + records[0].0 as usize..]).frame_type()
-                == FrameType::Ack
-        {
+        if t == FrameType::Ack {
             // Another backup's, to the primary: not this stream's.
             bump(&self.shared.repl.acks_rx, 1);
             return;
         }
-        if shard != self.shard {
-            self.steer(shard, m);
+        if head.shard != self.shard {
+            self.steer(head.shard, m);
             return;
         }
-        if count == 1 {
+        if t != FrameType::Batch {
             // One record: its frame is this mbuf, past the encapsulation
             // (no copy: the payload stays where the NIC put it).
-            let (off, len) = records[0];
-            let extra = m
-                .pkt_len()
-                .saturating_sub(ETH_LEN + off as usize + HEADER_LEN + len as usize);
-            let (t, h, marker) = header_of(&m.data()[ETH_LEN + off as usize..]);
+            let extra = m.pkt_len().saturating_sub(ETH_LEN + HEADER_LEN + head.length as usize);
+            let (t, h, marker) = header_of(&m.data()[ETH_LEN..]);
             if t == FrameType::Data && (!m.adj((ETH_LEN + HEADER_LEN) as u16) || !m.trim(extra as u16)) {
                 bump(&self.shared.repl.malformed, 1);
                 return;
@@ -194,18 +172,38 @@ impl<F: NetworkFunction> Worker<F> {
             self.backup_record((t, h, marker, Some((Body::Own(m), hash))), None, pool, st, now);
             return;
         }
-        // A batch: the function's prefetch passes over its packets first,
-        // as the primary made them over its burst (a backup that looked
-        // its sessions up one miss at a time would fall behind).
+        // A batch: its records' ingress and place in the frame.
+        let mut records = [BatchRecord {
+            ingress: 0,
+            start: 0,
+            len: 0,
+        }; MAX_BATCH_RECORDS];
+        let mut count = 0;
+        {
+            const BODY_AT: usize = ETH_LEN + HEADER_LEN;
+            let body = &m.data()[BODY_AT..BODY_AT + head.length as usize];
+            let mut it = BatchRecords::new(body);
+            for (slot, r) in records.iter_mut().zip(it.by_ref()) {
+                *slot = BatchRecord {
+                    start: BODY_AT + r.start,
+                    ..r
+                };
+                count += 1;
+            }
+            if !it.complete() {
+                // What follows the last whole record is lost: a gap the
+                // backup will see.
+                bump(&self.shared.repl.malformed, 1);
+            }
+        }
+        // The function's prefetch passes over the batch's packets first, as
+        // the primary made them over its burst (a backup that looked its
+        // sessions up one miss at a time would fall behind).
         for stage in 0..self.nf.prefetch_stages() {
             let d = m.data();
-            for &(off, len) in &records[..count] {
-                let start = ETH_LEN + off as usize;
-                let f = ReplicationFrame::new_unchecked(&d[start..]);
-                let side = Side::from_index((f.ingress() & ingress::PORT_MASK) as usize);
-                let body = d.get(start + HEADER_LEN..start + HEADER_LEN + len as usize);
-                if let (FrameType::Data, Some(side), Some(frame)) = (f.frame_type(), side, body) {
-                    self.nf.prefetch(frame, side, stage);
+            for r in &records[..count] {
+                if let Some(side) = Side::from_index((r.ingress & ingress::PORT_MASK) as usize) {
+                    self.nf.prefetch(&d[r.start..r.start + r.len], side, stage);
                 }
             }
         }
@@ -218,30 +216,34 @@ impl<F: NetworkFunction> Worker<F> {
         let id = st.held.next_id();
         let mut held_upto = None;
         let mut chunk: [Option<Record>; RECORD_CHUNK] = [const { None }; RECORD_CHUNK];
+        let mut seq = head.seq;
         for group in records[..count].chunks(RECORD_CHUNK) {
-            for (slot, &(off, len)) in chunk.iter_mut().zip(group) {
-                let start = ETH_LEN + off as usize;
-                let (t, h, marker) = header_of(&m.data()[start..]);
-                let body = if t == FrameType::Data {
-                    let at = start + HEADER_LEN;
-                    let src = &m.data()[at..at + len as usize];
-                    // Hashed where it lies, as received (before the function
-                    // rewrites it, and before a copy's stores).
-                    let hash = frame_hash(src);
-                    if h.ingress & !ingress::PORT_MASK == 0 {
-                        Some((Body::InBatch { start: at as u16, len }, hash))
-                    } else {
-                        let Some(copy) = copy_out(src, &mut st.record_stash, pool) else {
-                            self.shared.counters.drop(DropReason::NoMbuf, 1);
-                            // The record is lost to this backup: a gap it will see.
-                            continue;
-                        };
-                        Some((Body::Own(copy), hash))
+            for (slot, r) in chunk.iter_mut().zip(group) {
+                let h = ReplHeader {
+                    seq,
+                    ingress: r.ingress,
+                    length: r.len as u16,
+                    ..head
+                };
+                seq += 1;
+                let src = &m.data()[r.start..r.start + r.len];
+                // Hashed where it lies, as received (before the function
+                // rewrites it, and before a copy's stores).
+                let hash = frame_hash(src);
+                let body = if r.ingress & !ingress::PORT_MASK == 0 {
+                    Body::InBatch {
+                        start: r.start as u16,
+                        len: r.len as u16,
                     }
                 } else {
-                    None
+                    let Some(copy) = copy_out(src, &mut st.record_stash, pool) else {
+                        self.shared.counters.drop(DropReason::NoMbuf, 1);
+                        // The record is lost to this backup: a gap it will see.
+                        continue;
+                    };
+                    Body::Own(copy)
                 };
-                *slot = Some((t, h, marker, body));
+                *slot = Some((FrameType::Data, h, [0; MARKER_BODY], Some((body, hash))));
             }
             for slot in chunk.iter_mut().take(group.len()) {
                 if let Some(rec) = slot.take() {
@@ -397,8 +399,8 @@ impl<F: NetworkFunction> Worker<F> {
                 st.tracker.on_marker(h.seq);
                 false
             }
-            // Taken out in `backup_frame`.
-            FrameType::Ack => false,
+            // Taken out (ACK) or taken apart (BATCH) in `backup_frame`.
+            FrameType::Ack | FrameType::Batch => false,
         }
     }
 

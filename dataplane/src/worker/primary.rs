@@ -14,7 +14,7 @@ use crate::replication::builder::{build_data, build_marker, Batch, COPY_MAX};
 use crate::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN};
 use crate::stats::bump;
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
-use crate::wire::replication::{ingress, AckBody, AuditBody, DataHeaderTemplate};
+use crate::wire::replication::{ingress, AckBody, AuditBody};
 
 impl<F: NetworkFunction> Worker<F> {
     /// One primary iteration. Returns whether anything arrived.
@@ -170,7 +170,6 @@ impl<F: NetworkFunction> Worker<F> {
             ingress: 0,
             length: 0,
         };
-        let template = DataHeaderTemplate::new(&h);
         // The packets stay in place; the few dropped here (their positions
         // noted) leave `pending` after the loop.
         for (i, m) in s.pending.iter().enumerate() {
@@ -190,7 +189,7 @@ impl<F: NetworkFunction> Worker<F> {
             let len = m.data_len();
             // A record copies the first segment: a chain goes zero-copy.
             let batched = max_frame > 0 && len <= COPY_MAX && m.nb_segs() == 1 && {
-                let record = |b: &mut Batch| b.append(&template, seq, ingress, m);
+                let record = |b: &mut Batch| b.append(ingress, m);
                 if batch.as_mut().is_some_and(|b| !record(b)) {
                     // Full: send it and start the next one.
                     if let Some(full) = batch.take() {
@@ -199,10 +198,11 @@ impl<F: NetworkFunction> Worker<F> {
                     }
                 }
                 if batch.is_none() {
+                    let first = ReplHeader { seq, ..h };
                     batch = s
                         .batch_stash
                         .take(&repl.pool)
-                        .and_then(|m| Batch::start(m, &repl.encap, max_frame));
+                        .and_then(|m| Batch::start(m, &repl.encap, max_frame, &first));
                     if !batch.as_mut().is_some_and(record) {
                         batch = None;
                     }

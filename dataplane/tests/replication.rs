@@ -591,6 +591,54 @@ fn a_lost_replication_frame_is_a_counted_gap_and_unsynchronizes_the_backup() {
 }
 
 #[test]
+fn a_batch_whose_third_record_runs_past_its_body_gives_two_records_a_malformed_count_and_a_gap() {
+    let pkts = pool("tb_pkts", 2047, DEFAULT_DATA_ROOM);
+    let headers = pool("tb_hdr", 1023, HEADER_DATA_ROOM);
+    let clones = pool("tb_cln", 1023, 0);
+    let (mut p, mut b) = pair("tb", &pkts, &headers, &clones);
+    assert!(p
+        .inside
+        .inject((1..=3).map(|i| frame(&pkts, 64, i)).collect())
+        .is_empty());
+    wait("replicas", || p.rep.queued() >= 1);
+    std::thread::sleep(Duration::from_millis(20));
+    let mut frames = data_frames(p.rep.take_sent(64));
+    assert_eq!(frames.len(), 1);
+    assert_eq!(records_of(&frames[0]).len(), 3);
+    // The third record's length field (after Ethernet, BATCH header and two
+    // 68-byte records) claims one byte more than the body holds.
+    let at = 14 + HEADER_LEN + 2 * (RECORD_HEADER_LEN + 64) + 2;
+    frames[0].data_mut()[at..at + 2].copy_from_slice(&65u16.to_be_bytes());
+    assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
+    wait("backup at 2", || b.shared.repl.last_seq.load(Ordering::Relaxed) == 2);
+    std::thread::sleep(Duration::from_millis(20));
+    let st = &b.shared.repl;
+    assert_eq!(st.malformed.load(Ordering::Relaxed), 1);
+    assert_eq!(st.last_seq.load(Ordering::Relaxed), 2, "the two whole records only");
+    assert_eq!(
+        st.gaps.load(Ordering::Relaxed),
+        0,
+        "no gap until the next sequence comes"
+    );
+    // The next packet's replica (sequence 4) shows the gap.
+    assert!(p.inside.inject(vec![frame(&pkts, 64, 4)]).is_empty());
+    wait("replica 4", || p.rep.queued() >= 1);
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(b
+        .rep
+        .inject(linearized(&pkts, data_frames(p.rep.take_sent(64))))
+        .is_empty());
+    wait("backup at 4", || b.shared.repl.last_seq.load(Ordering::Relaxed) == 4);
+    assert_eq!(
+        (st.gaps.load(Ordering::Relaxed), st.missing.load(Ordering::Relaxed)),
+        (1, 1)
+    );
+    assert!(!st.synced.load(Ordering::Relaxed));
+    p.stop();
+    b.stop();
+}
+
+#[test]
 fn a_refused_replica_means_the_packet_is_never_processed_and_its_sequence_is_reused() {
     let pkts = pool("oc_pkts", 2047, DEFAULT_DATA_ROOM);
     let headers = pool("oc_hdr", 1023, HEADER_DATA_ROOM);

@@ -74,6 +74,58 @@ fn rx_then_drop_returns_every_mbuf_to_the_pool() {
 }
 
 #[test]
+fn a_burst_drained_onto_a_vector_keeps_its_order_and_owns_each_mbuf_once() {
+    let pool = pool("own_drain");
+    let ring = ring_port("ring_drain", None, 64, &pool);
+    // Packet i's first byte is i (alloc_n).
+    assert!(ring.inject(alloc_n(&pool, 12, 60)).is_empty());
+    let mut burst = RxBurst::<32>::default();
+    assert_eq!(ring.port.rx_queue(0).rx_burst(&mut burst), 12);
+    let first = burst.pop().expect("a packet");
+    let mut v = vec![first];
+    burst.drain_into(&mut v);
+    assert!(burst.is_empty());
+    assert_eq!(
+        v.iter().map(|m| m.data()[0]).collect::<Vec<_>>(),
+        (0..12).collect::<Vec<u8>>()
+    );
+    assert_eq!(pool.in_use(), 12);
+    drop(burst);
+    assert_eq!(pool.in_use(), 12, "the burst no longer owns what it gave");
+    drop(v);
+    assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn a_batch_takes_what_fits_from_the_front_of_a_vector_and_leaves_the_rest_in_order() {
+    let pool = pool("own_append");
+    let mut v = alloc_n(&pool, 10, 60);
+    let mut batch = TxBatch::<8>::default();
+    batch
+        .push(alloc_n(&pool, 1, 60).pop().unwrap())
+        .map_err(|_| "full")
+        .unwrap();
+    assert_eq!(batch.append_vec(&mut v), 7);
+    assert_eq!(v.iter().map(|m| m.data()[0]).collect::<Vec<_>>(), [7, 8, 9]);
+    assert!(batch.is_full());
+    assert_eq!(batch.append_vec(&mut v), 0, "a full batch takes nothing");
+    assert_eq!(v.len(), 3);
+    assert_eq!(pool.in_use(), 11);
+    let ring = ring_port("ring_append", None, 64, &pool);
+    assert_eq!(ring.port.tx_queue(0).tx_burst(&mut batch).sent, 8);
+    let mut burst = RxBurst::<32>::default();
+    assert_eq!(ring.port.rx_queue(0).rx_burst(&mut burst), 8);
+    let sent: Vec<u8> = std::iter::from_fn(|| burst.pop()).map(|m| m.data()[0]).collect();
+    assert_eq!(
+        sent,
+        [0, 0, 1, 2, 3, 4, 5, 6],
+        "the batch's own packet, then the vector's first seven"
+    );
+    drop(v);
+    assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
 fn tx_burst_frees_the_packets_a_full_ring_refuses() {
     let pool = pool("own_refuse");
     // A 16-slot ring holds 15 packets; the TX burst offers 32.

@@ -495,13 +495,17 @@ impl<const N: usize> RxBurst<N> {
     /// Moves every packet left, in arrival order, onto the end of `into`.
     #[inline]
     pub fn drain_into(&mut self, into: &mut Vec<Mbuf>) {
-        // SAFETY: slots [next, len) hold mbufs the driver handed to us and
-        // nobody else has taken; each is taken exactly once here.
-        into.extend(
-            self.pkts[self.next..self.len]
-                .iter()
-                .filter_map(|p| unsafe { Mbuf::from_raw(*p) }),
-        );
+        let n = self.len - self.next;
+        into.reserve(n);
+        // SAFETY: slots [next, len) hold valid (non-null) mbufs the driver
+        // handed to us and nobody else has taken; Mbuf is a transparent
+        // wrapper of such a pointer, so they move into the vector's spare
+        // capacity (reserved above) in one copy, and the burst forgets them.
+        unsafe {
+            let dst = into.as_mut_ptr().add(into.len()) as *mut *mut dpdk_sys::rte_mbuf;
+            std::ptr::copy_nonoverlapping(self.pkts.as_ptr().add(self.next), dst, n);
+            into.set_len(into.len() + n);
+        }
         self.next = 0;
         self.len = 0;
     }
@@ -603,8 +607,20 @@ impl<const N: usize> TxBatch<N> {
     #[inline]
     pub fn append_vec(&mut self, from: &mut Vec<Mbuf>) -> usize {
         let n = from.len().min(N - self.len);
-        for (slot, m) in self.pkts[self.len..self.len + n].iter_mut().zip(from.drain(..n)) {
-            *slot = m.into_raw();
+        let rest = from.len() - n;
+        // SAFETY: Mbuf is a transparent wrapper of an mbuf pointer: the
+        // first `n` of `from` move, as raw pointers, into free slots
+        // [len, len + n); the rest slide to the front; the vector's length
+        // then counts only those, so none is dropped or owned twice.
+        unsafe {
+            let src = from.as_mut_ptr();
+            std::ptr::copy_nonoverlapping(
+                src as *const *mut dpdk_sys::rte_mbuf,
+                self.pkts.as_mut_ptr().add(self.len),
+                n,
+            );
+            std::ptr::copy(src.add(n), src, rest);
+            from.set_len(rest);
         }
         self.len += n;
         n

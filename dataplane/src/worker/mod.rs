@@ -433,7 +433,8 @@ impl<F: NetworkFunction> Worker<F> {
                 }
                 self.dispatch_pending(&ctx, s);
             } else {
-                self.process_burst(&ctx, s);
+                s.rx.drain_into(&mut s.pending);
+                self.process_pending(&ctx, s);
             }
             self.transmit(s);
             let end = rdtsc();
@@ -466,46 +467,6 @@ impl<F: NetworkFunction> Worker<F> {
         }
     }
 
-    /// Runs the function over `s.rx` (standalone) and sorts the survivors
-    /// into one TX batch per egress port.
-    #[inline]
-    fn process_burst(&mut self, ctx: &PacketCtx, s: &mut Scratch) {
-        if F::BURST_VERDICT {
-            let counters = &self.shared.counters;
-            match self.nf.process(&mut Frame::new_in_range(&mut [], 0, 0), ctx) {
-                Verdict::Forward(out) => {
-                    s.tx[out.index()].append_burst(&mut s.rx);
-                }
-                Verdict::Replaced { out, dropped } => {
-                    counters.drop(dropped, s.rx.len() as u64);
-                    s.tx[out.index()].append_burst(&mut s.rx);
-                }
-                Verdict::Drop(r) => counters.drop(r, s.rx.len() as u64),
-                Verdict::Consumed => bump(&counters.consumed, s.rx.len() as u64),
-            }
-            s.rx.clear();
-            return;
-        }
-        let n = s.rx.len();
-        let mut outs = [Side::Inside; MAX_BURST];
-        let k = self.fast_prefix(s.rx.as_mut_slice(), ctx, &mut outs);
-        if k == n {
-            if let Some(out) = same_side(&outs[..n]) {
-                s.tx[out.index()].append_burst(&mut s.rx);
-                s.rx.clear();
-                return;
-            }
-        }
-        for out in &outs[..k] {
-            if let Some(m) = s.rx.pop() {
-                push_or_drop(&mut s.tx[out.index()], m, &self.shared.counters);
-            }
-        }
-        while let Some(m) = s.rx.pop() {
-            self.process_one(m, ctx, &mut s.tx);
-        }
-    }
-
     /// The function's fast path over a burst's packets in order, up to the
     /// first it declines (that one and the rest then go one by one, so
     /// state changes keep the packets' order): each taken packet's egress
@@ -525,7 +486,8 @@ impl<F: NetworkFunction> Worker<F> {
         k
     }
 
-    /// Runs the function over `s.pending` (primary path).
+    /// Runs the function over `s.pending` and sorts the survivors into one
+    /// TX batch per egress port.
     #[inline]
     fn process_pending(&mut self, ctx: &PacketCtx, s: &mut Scratch) {
         if F::BURST_VERDICT {

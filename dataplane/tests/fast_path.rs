@@ -15,8 +15,9 @@ use common::{ring_port, wait};
 
 use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
 use dataplane::dpdk::ring::RingPort;
+use dataplane::frame::Frame;
 use dataplane::nf::route::RustLpm;
-use dataplane::nf::{DropReason, Router, RouterConfig, Side};
+use dataplane::nf::{DropReason, NetworkFunction, PacketCtx, Router, RouterConfig, Side, Verdict};
 use dataplane::stats::CounterSnapshot;
 use dataplane::wire::{checksum, MacAddr};
 
@@ -162,4 +163,63 @@ fn what_the_fast_path_declines_is_dropped_by_its_reason() {
     assert_eq!(c.fast, 2);
     assert!(inside.is_empty());
     assert_eq!(outside.iter().map(|f| f[42]).collect::<Vec<_>>(), [1, 4]);
+}
+
+/// Counts, per packet (its first byte), how often each path saw it; its
+/// fast path takes even packets only, to the outside; the general path
+/// sends the rest there too.
+struct Counting {
+    seen: Arc<std::sync::Mutex<Vec<(u8, &'static str)>>>,
+}
+
+impl NetworkFunction for Counting {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+
+    fn rewrite_span(&self) -> usize {
+        0
+    }
+
+    fn fast(&mut self, data: &mut [u8], _ctx: &PacketCtx) -> Option<Side> {
+        self.seen.lock().unwrap().push((data[0], "fast"));
+        data[0].is_multiple_of(2).then_some(Side::Outside)
+    }
+
+    fn process(&mut self, frame: &mut Frame<'_>, _ctx: &PacketCtx) -> Verdict {
+        self.seen.lock().unwrap().push((frame.data()[0], "general"));
+        Verdict::Forward(Side::Outside)
+    }
+}
+
+#[test]
+fn each_packet_is_offered_to_the_fast_path_once_and_a_declined_one_goes_to_the_general_path_once() {
+    let pool = common::pool("fp_once_pkts", 255, DEFAULT_DATA_ROOM);
+    let port = |what: &str| -> RingPort { ring_port(&format!("fp_once_{what}"), Some((256, 256)), 0, &pool) };
+    let (inside, outside) = (port("in"), port("out"));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let nf = Counting { seen: seen.clone() };
+    let (t, shared, quit) = common::spawn_standalone(nf, &inside, &outside, true);
+    // 0, 2, 4 fast; 5 declined; 6 fast again; 7, 9 declined; 10 fast.
+    let tags = [0u8, 2, 4, 5, 6, 7, 9, 10];
+    let frames = tags.iter().map(|&t| common::mbuf_of(&pool, &[t; 60])).collect();
+    assert!(inside.inject(frames).is_empty());
+    wait("all forwarded", || {
+        shared.counters.snapshot().tx[Side::Outside.index()] == 8
+    });
+    quit.store(true, Ordering::SeqCst);
+    t.join().expect("worker");
+    let sent: Vec<u8> = outside.take_sent(16).iter().map(|m| m.data()[0]).collect();
+    assert_eq!(sent, tags, "in order");
+    let seen = seen.lock().unwrap().clone();
+    for &t in &tags {
+        let fast = seen.iter().filter(|s| **s == (t, "fast")).count();
+        let general = seen.iter().filter(|s| **s == (t, "general")).count();
+        assert_eq!(
+            (fast, general),
+            (1, (t % 2) as usize),
+            "packet {t}: (fast, general) offers"
+        );
+    }
+    assert_eq!(shared.counters.snapshot().fast, 5);
 }

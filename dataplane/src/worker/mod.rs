@@ -534,6 +534,12 @@ impl<F: NetworkFunction> Worker<F> {
         for (out, m) in outs[..k].iter().zip(rest.by_ref()) {
             push_or_drop(&mut s.tx[out.index()], m, &self.shared.counters);
         }
+        // The packet the fast path declined goes straight to the general
+        // path; those after it may be the fast path's again.
+        if let Some(mut m) = rest.next() {
+            let verdict = self.verdict_general(&mut m, ctx);
+            self.settle(verdict, m, &mut s.tx);
+        }
         for m in rest {
             self.process_one(m, ctx, &mut s.tx);
         }
@@ -543,6 +549,13 @@ impl<F: NetworkFunction> Worker<F> {
     #[inline]
     fn process_one(&mut self, mut m: Mbuf, ctx: &PacketCtx, tx: &mut [TxBatch<MAX_BURST>; 2]) {
         let verdict = self.verdict(&mut m, ctx);
+        self.settle(verdict, m, tx);
+    }
+
+    /// A packet's verdict carried out: the packet ends in a TX batch or
+    /// freed, counted.
+    #[inline]
+    fn settle(&self, verdict: Verdict, m: Mbuf, tx: &mut [TxBatch<MAX_BURST>; 2]) {
         let counters = &self.shared.counters;
         match verdict {
             Verdict::Forward(out) => push_or_drop(&mut tx[out.index()], m, counters),

@@ -16,7 +16,7 @@ use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
 use dataplane::dpdk::ring::RingPort;
 use dataplane::dpdk::{Mbuf, Mempool};
 use dataplane::nf::route::RustLpm;
-use dataplane::nf::{Forward, NetworkFunction, Router, Side};
+use dataplane::nf::{DropReason, Forward, NetworkFunction, Router, Side};
 use dataplane::ownership::TxOwnership;
 use dataplane::replication::builder::{build_data, build_marker, Batch, HEADER_DATA_ROOM};
 use dataplane::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN, HEADER_LEN};
@@ -231,6 +231,8 @@ struct Opts {
     flow_hold_ns: u64,
     /// The worker's shard.
     shard: u16,
+    /// Shadow ring entries.
+    shadow: usize,
 }
 
 impl Default for Opts {
@@ -242,6 +244,7 @@ impl Default for Opts {
             flow_window: 0,
             flow_hold_ns: 1_000_000,
             shard: 0,
+            shadow: 1024,
         }
     }
 }
@@ -298,6 +301,7 @@ impl Node {
             flow_window,
             flow_hold_ns,
             shard,
+            shadow,
         } = opts;
         let inside = port(&format!("{tag}_in"), pkts);
         let outside = port(&format!("{tag}_out"), pkts);
@@ -329,7 +333,7 @@ impl Node {
                 pool: pkts.clone(),
                 settings: ReplSettings {
                     node_id,
-                    shadow: 1024,
+                    shadow,
                     window: 1024,
                     keepalive_ns: 10_000_000,
                     replay: 0,
@@ -975,6 +979,60 @@ fn a_backup_router_rewrites_batched_records_where_they_lie_and_a_takeover_resend
     assert_eq!(b.shared.repl.takeover_replayed.load(Ordering::Relaxed), 20);
     drop((p, b));
     assert_eq!(pkts.in_use(), 0, "every batch frame the backup held was freed");
+}
+
+#[test]
+fn a_full_shadow_ring_keeps_the_newest_batched_egress_and_a_takeover_resends_exactly_that() {
+    let pkts = pool("so_pkts", 4095, DEFAULT_DATA_ROOM);
+    let headers = pool("so_hdr", 2047, HEADER_DATA_ROOM);
+    let clones = pool("so_cln", 2047, 0);
+    let small = Opts {
+        shadow: 8,
+        ..Opts::default()
+    };
+    let (mut p, b) = pair_with("so", &pkts, &headers, &clones, [Opts::default(), small]);
+    // One burst of 30: batches of 21 and 9 records, every tx_done 0.
+    assert!(p
+        .inside
+        .inject((1..=30).map(|i| frame(&pkts, 64, i)).collect())
+        .is_empty());
+    wait("30 forwarded", || {
+        p.shared.counters.snapshot().tx[Side::Outside.index()] == 30
+    });
+    drop(p.outside.take_sent(64));
+    std::thread::sleep(Duration::from_millis(20));
+    let frames = data_frames(p.rep.take_sent(64));
+    assert_eq!(frames.iter().map(|f| records_of(f).len()).collect::<Vec<_>>(), [21, 9]);
+    assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
+    wait("backup processed 30", || {
+        b.shared.repl.last_seq.load(Ordering::Relaxed) == 30
+    });
+    let st = &b.shared.repl;
+    assert_eq!(
+        (
+            st.shadow_len.load(Ordering::Relaxed),
+            st.shadow_overflow.load(Ordering::Relaxed)
+        ),
+        (8, 22)
+    );
+    p.stop();
+    b.command(WorkerCmd::BecomePrimary { epoch: 2 }, true);
+    wait("takeover", || st.takeover_done_ns.load(Ordering::Relaxed) > 0);
+    let resent: Vec<u32> = b
+        .outside
+        .take_sent(64)
+        .iter()
+        .filter(|m| m.data()[12..14] == [0x08, 0x00])
+        .map(|m| id_of(m.data()))
+        .collect();
+    assert_eq!(
+        resent,
+        (23..=30).collect::<Vec<_>>(),
+        "the eight newest, from the second batch"
+    );
+    assert_eq!(b.shared.counters.snapshot().drops[DropReason::NoMbuf as usize], 0);
+    drop((p, b));
+    assert_eq!(pkts.in_use(), 0);
 }
 
 // Flow control: the backups' ACKs, and a primary that runs at most a

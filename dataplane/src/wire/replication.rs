@@ -323,7 +323,8 @@ impl Iterator for BatchRecords<'_> {
 /// Writes a BATCH record's header.
 #[inline]
 pub fn put_record_header(out: &mut [u8; RECORD_HEADER_LEN], ingress: u16, len: u16) {
-    *out = [(ingress >> 8) as u8, ingress as u8, (len >> 8) as u8, len as u8];
+    // One 4-byte store (an array of four byte shifts compiles to four).
+    *out = ((ingress as u32) << 16 | len as u32).to_be_bytes();
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> ReplicationFrame<T> {

@@ -378,6 +378,27 @@ impl Node {
     }
 }
 
+/// A test's pools, named after `tag`: `n` packets, and `n / 2` header
+/// and clone mbufs.
+fn pools(tag: &str, n: u32) -> (Arc<Mempool>, Arc<Mempool>, Arc<Mempool>) {
+    (
+        pool(&format!("{tag}_pkts"), n, DEFAULT_DATA_ROOM),
+        pool(&format!("{tag}_hdr"), n / 2, HEADER_DATA_ROOM),
+        pool(&format!("{tag}_cln"), n / 2, 0),
+    )
+}
+
+/// Packets `ids` of `len` bytes (`frame`) into the primary's inside port;
+/// once it forwarded them all, its DATA and BATCH frames so far.
+fn replicas_of(p: &Node, pkts: &Mempool, ids: std::ops::RangeInclusive<u32>, len: u16) -> Vec<Mbuf> {
+    let tx = || p.shared.counters.snapshot().tx[Side::Outside.index()];
+    let until = tx() + ids.clone().count() as u64;
+    assert!(p.inside.inject(ids.map(|i| frame(pkts, len, i)).collect()).is_empty());
+    wait("forwarded", || tx() == until);
+    std::thread::sleep(Duration::from_millis(20));
+    data_frames(p.rep.take_sent(64))
+}
+
 /// A primary (node 1) and a backup (node 2) in their modes.
 fn pair(tag: &str, pkts: &Arc<Mempool>, headers: &Arc<Mempool>, clones: &Arc<Mempool>) -> (Node, Node) {
     pair_with(tag, pkts, headers, clones, [Opts::default(); 2])
@@ -393,6 +414,12 @@ fn pair_with(
 ) -> (Node, Node) {
     let p = Node::start_with(&format!("{tag}a"), 1, pkts, headers, clones, opts[0]);
     let b = Node::start_with(&format!("{tag}b"), 2, pkts, headers, clones, opts[1]);
+    into_modes(&p, &b);
+    (p, b)
+}
+
+/// `p` becomes the primary of epoch 1 and `b` its backup.
+fn into_modes(p: &Node, b: &Node) {
     b.command(
         WorkerCmd::BecomeBackup {
             epoch: 1,
@@ -402,7 +429,6 @@ fn pair_with(
     );
     p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
     wait("primary mode", || p.shared.repl.mode() == Some(Mode::Primary));
-    (p, b)
 }
 
 impl Drop for Node {
@@ -468,9 +494,7 @@ fn data_frames(frames: Vec<Mbuf>) -> Vec<Mbuf> {
 
 #[test]
 fn primary_replicates_in_order_and_a_backup_takeover_resends_exactly_what_tx_done_had_not_covered() {
-    let pkts = pool("pb_pkts", 4095, DEFAULT_DATA_ROOM);
-    let headers = pool("pb_hdr", 2047, HEADER_DATA_ROOM);
-    let clones = pool("pb_cln", 2047, 0);
+    let (pkts, headers, clones) = pools("pb", 4095);
     let (mut p, mut b) = pair("p", &pkts, &headers, &clones);
 
     // 40 packets of 600 bytes on the primary's inside port.
@@ -569,16 +593,9 @@ fn primary_replicates_in_order_and_a_backup_takeover_resends_exactly_what_tx_don
 #[test]
 fn a_lost_replication_frame_is_a_counted_gap_and_unsynchronizes_the_backup() {
     // 300-byte packets travel one per frame (small ones would be batched).
-    let pkts = pool("gap_pkts", 2047, DEFAULT_DATA_ROOM);
-    let headers = pool("gap_hdr", 1023, HEADER_DATA_ROOM);
-    let clones = pool("gap_cln", 1023, 0);
+    let (pkts, headers, clones) = pools("gap", 2047);
     let (mut p, mut b) = pair("g", &pkts, &headers, &clones);
-    assert!(p
-        .inside
-        .inject((1..=10).map(|i| frame(&pkts, 300, i)).collect())
-        .is_empty());
-    wait("replicas", || p.rep.queued() >= 10);
-    let mut frames = data_frames(p.rep.take_sent(64));
+    let mut frames = replicas_of(&p, &pkts, 1..=10, 300);
     let lost = frames.remove(4); // seq 5
     assert_eq!(seq_of(&lost).1.seq, 5);
     drop(lost);
@@ -596,17 +613,9 @@ fn a_lost_replication_frame_is_a_counted_gap_and_unsynchronizes_the_backup() {
 
 #[test]
 fn a_batch_whose_third_record_runs_past_its_body_gives_two_records_a_malformed_count_and_a_gap() {
-    let pkts = pool("tb_pkts", 2047, DEFAULT_DATA_ROOM);
-    let headers = pool("tb_hdr", 1023, HEADER_DATA_ROOM);
-    let clones = pool("tb_cln", 1023, 0);
+    let (pkts, headers, clones) = pools("tb", 2047);
     let (mut p, mut b) = pair("tb", &pkts, &headers, &clones);
-    assert!(p
-        .inside
-        .inject((1..=3).map(|i| frame(&pkts, 64, i)).collect())
-        .is_empty());
-    wait("replicas", || p.rep.queued() >= 1);
-    std::thread::sleep(Duration::from_millis(20));
-    let mut frames = data_frames(p.rep.take_sent(64));
+    let mut frames = replicas_of(&p, &pkts, 1..=3, 64);
     assert_eq!(frames.len(), 1);
     assert_eq!(records_of(&frames[0]).len(), 3);
     // The third record's length field (after Ethernet, BATCH header and two
@@ -625,13 +634,8 @@ fn a_batch_whose_third_record_runs_past_its_body_gives_two_records_a_malformed_c
         "no gap until the next sequence comes"
     );
     // The next packet's replica (sequence 4) shows the gap.
-    assert!(p.inside.inject(vec![frame(&pkts, 64, 4)]).is_empty());
-    wait("replica 4", || p.rep.queued() >= 1);
-    std::thread::sleep(Duration::from_millis(20));
-    assert!(b
-        .rep
-        .inject(linearized(&pkts, data_frames(p.rep.take_sent(64))))
-        .is_empty());
+    let frames = replicas_of(&p, &pkts, 4..=4, 64);
+    assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
     wait("backup at 4", || b.shared.repl.last_seq.load(Ordering::Relaxed) == 4);
     assert_eq!(
         (st.gaps.load(Ordering::Relaxed), st.missing.load(Ordering::Relaxed)),
@@ -644,9 +648,7 @@ fn a_batch_whose_third_record_runs_past_its_body_gives_two_records_a_malformed_c
 
 #[test]
 fn a_refused_replica_means_the_packet_is_never_processed_and_its_sequence_is_reused() {
-    let pkts = pool("oc_pkts", 2047, DEFAULT_DATA_ROOM);
-    let headers = pool("oc_hdr", 1023, HEADER_DATA_ROOM);
-    let clones = pool("oc_cln", 1023, 0);
+    let (pkts, headers, clones) = pools("oc", 2047);
     // The replication port sends into 16 slots (15 usable), one frame per
     // packet.
     let p = Node::start_with(
@@ -820,19 +822,9 @@ fn a_small_chained_packet_is_replicated_whole_not_just_its_first_segment() {
 /// frame's records, once the backup has processed all thirty in order and
 /// is synchronized, without a gap.
 fn thirty_small_packets_in_batches(tag: &str, opts: Opts) -> Vec<Vec<(FrameType, ReplHeader, Vec<u8>)>> {
-    let pkts = pool(&format!("{tag}_pkts"), 4095, DEFAULT_DATA_ROOM);
-    let headers = pool(&format!("{tag}_hdr"), 2047, HEADER_DATA_ROOM);
-    let clones = pool(&format!("{tag}_cln"), 2047, 0);
+    let (pkts, headers, clones) = pools(tag, 4095);
     let (mut p, mut b) = pair_with(tag, &pkts, &headers, &clones, [opts; 2]);
-    assert!(p
-        .inside
-        .inject((1..=30).map(|i| frame(&pkts, 64, i)).collect())
-        .is_empty());
-    wait("30 forwarded", || {
-        p.shared.counters.snapshot().tx[Side::Outside.index()] == 30
-    });
-    std::thread::sleep(Duration::from_millis(20));
-    let frames = data_frames(p.rep.take_sent(64));
+    let frames = replicas_of(&p, &pkts, 1..=30, 64);
     let records = frames.iter().map(records_of).collect();
     assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
     wait("backup processed 30", || {
@@ -899,9 +891,7 @@ fn routed_udp(p: &Mempool, id: u32) -> Mbuf {
 
 #[test]
 fn a_backup_router_rewrites_batched_records_where_they_lie_and_a_takeover_resends_them_as_the_primary_sent_them() {
-    let pkts = pool("hb_pkts", 4095, DEFAULT_DATA_ROOM);
-    let headers = pool("hb_hdr", 2047, HEADER_DATA_ROOM);
-    let clones = pool("hb_cln", 2047, 0);
+    let (pkts, headers, clones) = pools("hb", 4095);
     let server = MacAddr([2, 0, 0, 0, 2, 2]);
     let cfg = common::router_config(None, vec![(Ipv4Addr::new(10, 10, 2, 2), server, Side::Outside)]);
     let start = |tag: &str, node| {
@@ -910,15 +900,7 @@ fn a_backup_router_rewrites_batched_records_where_they_lie_and_a_takeover_resend
         Node::start_nf(tag, node, [&pkts, &headers, &clones], Opts::default(), signals, router)
     };
     let (mut p, b) = (start("hba", 1), start("hbb", 2));
-    b.command(
-        WorkerCmd::BecomeBackup {
-            epoch: 1,
-            diverged: false,
-        },
-        false,
-    );
-    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
-    wait("primary mode", || p.shared.repl.mode() == Some(Mode::Primary));
+    into_modes(&p, &b);
 
     // Two bursts: 10 packets, then 20 whose records carry tx_done 10.
     let routed = |p: &Node, n: u64| p.shared.counters.snapshot().tx[Side::Outside.index()] == n;
@@ -983,25 +965,15 @@ fn a_backup_router_rewrites_batched_records_where_they_lie_and_a_takeover_resend
 
 #[test]
 fn a_full_shadow_ring_keeps_the_newest_batched_egress_and_a_takeover_resends_exactly_that() {
-    let pkts = pool("so_pkts", 4095, DEFAULT_DATA_ROOM);
-    let headers = pool("so_hdr", 2047, HEADER_DATA_ROOM);
-    let clones = pool("so_cln", 2047, 0);
+    let (pkts, headers, clones) = pools("so", 4095);
     let small = Opts {
         shadow: 8,
         ..Opts::default()
     };
     let (mut p, b) = pair_with("so", &pkts, &headers, &clones, [Opts::default(), small]);
     // One burst of 30: batches of 21 and 9 records, every tx_done 0.
-    assert!(p
-        .inside
-        .inject((1..=30).map(|i| frame(&pkts, 64, i)).collect())
-        .is_empty());
-    wait("30 forwarded", || {
-        p.shared.counters.snapshot().tx[Side::Outside.index()] == 30
-    });
+    let frames = replicas_of(&p, &pkts, 1..=30, 64);
     drop(p.outside.take_sent(64));
-    std::thread::sleep(Duration::from_millis(20));
-    let frames = data_frames(p.rep.take_sent(64));
     assert_eq!(frames.iter().map(|f| records_of(f).len()).collect::<Vec<_>>(), [21, 9]);
     assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
     wait("backup processed 30", || {
@@ -1064,9 +1036,7 @@ struct FlowBed {
 /// A primary of epoch 1 with a flow window of 64 records and `hold_ns`,
 /// once it has read `acks` (node, sequence, synchronized).
 fn flow_primary(tag: &str, hold_ns: u64, acks: &[(u32, u64, bool)]) -> FlowBed {
-    let pkts = pool(&format!("{tag}_pkts"), 2047, DEFAULT_DATA_ROOM);
-    let headers = pool(&format!("{tag}_hdr"), 1023, HEADER_DATA_ROOM);
-    let clones = pool(&format!("{tag}_cln"), 1023, 0);
+    let (pkts, headers, clones) = pools(tag, 2047);
     let opts = Opts {
         flow_window: 64,
         flow_hold_ns: hold_ns,
@@ -1176,9 +1146,7 @@ fn a_backup_silent_for_longer_than_the_hold_no_longer_holds_the_primary() {
 
 #[test]
 fn a_backup_acknowledges_the_last_sequence_it_processed_with_its_node_id() {
-    let pkts = pool("fa_pkts", 4095, DEFAULT_DATA_ROOM);
-    let headers = pool("fa_hdr", 2047, HEADER_DATA_ROOM);
-    let clones = pool("fa_cln", 2047, 0);
+    let (pkts, headers, clones) = pools("fa", 4095);
     let acking = Opts {
         flow_window: 64,
         ..Opts::default()
@@ -1217,9 +1185,7 @@ fn a_backup_acknowledges_the_last_sequence_it_processed_with_its_node_id() {
 #[test]
 fn with_flow_control_a_backup_behind_a_small_rx_ring_follows_a_fast_primary_without_a_gap() {
     const N: u32 = 3000;
-    let pkts = pool("fl_pkts", 8191, DEFAULT_DATA_ROOM);
-    let headers = pool("fl_hdr", 4095, HEADER_DATA_ROOM);
-    let clones = pool("fl_cln", 4095, 0);
+    let (pkts, headers, clones) = pools("fl", 8191);
     // One record per frame, a backup whose replication RX ring holds 63
     // frames, and which sleeps 50 us whenever it finds nothing: without
     // flow control the primary's bursts overflow that ring at once.

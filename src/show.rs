@@ -258,7 +258,7 @@ pub fn sync_text(view: &NodeView) -> String {
         let r = &w.repl;
         let _ = writeln!(
             out,
-            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {} gaps {} (missing {}) shadow {} window {} (evicted {} unmatched {}) frames tx {} rx {} keepalives tx {} rx {} stale {} audits {} (mismatched {}) acks tx {} rx {} backup lag {} held {:.1} ms",
+            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {} gaps {} (missing {}) shadow {} (in {} frames, overflow {}) window {} (evicted {} unmatched {}) frames tx {} rx {} keepalives tx {} rx {} stale {} audits {} (mismatched {}) acks tx {} rx {} backup lag {} held {:.1} ms",
             w.shard,
             r.mode().map(|m| m.name()).unwrap_or("standalone"),
             r.epoch.load(Relaxed),
@@ -268,6 +268,8 @@ pub fn sync_text(view: &NodeView) -> String {
             r.gaps.load(Relaxed),
             r.missing.load(Relaxed),
             r.shadow_len.load(Relaxed),
+            r.shadow_frames.load(Relaxed),
+            r.shadow_overflow.load(Relaxed),
             r.window_len.load(Relaxed),
             r.window_evicted.load(Relaxed),
             r.window_unmatched.load(Relaxed),

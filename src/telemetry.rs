@@ -146,6 +146,8 @@ fn sync(v: &NodeView) -> Vec<(String, TelValue)> {
                 u("gaps", r.gaps.load(Relaxed)),
                 u("missing", r.missing.load(Relaxed)),
                 u("shadow", r.shadow_len.load(Relaxed)),
+                u("shadow_frames", r.shadow_frames.load(Relaxed)),
+                u("shadow_overflow", r.shadow_overflow.load(Relaxed)),
                 u("window", r.window_len.load(Relaxed)),
                 u("frames_tx", r.frames_tx.load(Relaxed)),
                 u("frames_rx", r.frames_rx.load(Relaxed)),

@@ -933,7 +933,14 @@ fn a_backup_router_rewrites_batched_records_where_they_lie_and_a_takeover_resend
     wait("backup processed 30", || {
         b.shared.repl.last_seq.load(Ordering::Relaxed) == 30
     });
+    // The worker publishes its state field by field, every iteration.
+    std::thread::sleep(Duration::from_millis(10));
     assert_eq!(b.shared.repl.shadow_len.load(Ordering::Relaxed), 20);
+    assert_eq!(
+        b.shared.repl.shadow_frames.load(Ordering::Relaxed),
+        1,
+        "only the second batch: the first one's records were all released"
+    );
     assert_eq!(
         b.shared.counters.snapshot().fast,
         30,
@@ -979,13 +986,17 @@ fn a_full_shadow_ring_keeps_the_newest_batched_egress_and_a_takeover_resends_exa
     wait("backup processed 30", || {
         b.shared.repl.last_seq.load(Ordering::Relaxed) == 30
     });
+    // The worker publishes its state field by field, every iteration.
+    std::thread::sleep(Duration::from_millis(10));
     let st = &b.shared.repl;
     assert_eq!(
         (
             st.shadow_len.load(Ordering::Relaxed),
-            st.shadow_overflow.load(Ordering::Relaxed)
+            st.shadow_overflow.load(Ordering::Relaxed),
+            st.shadow_frames.load(Ordering::Relaxed)
         ),
-        (8, 22)
+        (8, 22, 1),
+        "the first batch frame (records 1..=21) freed as its last record left"
     );
     p.stop();
     b.command(WorkerCmd::BecomePrimary { epoch: 2 }, true);

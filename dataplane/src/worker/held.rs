@@ -56,6 +56,11 @@ impl HeldBatches {
         self.q.push_back((last_seq, m));
     }
 
+    /// Batch frames held.
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
     /// Gives up (to `freed`) every batch none of whose records is left in a
     /// shadow ring whose oldest entry is `oldest` (`None`: empty).
     #[inline]

@@ -51,6 +51,9 @@ pub struct ReplStatus {
     pub epoch_seen: AtomicU32,
     pub shadow_len: AtomicU64,
     pub shadow_overflow: AtomicU64,
+    /// Batch frames the shadow ring's in-place egress holds (mbufs of the
+    /// packet pool, one per batch, not per packet).
+    pub shadow_frames: AtomicU64,
     pub window_len: AtomicU64,
     pub window_evicted: AtomicU64,
     /// SWITCHOVER naming this node id arrived on this shard (0 = none).
@@ -111,6 +114,7 @@ impl<F: NetworkFunction> Worker<F> {
         r.old_frames.store(st.tracker.old, Relaxed);
         r.shadow_len.store(st.shadow.len() as u64, Relaxed);
         r.shadow_overflow.store(st.shadow.overflow, Relaxed);
+        r.shadow_frames.store(st.held.len() as u64, Relaxed);
         r.window_len
             .store((st.windows[0].len() + st.windows[1].len()) as u64, Relaxed);
         r.window_evicted

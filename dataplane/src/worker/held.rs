@@ -76,7 +76,7 @@ impl HeldBatches {
     /// The egress as a frame of its own: an `InBatch` range is copied into a
     /// fresh mbuf of `pool`. `None` when the pool is empty or the batch is
     /// no longer held.
-    pub fn to_owned(&self, e: Egress, pool: &Mempool) -> Option<(Side, Mbuf)> {
+    pub fn own_frame(&self, e: Egress, pool: &Mempool) -> Option<(Side, Mbuf)> {
         match e {
             Egress::Own(side, m) => Some((side, m)),
             Egress::InBatch { out, batch, start, len } => {

@@ -408,14 +408,8 @@ impl<F: NetworkFunction> Worker<F> {
     /// none.
     #[inline]
     fn keep(&self, seq: u64, v: Verdict, m: Mbuf, st: &mut ReplState) {
-        match v {
-            Verdict::Forward(out) => st.shadow.push(seq, Egress::Own(out, m)),
-            Verdict::Replaced { out, dropped } => {
-                self.shared.counters.drop(dropped, 1);
-                st.shadow.push(seq, Egress::Own(out, m));
-            }
-            Verdict::Drop(reason) => self.shared.counters.drop(reason, 1),
-            Verdict::Consumed => bump(&self.shared.counters.consumed, 1),
+        if let Some(out) = self.egress_of(v, 1) {
+            st.shadow.push(seq, Egress::Own(out, m));
         }
     }
 

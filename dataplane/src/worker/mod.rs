@@ -491,29 +491,10 @@ impl<F: NetworkFunction> Worker<F> {
     #[inline]
     fn process_pending(&mut self, ctx: &PacketCtx, s: &mut Scratch) {
         if F::BURST_VERDICT {
-            let counters = &self.shared.counters;
-            let n = s.pending.len() as u64;
             let verdict = self.nf.process(&mut Frame::new_in_range(&mut [], 0, 0), ctx);
-            match verdict {
-                Verdict::Forward(out) | Verdict::Replaced { out, .. } => {
-                    if let Verdict::Replaced { dropped, .. } = verdict {
-                        counters.drop(dropped, n);
-                    }
-                    s.tx[out.index()].append_vec(&mut s.pending);
-                    // A batch holds a whole burst; count if it ever does not.
-                    if !s.pending.is_empty() {
-                        counters.drop(DropReason::TxRefused, s.pending.len() as u64);
-                        s.pending.clear();
-                    }
-                }
-                Verdict::Drop(r) => {
-                    counters.drop(r, n);
-                    s.pending.clear();
-                }
-                Verdict::Consumed => {
-                    bump(&counters.consumed, n);
-                    s.pending.clear();
-                }
+            match self.egress_of(verdict, s.pending.len() as u64) {
+                Some(out) => append_or_drop(&mut s.tx[out.index()], &mut s.pending, &self.shared.counters),
+                None => s.pending.clear(),
             }
             return;
         }
@@ -522,11 +503,7 @@ impl<F: NetworkFunction> Worker<F> {
         let k = self.fast_prefix(&mut s.pending, ctx, &mut outs);
         if k == n {
             if let Some(out) = same_side(&outs[..n]) {
-                s.tx[out.index()].append_vec(&mut s.pending);
-                if !s.pending.is_empty() {
-                    self.shared.counters.drop(DropReason::TxRefused, s.pending.len() as u64);
-                    s.pending.clear();
-                }
+                append_or_drop(&mut s.tx[out.index()], &mut s.pending, &self.shared.counters);
                 return;
             }
         }
@@ -556,15 +533,30 @@ impl<F: NetworkFunction> Worker<F> {
     /// freed, counted.
     #[inline]
     fn settle(&self, verdict: Verdict, m: Mbuf, tx: &mut [TxBatch<MAX_BURST>; 2]) {
+        if let Some(out) = self.egress_of(verdict, 1) {
+            push_or_drop(&mut tx[out.index()], m, &self.shared.counters);
+        }
+    }
+
+    /// Where `n` packets a verdict was given on leave, if they do; what it
+    /// dropped, replaced or consumed is counted.
+    #[inline]
+    fn egress_of(&self, verdict: Verdict, n: u64) -> Option<Side> {
         let counters = &self.shared.counters;
         match verdict {
-            Verdict::Forward(out) => push_or_drop(&mut tx[out.index()], m, counters),
+            Verdict::Forward(out) => Some(out),
             Verdict::Replaced { out, dropped } => {
-                counters.drop(dropped, 1);
-                push_or_drop(&mut tx[out.index()], m, counters);
+                counters.drop(dropped, n);
+                Some(out)
             }
-            Verdict::Drop(r) => counters.drop(r, 1),
-            Verdict::Consumed => bump(&counters.consumed, 1),
+            Verdict::Drop(r) => {
+                counters.drop(r, n);
+                None
+            }
+            Verdict::Consumed => {
+                bump(&counters.consumed, n);
+                None
+            }
         }
     }
 
@@ -612,27 +604,13 @@ impl<F: NetworkFunction> Worker<F> {
     /// path's to decide on a copy (nothing changed).
     #[inline]
     fn verdict_in_place(&mut self, data: &mut [u8], ctx: &PacketCtx) -> InPlace {
-        let counters = &self.shared.counters;
         if F::BURST_VERDICT {
-            return match self.nf.process(&mut Frame::new_in_range(&mut [], 0, 0), ctx) {
-                Verdict::Forward(out) => InPlace::Out(out),
-                Verdict::Replaced { out, dropped } => {
-                    counters.drop(dropped, 1);
-                    InPlace::Out(out)
-                }
-                Verdict::Drop(r) => {
-                    counters.drop(r, 1);
-                    InPlace::Done
-                }
-                Verdict::Consumed => {
-                    bump(&counters.consumed, 1);
-                    InPlace::Done
-                }
-            };
+            let verdict = self.nf.process(&mut Frame::new_in_range(&mut [], 0, 0), ctx);
+            return self.egress_of(verdict, 1).map_or(InPlace::Done, InPlace::Out);
         }
         match self.nf.fast(data, ctx) {
             Some(out) => {
-                bump(&counters.fast, 1);
+                bump(&self.shared.counters.fast, 1);
                 InPlace::Out(out)
             }
             None => InPlace::General,
@@ -685,6 +663,17 @@ pub(crate) fn remove_at<T>(v: &mut Vec<T>, at: &[usize]) {
 fn same_side(outs: &[Side]) -> Option<Side> {
     let first = *outs.first()?;
     outs.iter().all(|o| *o == first).then_some(first)
+}
+
+/// Moves all of `pkts` to `batch`. A batch holds a whole burst, so none is
+/// left; count if some ever are.
+#[inline]
+fn append_or_drop(batch: &mut TxBatch<MAX_BURST>, pkts: &mut Vec<Mbuf>, counters: &WorkerCounters) {
+    batch.append_vec(pkts);
+    if !pkts.is_empty() {
+        counters.drop(DropReason::TxRefused, pkts.len() as u64);
+        pkts.clear();
+    }
 }
 
 #[inline]

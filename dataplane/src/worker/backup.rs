@@ -5,10 +5,9 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::held::Egress;
+use super::held::{copy_out, span, Egress};
 use super::{InPlace, ReplState, Scratch, Worker, MAX_BURST};
 use crate::clock::TscClock;
-use crate::dpdk::mbuf::MbufStash;
 use crate::dpdk::{Mbuf, Mempool};
 use crate::nf::DropReason;
 use crate::nf::{NetworkFunction, Owner, PacketCtx, Side, Verdict};
@@ -459,23 +458,9 @@ enum Body {
     InBatch { start: u16, len: u16 },
 }
 
-/// Bytes `start..start + len`.
-#[inline]
-fn span(start: u16, len: u16) -> std::ops::Range<usize> {
-    start as usize..start as usize + len as usize
-}
-
 /// A record decoded, waiting to be processed: type, header, the start of a
 /// marker's body, and a DATA record's frame with its hash.
 type Record = (FrameType, ReplHeader, [u8; MARKER_BODY], Option<(Body, u64)>);
-
-/// `src` in a fresh mbuf of the stash.
-#[inline]
-fn copy_out(src: &[u8], stash: &mut MbufStash, pool: &Mempool) -> Option<Mbuf> {
-    let mut copy = stash.take(pool)?;
-    copy.extend(src.len())?.copy_from_slice(src);
-    Some(copy)
-}
 
 /// Records copied out of a batch before the first of them is processed.
 const RECORD_CHUNK: usize = 16;

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 
+use crate::dpdk::mbuf::MbufStash;
 use crate::dpdk::{Mbuf, Mempool};
 use crate::nf::Side;
 
@@ -74,18 +75,30 @@ impl HeldBatches {
     }
 
     /// The egress as a frame of its own: an `InBatch` range is copied into a
-    /// fresh mbuf of `pool`. `None` when the pool is empty or the batch is
+    /// fresh mbuf of `stash`. `None` when the pool is empty or the batch is
     /// no longer held.
-    pub fn own_frame(&self, e: Egress, pool: &Mempool) -> Option<(Side, Mbuf)> {
+    pub fn own_frame(&self, e: Egress, stash: &mut MbufStash, pool: &Mempool) -> Option<(Side, Mbuf)> {
         match e {
             Egress::Own(side, m) => Some((side, m)),
             Egress::InBatch { out, batch, start, len } => {
                 let (_, b) = self.q.get(batch.checked_sub(self.first_id)? as usize)?;
-                let src = b.data().get(start as usize..start as usize + len as usize)?;
-                let mut m = Mbuf::alloc(pool)?;
-                m.extend(src.len())?.copy_from_slice(src);
+                let m = copy_out(b.data().get(span(start, len))?, stash, pool)?;
                 Some((out, m))
             }
         }
     }
+}
+
+/// Bytes `start..start + len` (of a held batch frame).
+#[inline]
+pub(crate) fn span(start: u16, len: u16) -> std::ops::Range<usize> {
+    start as usize..start as usize + len as usize
+}
+
+/// `src` in a fresh mbuf of the stash.
+#[inline]
+pub(crate) fn copy_out(src: &[u8], stash: &mut MbufStash, pool: &Mempool) -> Option<Mbuf> {
+    let mut copy = stash.take(pool)?;
+    copy.extend(src.len())?.copy_from_slice(src);
+    Some(copy)
 }

@@ -45,7 +45,10 @@ impl<F: NetworkFunction> Worker<F> {
             // In-place egress is copied out of its batch frame now.
             let pool = self.repl.as_ref().map(|p| p.pool.clone());
             for (_, e) in resend {
-                let Some((side, m)) = pool.as_ref().and_then(|p| st.held.own_frame(e, p)) else {
+                let Some((side, m)) = pool
+                    .as_ref()
+                    .and_then(|p| st.held.own_frame(e, &mut st.record_stash, p))
+                else {
                     self.shared.counters.drop(DropReason::NoMbuf, 1);
                     continue;
                 };

@@ -682,22 +682,22 @@ impl Nat {
             return;
         };
         let mut ip = Ipv4Packet::new_unchecked(ip);
-        if hit.outbound {
-            let nat_ip = self.cfg.address;
-            let old = ip.rewrite_src(nat_ip);
-            rewrite_l4(ip.payload_mut(), hit.proto, true, hit.old_port, s.ext_port, old, nat_ip);
+        // Outbound the source becomes the NAT's, inbound the destination
+        // the inside host's.
+        let (old_ip, new_ip, new_port) = if hit.outbound {
+            (ip.rewrite_src(self.cfg.address), self.cfg.address, s.ext_port)
         } else {
-            let old = ip.rewrite_dst(s.inside_ip);
-            rewrite_l4(
-                ip.payload_mut(),
-                hit.proto,
-                false,
-                hit.old_port,
-                s.inside_port,
-                old,
-                s.inside_ip,
-            );
-        }
+            (ip.rewrite_dst(s.inside_ip), s.inside_ip, s.inside_port)
+        };
+        rewrite_l4(
+            ip.payload_mut(),
+            hit.proto,
+            hit.outbound,
+            hit.old_port,
+            new_port,
+            old_ip,
+            new_ip,
+        );
     }
 
     /// Translates an inside-to-outside packet (the IPv4 packet, header on)

@@ -484,14 +484,6 @@ impl<const N: usize> RxBurst<N> {
         unsafe { std::slice::from_raw_parts(left.as_ptr() as *const Mbuf, left.len()) }
     }
 
-    /// The packets left, in arrival order, to rewrite in place.
-    #[inline]
-    pub fn as_mut_slice(&mut self) -> &mut [Mbuf] {
-        let left = &mut self.pkts[self.next..self.len];
-        // SAFETY: as for as_slice; the slice borrows the burst mutably.
-        unsafe { std::slice::from_raw_parts_mut(left.as_mut_ptr() as *mut Mbuf, left.len()) }
-    }
-
     /// Moves every packet left, in arrival order, onto the end of `into`.
     #[inline]
     pub fn drain_into(&mut self, into: &mut Vec<Mbuf>) {
@@ -589,19 +581,6 @@ impl<const N: usize> TxBatch<N> {
         n
     }
 
-    /// Moves as many packets of `rx` as fit, in order, with one copy of the
-    /// pointer array. Returns how many moved; the rest stay in `rx`.
-    #[inline]
-    pub fn append_burst<const M: usize>(&mut self, rx: &mut RxBurst<M>) -> usize {
-        let n = rx.len().min(N - self.len);
-        self.pkts[self.len..self.len + n].copy_from_slice(&rx.pkts[rx.next..rx.next + n]);
-        self.len += n;
-        rx.next += n;
-        n
-    }
-}
-
-impl<const N: usize> TxBatch<N> {
     /// Moves as many packets of `from` as fit, in order, from its front;
     /// returns how many moved (the rest stay in `from`).
     #[inline]

@@ -80,11 +80,25 @@ fn route(
     frames: &[Vec<u8>],
     done: impl Fn(&CounterSnapshot) -> bool,
 ) -> ([Vec<Vec<u8>>; 2], CounterSnapshot) {
+    let cfg = config();
+    run(
+        tag,
+        Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes))),
+        frames,
+        done,
+    )
+}
+
+/// [`route`] with any function.
+fn run<F: NetworkFunction>(
+    tag: &str,
+    nf: F,
+    frames: &[Vec<u8>],
+    done: impl Fn(&CounterSnapshot) -> bool,
+) -> ([Vec<Vec<u8>>; 2], CounterSnapshot) {
     let pool = common::pool(&format!("{tag}_pkts"), 511, DEFAULT_DATA_ROOM);
     let port = |what: &str| -> RingPort { ring_port(&format!("{tag}_{what}"), Some((256, 256)), 0, &pool) };
     let (inside, outside) = (port("in"), port("out"));
-    let cfg = config();
-    let nf = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes)));
     let (t, shared, quit) = common::spawn_standalone(nf, &inside, &outside, true);
     let refused = inside.inject(frames.iter().map(|f| common::mbuf_of(&pool, f)).collect());
     assert!(refused.is_empty(), "the ring took every frame");
@@ -194,22 +208,13 @@ impl NetworkFunction for Counting {
 
 #[test]
 fn each_packet_is_offered_to_the_fast_path_once_and_a_declined_one_goes_to_the_general_path_once() {
-    let pool = common::pool("fp_once_pkts", 255, DEFAULT_DATA_ROOM);
-    let port = |what: &str| -> RingPort { ring_port(&format!("fp_once_{what}"), Some((256, 256)), 0, &pool) };
-    let (inside, outside) = (port("in"), port("out"));
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let nf = Counting { seen: seen.clone() };
-    let (t, shared, quit) = common::spawn_standalone(nf, &inside, &outside, true);
     // 0, 2, 4 fast; 5 declined; 6 fast again; 7, 9 declined; 10 fast.
     let tags = [0u8, 2, 4, 5, 6, 7, 9, 10];
-    let frames = tags.iter().map(|&t| common::mbuf_of(&pool, &[t; 60])).collect();
-    assert!(inside.inject(frames).is_empty());
-    wait("all forwarded", || {
-        shared.counters.snapshot().tx[Side::Outside.index()] == 8
-    });
-    quit.store(true, Ordering::SeqCst);
-    t.join().expect("worker");
-    let sent: Vec<u8> = outside.take_sent(16).iter().map(|m| m.data()[0]).collect();
+    let frames: Vec<Vec<u8>> = tags.iter().map(|&t| vec![t; 60]).collect();
+    let ([_, outside], c) = run("fp_once", nf, &frames, |c| c.tx[Side::Outside.index()] == 8);
+    let sent: Vec<u8> = outside.iter().map(|f| f[0]).collect();
     assert_eq!(sent, tags, "in order");
     let seen = seen.lock().unwrap().clone();
     for &t in &tags {
@@ -221,5 +226,5 @@ fn each_packet_is_offered_to_the_fast_path_once_and_a_declined_one_goes_to_the_g
             "packet {t}: (fast, general) offers"
         );
     }
-    assert_eq!(shared.counters.snapshot().fast, 5);
+    assert_eq!(c.fast, 5);
 }

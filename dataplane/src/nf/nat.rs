@@ -946,6 +946,7 @@ fn tcp_bits(flags: u8, outbound: bool) -> u8 {
 /// Rewrites the source or destination port of the L4 header `p` (a
 /// packet's, or the quote in an ICMP error: at least 8 bytes) and patches
 /// its checksum for the port and the address change.
+#[inline(always)]
 fn rewrite_l4(p: &mut [u8], proto: u8, source: bool, old_port: u16, new_port: u16, old_ip: u32, new_ip: u32) {
     // The address is in the pseudo-header, the port in the header: one
     // patch of the transport checksum for both.

@@ -258,7 +258,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
 
     /// Rewrites the source address, patching the header checksum; returns the
     /// old address (transport checksums are the caller's).
-    #[inline]
+    #[inline(always)]
     pub fn rewrite_src(&mut self, new: u32) -> u32 {
         let b = self.buffer.as_mut();
         let old = get_u32(b, field::SRC);
@@ -269,7 +269,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     /// Rewrites the destination address, patching the header checksum.
-    #[inline]
+    #[inline(always)]
     pub fn rewrite_dst(&mut self, new: u32) -> u32 {
         let b = self.buffer.as_mut();
         let old = get_u32(b, field::DST);

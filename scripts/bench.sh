@@ -40,6 +40,8 @@ fi
 
 echo "bench: NAT with a million sessions (one core, no NIC)"
 taskset -c 1 "$ROOT/target/release/nat_scale" 1000000 10000000 | tee "$OUT/nat_scale.json"
+echo "bench: what the router and the NAT cost per packet without I/O (fast and general paths, 1024 flows)"
+taskset -c 1 "$ROOT/target/release/fn_cost" 1024 10000000 2>/dev/null | tee "$OUT/fn_cost.json"
 echo "bench: rte_lpm against the Rust route table (10 000 routes)"
 taskset -c 1 "$ROOT/target/release/lpm" 10000 10000000 2>/dev/null | tee "$OUT/lpm.json"
 

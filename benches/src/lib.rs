@@ -3,6 +3,9 @@
 //! - `nat_scale`: the NAT with a million sessions — insert rate, packets per
 //!   second through a full table, bytes of memory per session (pure code, no
 //!   EAL, so the numbers are the function's own).
+//! - `fn_cost`: the router's and the NAT's own time per packet (fast and
+//!   general paths over the bench pcap's flows, no port, no mbuf): what of
+//!   a function's rate is the function, what the I/O around it.
 //! - `lpm`: DPDK's `rte_lpm` against the Rust table the tests use, the
 //!   measurement behind the router's choice of `rte_lpm`.
 //! - `backup_drain`: how many records per second a backup worker follows

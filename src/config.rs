@@ -231,6 +231,11 @@ pub struct DataplaneSection {
     /// Sleep this long when a loop iteration finds no packet (0 = busy-poll).
     #[serde(default)]
     pub idle_sleep_us: u64,
+    /// Let data ports that can verify IPv4 header checksums on receive do
+    /// it, and trust their verdict (off: for a NIC whose offload is not
+    /// to be trusted; the function then verifies every header itself).
+    #[serde(default = "default_true")]
+    pub rx_checksum_offload: bool,
 }
 
 impl Default for DataplaneSection {
@@ -243,12 +248,16 @@ impl Default for DataplaneSection {
             rx_desc: default_desc(),
             tx_desc: default_desc(),
             idle_sleep_us: 0,
+            rx_checksum_offload: true,
         }
     }
 }
 
 fn default_workers() -> u16 {
     1
+}
+fn default_true() -> bool {
+    true
 }
 fn default_burst() -> u16 {
     32

@@ -164,6 +164,7 @@ impl Node {
             rx_desc: d.rx_desc,
             tx_desc: d.tx_desc,
             promiscuous: true,
+            rx_ip_checksum: d.rx_checksum_offload,
         };
         let mut ports = Vec::new();
         let mut refs = Vec::new();
@@ -296,10 +297,12 @@ impl Node {
                 DataQueues {
                     rx: ports[Side::Inside.index()].rx_queue(q),
                     tx: ports[Side::Inside.index()].tx_queue(q),
+                    rx_ip_checksum: ports[Side::Inside.index()].rx_ip_checksum(),
                 },
                 DataQueues {
                     rx: ports[Side::Outside.index()].rx_queue(q),
                     tx: ports[Side::Outside.index()].tx_queue(q),
+                    rx_ip_checksum: ports[Side::Outside.index()].rx_ip_checksum(),
                 },
             ];
             let (repl, cmd_rx) = match &repl_setup {

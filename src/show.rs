@@ -107,6 +107,11 @@ pub fn port_info_text(view: &NodeView, id: u16) -> String {
                 "Promiscuous mode: {}",
                 if i.promiscuous { "enabled" } else { "disabled" }
             );
+            let _ = writeln!(
+                out,
+                "RX IPv4 checksum offload: {}",
+                if i.rx_ip_checksum { "on" } else { "off" }
+            );
             let _ = writeln!(out, "Current number of RX queues: {}", i.rx_queues);
             let _ = writeln!(out, "Max possible RX queues: {}", i.max_rx_queues);
             let _ = writeln!(out, "Current number of TX queues: {}", i.tx_queues);

@@ -100,6 +100,7 @@ pub fn replicating_worker<F: NetworkFunction>(
     let queues = |p: &Port| DataQueues {
         rx: p.rx_queue(0),
         tx: p.tx_queue(0),
+        rx_ip_checksum: p.rx_ip_checksum(),
     };
     let worker = Worker {
         shard: 0,
@@ -180,6 +181,7 @@ pub fn port_config() -> PortConfig {
         rx_desc: 1024,
         tx_desc: 1024,
         promiscuous: false,
+        rx_ip_checksum: true,
     }
 }
 

@@ -122,8 +122,9 @@ pub fn replication_frame(data: &[u8]) {
 
 /// Runs arbitrary frames through a router with a NAT: the first byte picks
 /// the ingress side (bit 0), whether it is a copy from another shard
-/// (bit 1) and whether its IPv4 header checksum is filled in (bit 2: else
-/// a fuzzer rarely gets past the checksum); the next eight the packet
+/// (bit 1), whether its IPv4 header checksum is filled in (bit 2: else
+/// a fuzzer rarely gets past the checksum) and whether the NIC vouched for
+/// it (bit 3, `PacketCtx::ip_checksum_ok`); the next eight the packet
 /// time; the rest is the frame.
 /// The properties: no panic; every frame forwarded stays within the
 /// buffer the frame view allows; and the fast path, as the worker runs it,
@@ -205,8 +206,11 @@ pub fn nat_router(data: &[u8]) {
             r.prefetch(part, side, stage);
         }
         let mut f = OwnedFrame::from_bytes(part);
+        // With bit 3 even a header that does not verify passes: both
+        // paths must take the NIC's word alike.
         let ctx = PacketCtx {
             copy: flags & 2 != 0,
+            ip_checksum_ok: flags & 8 != 0,
             ..PacketCtx::new(side, u64::from_le_bytes(t) >> 8)
         };
         let v = match f.with_frame(|fr| r.fast(fr.data_mut(), &ctx)) {

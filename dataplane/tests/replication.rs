@@ -20,7 +20,7 @@ use dataplane::nf::{DropReason, Forward, NetworkFunction, Router, Side};
 use dataplane::ownership::TxOwnership;
 use dataplane::replication::builder::{build_data, build_marker, Batch, HEADER_DATA_ROOM};
 use dataplane::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN, HEADER_LEN};
-use dataplane::wire::replication::{AckBody, BatchRecords, MAX_BATCH_RECORDS, RECORD_HEADER_LEN};
+use dataplane::wire::replication::{ingress, AckBody, BatchRecords, MAX_BATCH_RECORDS, RECORD_HEADER_LEN};
 use dataplane::wire::{checksum, MacAddr};
 use dataplane::worker::{
     Announce, Mode, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
@@ -233,6 +233,9 @@ struct Opts {
     shard: u16,
     /// Shadow ring entries.
     shadow: usize,
+    /// The inside port verifies IPv4 header checksums (the test sets the
+    /// mbufs' flags, as such a NIC would).
+    nic_checksum: bool,
 }
 
 impl Default for Opts {
@@ -245,6 +248,7 @@ impl Default for Opts {
             flow_hold_ns: 1_000_000,
             shard: 0,
             shadow: 1024,
+            nic_checksum: false,
         }
     }
 }
@@ -302,6 +306,7 @@ impl Node {
             flow_hold_ns,
             shard,
             shadow,
+            nic_checksum,
         } = opts;
         let inside = port(&format!("{tag}_in"), pkts);
         let outside = port(&format!("{tag}_out"), pkts);
@@ -310,10 +315,12 @@ impl Node {
         let (tx, rx) = unbounded();
         let ownership = Arc::new(TxOwnership::new(shard as usize + 1, false));
         let quit = Arc::new(AtomicBool::new(false));
+        let mut data = common::data_queues(&inside, &outside);
+        data[Side::Inside.index()].rx_ip_checksum = nic_checksum;
         let worker = Worker {
             shard,
             nf,
-            data: common::data_queues(&inside, &outside),
+            data,
             burst: 32,
             idle_sleep_us: 50,
             ownership: ownership.clone(),
@@ -968,6 +975,97 @@ fn a_backup_router_rewrites_batched_records_where_they_lie_and_a_takeover_resend
     assert_eq!(b.shared.repl.takeover_replayed.load(Ordering::Relaxed), 20);
     drop((p, b));
     assert_eq!(pkts.in_use(), 0, "every batch frame the backup held was freed");
+}
+
+/// [`routed_udp`] with its header checksum broken, as a NIC with RX
+/// checksum offload might have marked it (`nic`: good, bad, or not at all).
+fn routed_udp_marked(p: &Mempool, id: u32, broken: bool, nic: Option<bool>) -> Mbuf {
+    let mut m = routed_udp(p, id);
+    if broken {
+        m.data_mut()[24] ^= 0x5a;
+    }
+    if let Some(good) = nic {
+        m.set_rx_ip_checksum(good);
+    }
+    m
+}
+
+#[test]
+fn the_nics_checksum_verdict_travels_with_the_replica_and_the_backup_decides_as_the_primary_did() {
+    let (pkts, headers, clones) = pools("ck", 2047);
+    let server = MacAddr([2, 0, 0, 0, 2, 2]);
+    let cfg = common::router_config(None, vec![(Ipv4Addr::new(10, 10, 2, 2), server, Side::Outside)]);
+    let start = |tag: &str, node, opts| {
+        let router = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes)));
+        Node::start_nf(
+            tag,
+            node,
+            [&pkts, &headers, &clones],
+            opts,
+            Arc::new(NodeSignals::default()),
+            router,
+        )
+    };
+    let nic = Opts {
+        nic_checksum: true,
+        ..Opts::default()
+    };
+    let (mut p, b) = (start("cka", 1, nic), start("ckb", 2, Opts::default()));
+    into_modes(&p, &b);
+
+    // 1: a header that does not verify, which the NIC called good (the
+    // function takes its word: it is the probe that shows whose word
+    // counted); 2: the same header unmarked; 3 and 4: good headers,
+    // marked and not.
+    let marked = [
+        (1, true, Some(true)),
+        (2, true, None),
+        (3, false, Some(true)),
+        (4, false, None),
+    ];
+    let burst = marked
+        .iter()
+        .map(|&(id, broken, nic)| routed_udp_marked(&pkts, id, broken, nic));
+    assert!(p.inside.inject(burst.collect()).is_empty());
+    let bad = |n: &Node| n.shared.counters.snapshot().drops[DropReason::BadChecksum as usize];
+    wait("primary decided 4", || {
+        p.shared.counters.snapshot().tx[Side::Outside.index()] == 3 && bad(&p) == 1
+    });
+    let sent: Vec<Vec<u8>> = p.outside.take_sent(64).iter().map(|m| m.copy_to_vec()).collect();
+    assert_eq!(sent.iter().map(|f| id_of(f)).collect::<Vec<_>>(), vec![1, 3, 4]);
+    assert_eq!(p.shared.counters.snapshot().fast, 3, "1, 3 and 4 by the fast path");
+
+    std::thread::sleep(Duration::from_millis(20));
+    let frames = data_frames(p.rep.take_sent(64));
+    let records: Vec<_> = frames.iter().flat_map(records_of).collect();
+    assert_eq!(
+        records.iter().map(|(_, h, _)| h.ingress).collect::<Vec<_>>(),
+        vec![ingress::IP_CHECKSUM_OK, 0, ingress::IP_CHECKSUM_OK, 0],
+        "the NIC's word, in each record (inside is port 0)"
+    );
+
+    assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
+    wait("backup processed 4", || {
+        b.shared.repl.last_seq.load(Ordering::Relaxed) == 4
+    });
+    std::thread::sleep(Duration::from_millis(10));
+    assert_eq!(bad(&b), 1, "the backup dropped what the primary dropped");
+    assert_eq!(b.shared.repl.shadow_len.load(Ordering::Relaxed), 3);
+    assert_eq!(b.shared.counters.snapshot().fast, 3);
+
+    p.stop();
+    b.command(WorkerCmd::BecomePrimary { epoch: 2 }, true);
+    wait("takeover", || {
+        b.shared.repl.takeover_done_ns.load(Ordering::Relaxed) > 0
+    });
+    let resent: Vec<Vec<u8>> = b
+        .outside
+        .take_sent(64)
+        .iter()
+        .map(|m| m.copy_to_vec())
+        .filter(|f| f[12..14] == [0x08, 0x00])
+        .collect();
+    assert_eq!(resent, sent, "1, 3 and 4 byte for byte as the primary sent them");
 }
 
 #[test]

@@ -314,6 +314,27 @@ impl Mbuf {
         unsafe { dpdk_sys::rte_mbuf_refcnt_read(direct) }
     }
 
+    /// Whether the receiving device verified the IPv4 header checksum and
+    /// found it good (its RX offload on; every other case, bad, unknown or
+    /// not checked, is false).
+    #[inline]
+    pub fn rx_ip_checksum_good(&self) -> bool {
+        self.m().ol_flags & dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_MASK as u64 == dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_GOOD as u64
+    }
+
+    /// Sets the RX IPv4 checksum flags as a device with the offload would
+    /// (good or bad).
+    #[inline]
+    pub fn set_rx_ip_checksum(&mut self, good: bool) {
+        let flag = if good {
+            dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_GOOD
+        } else {
+            dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_BAD
+        };
+        let m = self.m_mut();
+        m.ol_flags = m.ol_flags & !(dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_MASK as u64) | flag as u64;
+    }
+
     /// Whether this mbuf points into another mbuf's buffer.
     #[inline]
     pub fn is_indirect(&self) -> bool {

@@ -15,6 +15,11 @@ mod rss {
     pub const NONFRAG_IPV4_UDP: u64 = 1 << 5;
 }
 
+/// rte_ethdev's RX offload bits (C macros, as above).
+mod rx_offload {
+    pub const IPV4_CKSUM: u64 = 1 << 1;
+}
+
 /// How to set a port up.
 #[derive(Clone, Debug)]
 pub struct PortConfig {
@@ -23,6 +28,9 @@ pub struct PortConfig {
     pub rx_desc: u16,
     pub tx_desc: u16,
     pub promiscuous: bool,
+    /// Ask the device to verify received IPv4 header checksums, when it
+    /// can ([`Port::rx_ip_checksum`] says whether it does).
+    pub rx_ip_checksum: bool,
 }
 
 impl Default for PortConfig {
@@ -32,6 +40,7 @@ impl Default for PortConfig {
             rx_desc: 1024,
             tx_desc: 1024,
             promiscuous: true,
+            rx_ip_checksum: true,
         }
     }
 }
@@ -88,6 +97,8 @@ pub struct PortInfo {
     pub mtu: u16,
     pub link: LinkStatus,
     pub promiscuous: bool,
+    /// The device verifies received IPv4 header checksums (offload on).
+    pub rx_ip_checksum: bool,
 }
 
 /// An ethdev port. `stop`/`close` run on drop in that order; drop ports only
@@ -98,6 +109,7 @@ pub struct Port {
     queues: u16,
     started: bool,
     closed: bool,
+    rx_ip_checksum: bool,
 }
 
 impl Port {
@@ -119,6 +131,7 @@ impl Port {
             queues: 0,
             started: false,
             closed: false,
+            rx_ip_checksum: false,
         })
     }
 
@@ -130,6 +143,7 @@ impl Port {
             queues: 0,
             started: false,
             closed: false,
+            rx_ip_checksum: false,
         }
     }
 
@@ -159,6 +173,12 @@ impl Port {
         self.queues
     }
 
+    /// Whether the device verifies received IPv4 header checksums (its
+    /// mbufs then say GOOD or BAD), as configured.
+    pub fn rx_ip_checksum(&self) -> bool {
+        self.rx_ip_checksum
+    }
+
     /// Configures `conf.queues` RX and TX queues (RSS over IPv4/TCP/UDP when
     /// more than one) and sets up each RX queue with `pool`.
     pub fn configure(&mut self, conf: &PortConfig, pool: &Mempool) -> Result<(), DpdkError> {
@@ -181,6 +201,13 @@ impl Port {
                 eth_conf.rxmode.mq_mode = dpdk_sys::RTE_ETH_MQ_RX_RSS;
                 eth_conf.rx_adv_conf.rss_conf.rss_hf = hf;
             }
+        }
+        // A NIC that verifies IPv4 header checksums saves the router that
+        // work; the flag it sets travels in the replica, so a backup
+        // skips it for the same packets.
+        let checksum = conf.rx_ip_checksum && info.rx_offload_capa & rx_offload::IPV4_CKSUM != 0;
+        if checksum {
+            eth_conf.rxmode.offloads |= rx_offload::IPV4_CKSUM;
         }
         // SAFETY: port id is valid; eth_conf lives across the call.
         let ret = unsafe { dpdk_sys::rte_eth_dev_configure(self.id, conf.queues, conf.queues, &eth_conf) };
@@ -214,6 +241,7 @@ impl Port {
             }
         }
         self.queues = conf.queues;
+        self.rx_ip_checksum = checksum;
         Ok(())
     }
 
@@ -396,6 +424,11 @@ pub fn port_info(id: u16) -> Result<PortInfo, DpdkError> {
     let socket = unsafe { dpdk_sys::rte_eth_dev_socket_id(id) };
     // SAFETY: id is valid.
     let promiscuous = unsafe { dpdk_sys::rte_eth_promiscuous_get(id) } == 1;
+    // SAFETY: rte_eth_conf is a plain C struct, all-zero valid.
+    let mut conf: dpdk_sys::rte_eth_conf = unsafe { std::mem::zeroed() };
+    // SAFETY: id is valid; conf is a valid out-pointer.
+    let rx_ip_checksum = unsafe { dpdk_sys::rte_eth_dev_conf_get(id, &mut conf) } == 0
+        && conf.rxmode.offloads & rx_offload::IPV4_CKSUM != 0;
     Ok(PortInfo {
         id,
         name: port_name(id),
@@ -409,6 +442,7 @@ pub fn port_info(id: u16) -> Result<PortInfo, DpdkError> {
         mtu,
         link: port_link(id),
         promiscuous,
+        rx_ip_checksum,
     })
 }
 

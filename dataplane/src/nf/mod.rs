@@ -75,6 +75,11 @@ pub struct PacketCtx {
     /// ([`Owner::Every`]): learn from it; the shard that received it
     /// answers it.
     pub copy: bool,
+    /// The receiving NIC verified the IPv4 header checksum and found it
+    /// good (RX offload): the function need not verify it again. Part of
+    /// the packet's replicated input (`ingress::IP_CHECKSUM_OK`), so a
+    /// backup decides exactly as its primary did.
+    pub ip_checksum_ok: bool,
 }
 
 impl PacketCtx {
@@ -83,17 +88,21 @@ impl PacketCtx {
             ingress,
             now_ns,
             copy: false,
+            ip_checksum_ok: false,
         }
     }
 
     /// The context of a packet whose replication ingress flags are `flags`
-    /// (a copy for this shard's state only when they say COPY).
+    /// (a copy for this shard's state only when they say COPY; its header
+    /// checksum verified when they say IP_CHECKSUM_OK).
     #[inline]
     pub fn with_flags(ingress: Side, now_ns: u64, flags: u16) -> PacketCtx {
+        use crate::wire::replication::ingress;
         PacketCtx {
             ingress,
             now_ns,
-            copy: flags & crate::wire::replication::ingress::COPY != 0,
+            copy: flags & ingress::COPY != 0,
+            ip_checksum_ok: flags & ingress::IP_CHECKSUM_OK != 0,
         }
     }
 }

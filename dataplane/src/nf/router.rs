@@ -381,7 +381,8 @@ impl<L: RouteLookup> Router<L> {
     }
 
     /// The common case, decided on the first 34 bytes alone: IPv4 without
-    /// options to the virtual MAC, checksum good, TTL > 1, not addressed to
+    /// options to the virtual MAC, checksum good (or vouched for by the
+    /// NIC, [`PacketCtx::ip_checksum_ok`]), TTL > 1, not addressed to
     /// the router, routed to a known neighbour; with a NAT, UDP or TCP of a
     /// live session when translated ([`Nat::find_fast`]). None whenever any of
     /// that is not so, and nothing written: [`Router::ipv4_general`] decides
@@ -402,7 +403,7 @@ impl<L: RouteLookup> Router<L> {
             return None;
         }
         let ip: &[u8; MIN_HEADER_LEN] = h[ETH_LEN..].try_into().ok()?;
-        if !checksum::header20_verifies(ip) {
+        if !ctx.ip_checksum_ok && !checksum::header20_verifies(ip) {
             return None;
         }
         let mut dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
@@ -451,7 +452,8 @@ impl<L: RouteLookup> Router<L> {
                 Err(WireError::Truncated) => return Verdict::Drop(DropReason::Truncated),
                 Err(_) => return Verdict::Drop(DropReason::Malformed),
             };
-            if !ip.verify_checksum() {
+            // The NIC's word, when it verified it, is the same answer.
+            if !ctx.ip_checksum_ok && !ip.verify_checksum() {
                 return Verdict::Drop(DropReason::BadChecksum);
             }
             (ip.dst_u32(), ip.ttl())
@@ -931,5 +933,44 @@ mod tests {
         }
         let mut to_us = udp([10, 10, 1, 2], [10, 10, 2, 1], 64);
         assert_eq!(r.ipv4_fast(&mut to_us, &ctx), None, "addressed to the router");
+    }
+
+    /// A header the NIC verified (RX offload) is not verified again, by
+    /// either path: a header that does not verify passes on the NIC's word
+    /// (the probe that shows whose word counted), and without it is dropped.
+    #[test]
+    fn a_header_checksum_the_nic_vouched_for_is_not_verified_again_by_either_path() {
+        let mut broken = udp([10, 10, 1, 2], [10, 10, 2, 2], 64);
+        broken[25] ^= 1;
+        let (plain, vouched) = (
+            PacketCtx::new(Side::Inside, 1),
+            PacketCtx {
+                ip_checksum_ok: true,
+                ..PacketCtx::new(Side::Inside, 1)
+            },
+        );
+        let mut r = router();
+        let mut f = broken.clone();
+        assert_eq!(r.ipv4_fast(&mut f, &plain), None);
+        let mut frame = OwnedFrame::from_bytes(&broken);
+        assert_eq!(
+            frame.with_frame(|fr| r.process_general(fr, &plain)),
+            Verdict::Drop(DropReason::BadChecksum)
+        );
+
+        let (mut fast, mut general) = (broken.clone(), OwnedFrame::from_bytes(&broken));
+        assert_eq!(r.ipv4_fast(&mut fast, &vouched), Some(Side::Outside));
+        assert_eq!(
+            general.with_frame(|fr| r.process_general(fr, &vouched)),
+            Verdict::Forward(Side::Outside)
+        );
+        assert_eq!(general.data(), &fast[..], "the same bytes by either path");
+        assert_eq!(fast[22], 63, "routed: TTL down by one");
+        let patched = u16::from_be_bytes([fast[24], fast[25]]);
+        assert_eq!(
+            patched,
+            checksum::after_ttl_decrement(u16::from_be_bytes([broken[24], broken[25]])),
+            "the checksum it came with, patched for the TTL (not recomputed)"
+        );
     }
 }

@@ -66,7 +66,8 @@ mod field {
     pub const BODY: usize = 36;
 }
 
-/// The ingress field: data port and steering flags.
+/// The ingress field: data port, steering flags and what the receiving
+/// NIC verified.
 pub mod ingress {
     /// The low byte: the data port the packet arrived on.
     pub const PORT_MASK: u16 = 0x00ff;
@@ -79,8 +80,15 @@ pub mod ingress {
     pub const STEERED: u16 = 0x0200;
     /// With [`STEERED`]: a copy every shard sees (`PacketCtx::copy`).
     pub const COPY: u16 = 0x0400;
+    /// The primary's NIC verified the packet's IPv4 header checksum
+    /// (`PacketCtx::ip_checksum_ok`): the backup skips verifying it, as
+    /// the primary did, so both decide on the same inputs.
+    pub const IP_CHECKSUM_OK: u16 = 0x0800;
+    /// The flags that say a record belongs to shard steering: a record
+    /// with none of them is the receiving shard's own packet.
+    pub const STEERING: u16 = HANDED_OFF | STEERED | COPY;
     /// Every flag this version knows.
-    pub const FLAGS: u16 = HANDED_OFF | STEERED | COPY;
+    pub const FLAGS: u16 = STEERING | IP_CHECKSUM_OK;
 }
 
 /// The body of an AUDIT: the digest of slice `slice` of `of` of a shard's

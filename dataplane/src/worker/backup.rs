@@ -206,7 +206,8 @@ impl<F: NetworkFunction> Worker<F> {
                 }
             }
         }
-        // A plain DATA record is processed where it lies (module `held`);
+        // A shard's own DATA record (no steering flag) is processed where
+        // it lies (module `held`);
         // one that must leave the batch gets an mbuf of its own. A chunk of
         // records is decoded (and those copied out), then processed:
         // processed right after its copy, a record's first bytes would be
@@ -229,7 +230,7 @@ impl<F: NetworkFunction> Worker<F> {
                 // Hashed where it lies, as received (before the function
                 // rewrites it, and before a copy's stores).
                 let hash = frame_hash(src);
-                let body = if r.ingress & !ingress::PORT_MASK == 0 {
+                let body = if r.ingress & ingress::STEERING == 0 {
                     Body::InBatch {
                         start: r.start as u16,
                         len: r.len as u16,
@@ -295,8 +296,9 @@ impl<F: NetworkFunction> Worker<F> {
                     bump(&r.malformed, 1);
                     return false;
                 };
-                // Only a plain record (no flag) stays in its batch.
-                if matches!(body, Body::InBatch { .. }) && (flags != 0 || batch.is_none()) {
+                // Only a shard's own record (no steering flag) stays in its
+                // batch.
+                if matches!(body, Body::InBatch { .. }) && (flags & ingress::STEERING != 0 || batch.is_none()) {
                     bump(&r.malformed, 1);
                     return false;
                 }

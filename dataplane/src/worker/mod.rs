@@ -123,6 +123,10 @@ pub enum WorkerCmd {
 pub struct DataQueues {
     pub rx: RxQueue,
     pub tx: TxQueue,
+    /// The port verifies IPv4 header checksums on receive
+    /// ([`Port::rx_ip_checksum`](crate::dpdk::Port::rx_ip_checksum)): its
+    /// mbufs' GOOD flag spares the function the check.
+    pub rx_ip_checksum: bool,
 }
 
 /// Where a worker reads replication frames: RX queue `q` of the
@@ -447,7 +451,7 @@ impl<F: NetworkFunction> Worker<F> {
             let mut inbox = std::mem::take(&mut s.inbox);
             for m in inbox.drain(..) {
                 let (side, flags) = steer::untag(&m);
-                let ctx = PacketCtx::with_flags(side, now_ns, flags);
+                let ctx = self.ctx_of(&m, &PacketCtx::with_flags(side, now_ns, flags));
                 self.process_one(m, &ctx, &mut s.tx);
             }
             s.inbox = inbox;
@@ -467,6 +471,24 @@ impl<F: NetworkFunction> Worker<F> {
         }
     }
 
+    /// The context of packet `m` of a burst received with `ctx`: whether
+    /// the NIC it came in on vouched for its IPv4 header checksum. Only on
+    /// packets from a data port (a replica's word is its record's flag).
+    #[inline(always)]
+    fn ctx_of(&self, m: &Mbuf, ctx: &PacketCtx) -> PacketCtx {
+        PacketCtx {
+            ip_checksum_ok: ctx.ip_checksum_ok || self.rx_checksum_good(m, ctx.ingress),
+            ..*ctx
+        }
+    }
+
+    /// Whether `m`, received on `side`, comes with a header checksum its
+    /// NIC verified and found good.
+    #[inline(always)]
+    pub(crate) fn rx_checksum_good(&self, m: &Mbuf, side: Side) -> bool {
+        self.data[side.index()].rx_ip_checksum && m.rx_ip_checksum_good()
+    }
+
     /// The function's fast path over a burst's packets in order, up to the
     /// first it declines (that one and the rest then go one by one, so
     /// state changes keep the packets' order): each taken packet's egress
@@ -476,7 +498,8 @@ impl<F: NetworkFunction> Worker<F> {
     fn fast_prefix(&mut self, pkts: &mut [Mbuf], ctx: &PacketCtx, outs: &mut [Side; MAX_BURST]) -> usize {
         let mut k = 0;
         for (m, out) in pkts.iter_mut().zip(outs.iter_mut()) {
-            match self.fast_path(m, ctx) {
+            let ctx = self.ctx_of(m, ctx);
+            match self.fast_path(m, &ctx) {
                 Some(o) => *out = o,
                 None => break,
             }
@@ -514,11 +537,13 @@ impl<F: NetworkFunction> Worker<F> {
         // The packet the fast path declined goes straight to the general
         // path; those after it may be the fast path's again.
         if let Some(mut m) = rest.next() {
-            let verdict = self.verdict_general(&mut m, ctx);
+            let ctx = self.ctx_of(&m, ctx);
+            let verdict = self.verdict_general(&mut m, &ctx);
             self.settle(verdict, m, &mut s.tx);
         }
         for m in rest {
-            self.process_one(m, ctx, &mut s.tx);
+            let ctx = self.ctx_of(&m, ctx);
+            self.process_one(m, &ctx, &mut s.tx);
         }
     }
 

@@ -140,6 +140,9 @@ impl<F: NetworkFunction> Worker<F> {
     ) {
         self.prefetch_burst(&s.pending, side);
         let steering = self.steering.is_some();
+        // Whether this side's NIC verifies header checksums (read before
+        // the replication path is borrowed).
+        let nic_checks = self.data[side.index()].rx_ip_checksum;
         s.owners.clear();
         if steering {
             for m in s.pending.iter() {
@@ -185,7 +188,14 @@ impl<F: NetworkFunction> Worker<F> {
                 continue;
             }
             let seq = base + kept as u64 + 1;
-            let ingress = side as u16 | flags | handed_off;
+            // The NIC's word on the header checksum travels with the
+            // packet: the backup's function must see what the primary's saw.
+            let checksum = if nic_checks && m.rx_ip_checksum_good() {
+                ingress::IP_CHECKSUM_OK
+            } else {
+                0
+            };
+            let ingress = side as u16 | flags | handed_off | checksum;
             let len = m.data_len();
             // A record copies the first segment: a chain goes zero-copy.
             let batched = max_frame > 0 && len <= COPY_MAX && m.nb_segs() == 1 && {

@@ -143,11 +143,15 @@ impl<F: NetworkFunction> Worker<F> {
         let mut owners = std::mem::take(&mut s.owners);
         for (m, owner) in s.pending.drain(..).zip(owners.drain(..)) {
             match owner {
-                Owner::Here => self.process_one(m, ctx, &mut s.tx),
+                Owner::Here => {
+                    let ctx = self.ctx_of(&m, ctx);
+                    self.process_one(m, &ctx, &mut s.tx)
+                }
                 Owner::Shard(k) => self.hand_to(k, m, ctx.ingress, false),
                 Owner::Every => {
                     self.show_everyone(&m, ctx.ingress);
-                    self.process_one(m, ctx, &mut s.tx);
+                    let ctx = self.ctx_of(&m, ctx);
+                    self.process_one(m, &ctx, &mut s.tx);
                 }
             }
         }

@@ -72,6 +72,7 @@ pub fn port_config() -> PortConfig {
         rx_desc: 256,
         tx_desc: 256,
         promiscuous: false,
+        rx_ip_checksum: true,
     }
 }
 
@@ -110,10 +111,12 @@ pub fn data_queues(inside: &RingPort, outside: &RingPort) -> [dataplane::worker:
         dataplane::worker::DataQueues {
             rx: inside.port.rx_queue(0),
             tx: inside.port.tx_queue(0),
+            rx_ip_checksum: inside.port.rx_ip_checksum(),
         },
         dataplane::worker::DataQueues {
             rx: outside.port.rx_queue(0),
             tx: outside.port.tx_queue(0),
+            rx_ip_checksum: outside.port.rx_ip_checksum(),
         },
     ]
 }

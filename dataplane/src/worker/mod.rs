@@ -476,17 +476,7 @@ impl<F: NetworkFunction> Worker<F> {
     /// packets from a data port (a replica's word is its record's flag).
     #[inline(always)]
     fn ctx_of(&self, m: &Mbuf, ctx: &PacketCtx) -> PacketCtx {
-        PacketCtx {
-            ip_checksum_ok: ctx.ip_checksum_ok || self.rx_checksum_good(m, ctx.ingress),
-            ..*ctx
-        }
-    }
-
-    /// Whether `m`, received on `side`, comes with a header checksum its
-    /// NIC verified and found good.
-    #[inline(always)]
-    pub(crate) fn rx_checksum_good(&self, m: &Mbuf, side: Side) -> bool {
-        self.data[side.index()].rx_ip_checksum && m.rx_ip_checksum_good()
+        with_nic_checksum(self.data[ctx.ingress.index()].rx_ip_checksum, m, ctx)
     }
 
     /// The function's fast path over a burst's packets in order, up to the
@@ -497,8 +487,10 @@ impl<F: NetworkFunction> Worker<F> {
     #[inline(always)]
     fn fast_prefix(&mut self, pkts: &mut [Mbuf], ctx: &PacketCtx, outs: &mut [Side; MAX_BURST]) -> usize {
         let mut k = 0;
+        // Read once: the function may change, the port does not.
+        let nic = self.data[ctx.ingress.index()].rx_ip_checksum;
         for (m, out) in pkts.iter_mut().zip(outs.iter_mut()) {
-            let ctx = self.ctx_of(m, ctx);
+            let ctx = with_nic_checksum(nic, m, ctx);
             match self.fast_path(m, &ctx) {
                 Some(o) => *out = o,
                 None => break,
@@ -680,6 +672,16 @@ pub(crate) fn remove_at<T>(v: &mut Vec<T>, at: &[usize]) {
         i += 1;
         !gone
     });
+}
+
+/// `ctx` for packet `m`, its header checksum vouched for when `nic` (its
+/// port verifies checksums) and the device found it good.
+#[inline(always)]
+fn with_nic_checksum(nic: bool, m: &Mbuf, ctx: &PacketCtx) -> PacketCtx {
+    PacketCtx {
+        ip_checksum_ok: ctx.ip_checksum_ok || (nic && m.rx_ip_checksum_good()),
+        ..*ctx
+    }
 }
 
 /// The side every one of `outs` goes to, if they all go to one (None for

@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crossbeam::channel::Sender;
-use dataplane::dpdk::{Mempool, Port, PortConfig};
+use dataplane::dpdk::{Eal, Mempool, Port, PortConfig};
 use dataplane::nf::nat::{NatConfig, Timeouts};
 use dataplane::nf::{NetworkFunction, RouterConfig, Side};
 use dataplane::ownership::TxOwnership;
@@ -30,6 +30,25 @@ use dataplane::wire::MacAddr;
 use dataplane::worker::{
     Announce, DataQueues, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
 };
+
+/// The EAL of a benchmark that needs DPDK's tables but no port or
+/// hugepage: one lcore, no PCI, a file prefix of its own (`ls-<prog>-<pid>`).
+pub fn table_eal(prog: &str) -> Eal {
+    let prefix = format!("--file-prefix=ls-{prog}-{}", std::process::id());
+    Eal::init(&[
+        prog,
+        "-l",
+        "0",
+        "--no-huge",
+        "-m",
+        "512",
+        "--no-pci",
+        "--no-shconf",
+        &prefix,
+        "--log-level=lib.eal:error",
+    ])
+    .expect("EAL")
+}
 
 /// The benchmarks' virtual MAC (the pcap's and [`udp64`]'s destination).
 pub const VMAC: MacAddr = MacAddr([2, 0, 0x5e, 0, 1, 1]);

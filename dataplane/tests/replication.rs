@@ -21,7 +21,7 @@ use dataplane::ownership::TxOwnership;
 use dataplane::replication::builder::{build_data, build_marker, Batch, HEADER_DATA_ROOM};
 use dataplane::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN, HEADER_LEN};
 use dataplane::wire::replication::{ingress, AckBody, BatchRecords, MAX_BATCH_RECORDS, RECORD_HEADER_LEN};
-use dataplane::wire::{checksum, MacAddr};
+use dataplane::wire::MacAddr;
 use dataplane::worker::{
     Announce, Mode, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
 };
@@ -876,24 +876,25 @@ fn a_jumbo_batch_of_twenty_nine_records_is_unpacked_whole_and_in_order() {
 
 /// UDP from 10.10.1.2 to 10.10.2.2, a host behind the test router's
 /// outside port, its payload's first four bytes `id`.
+/// UDP packet `id` from 10.10.1.2 to 10.10.2.2, to be routed.
 fn routed_udp(p: &Mempool, id: u32) -> Mbuf {
-    let mut f = [0u8; 60];
-    f[0..6].copy_from_slice(&[2, 0, 0x5e, 0, 1, 1]);
-    f[6..12].copy_from_slice(&[2, 0, 0, 0, 1, 2]);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    f[14] = 0x45;
-    f[16..18].copy_from_slice(&46u16.to_be_bytes());
-    f[22] = 64;
-    f[23] = 17;
-    f[26..30].copy_from_slice(&[10, 10, 1, 2]);
-    f[30..34].copy_from_slice(&[10, 10, 2, 2]);
-    let c = checksum::checksum(&f[14..34]);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f[34..36].copy_from_slice(&4000u16.to_be_bytes());
-    f[36..38].copy_from_slice(&9000u16.to_be_bytes());
-    f[38..40].copy_from_slice(&26u16.to_be_bytes());
-    f[42..46].copy_from_slice(&id.to_be_bytes());
-    common::mbuf_of(p, &f)
+    common::mbuf_of(p, &common::udp_to_vmac([2, 0, 0, 0, 1, 2], id))
+}
+
+/// The primary `p` stops and `b` takes over as the primary of epoch 2:
+/// the IPv4 frames `b` resent.
+fn takeover_resends(p: &mut Node, b: &Node) -> Vec<Vec<u8>> {
+    p.stop();
+    b.command(WorkerCmd::BecomePrimary { epoch: 2 }, true);
+    wait("takeover", || {
+        b.shared.repl.takeover_done_ns.load(Ordering::Relaxed) > 0
+    });
+    b.outside
+        .take_sent(64)
+        .iter()
+        .map(|m| m.copy_to_vec())
+        .filter(|f| f[12..14] == [0x08, 0x00])
+        .collect()
 }
 
 #[test]
@@ -955,18 +956,7 @@ fn a_backup_router_rewrites_batched_records_where_they_lie_and_a_takeover_resend
     );
     assert!(b.outside.take_sent(64).is_empty(), "a backup transmits nothing");
 
-    p.stop();
-    b.command(WorkerCmd::BecomePrimary { epoch: 2 }, true);
-    wait("takeover", || {
-        b.shared.repl.takeover_done_ns.load(Ordering::Relaxed) > 0
-    });
-    let resent: Vec<Vec<u8>> = b
-        .outside
-        .take_sent(64)
-        .iter()
-        .map(|m| m.copy_to_vec())
-        .filter(|f| f[12..14] == [0x08, 0x00])
-        .collect();
+    let resent = takeover_resends(&mut p, &b);
     assert_eq!(
         resent,
         sent[10..],
@@ -1053,18 +1043,7 @@ fn the_nics_checksum_verdict_travels_with_the_replica_and_the_backup_decides_as_
     assert_eq!(b.shared.repl.shadow_len.load(Ordering::Relaxed), 3);
     assert_eq!(b.shared.counters.snapshot().fast, 3);
 
-    p.stop();
-    b.command(WorkerCmd::BecomePrimary { epoch: 2 }, true);
-    wait("takeover", || {
-        b.shared.repl.takeover_done_ns.load(Ordering::Relaxed) > 0
-    });
-    let resent: Vec<Vec<u8>> = b
-        .outside
-        .take_sent(64)
-        .iter()
-        .map(|m| m.copy_to_vec())
-        .filter(|f| f[12..14] == [0x08, 0x00])
-        .collect();
+    let resent = takeover_resends(&mut p, &b);
     assert_eq!(resent, sent, "1, 3 and 4 byte for byte as the primary sent them");
 }
 
@@ -1096,16 +1075,7 @@ fn a_full_shadow_ring_keeps_the_newest_batched_egress_and_a_takeover_resends_exa
         (8, 22, 1),
         "the first batch frame (records 1..=21) freed as its last record left"
     );
-    p.stop();
-    b.command(WorkerCmd::BecomePrimary { epoch: 2 }, true);
-    wait("takeover", || st.takeover_done_ns.load(Ordering::Relaxed) > 0);
-    let resent: Vec<u32> = b
-        .outside
-        .take_sent(64)
-        .iter()
-        .filter(|m| m.data()[12..14] == [0x08, 0x00])
-        .map(|m| id_of(m.data()))
-        .collect();
+    let resent: Vec<u32> = takeover_resends(&mut p, &b).iter().map(|f| id_of(f)).collect();
     assert_eq!(
         resent,
         (23..=30).collect::<Vec<_>>(),

@@ -14,30 +14,25 @@ mod common;
 use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
 use dataplane::dpdk::ring::vdev_create;
 use dataplane::dpdk::{Mbuf, Port, PortConfig, RxBurst};
-use dataplane::wire::checksum;
 
 /// The source MAC of the frames the tests send (to tell them from what
 /// the kernel itself sends on a new interface).
 const SENDER: [u8; 6] = [2, 0, 0, 0, 0xc, 0x4];
 
-/// A UDP frame from [`SENDER`], its payload's first byte `id`, its IPv4
-/// header checksum right or `broken`.
-fn udp(id: u8, broken: bool) -> Vec<u8> {
-    let mut f = vec![0u8; 60];
-    f[0..6].copy_from_slice(&[2, 0, 0x5e, 0, 1, 1]);
-    f[6..12].copy_from_slice(&SENDER);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    f[14] = 0x45;
-    f[16..18].copy_from_slice(&46u16.to_be_bytes());
-    f[22] = 64;
-    f[23] = 17;
-    f[26..30].copy_from_slice(&[10, 10, 1, 2]);
-    f[30..34].copy_from_slice(&[10, 10, 2, 2]);
-    let c = checksum::checksum(&f[14..34]) ^ if broken { 0x0101 } else { 0 };
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f[38..40].copy_from_slice(&26u16.to_be_bytes());
-    f[42] = id;
+/// UDP packet `id` from [`SENDER`], its IPv4 header checksum right or
+/// `broken`.
+fn udp(id: u32, broken: bool) -> Vec<u8> {
+    let mut f = common::udp_to_vmac(SENDER, id);
+    if broken {
+        f[24] ^= 1;
+        f[25] ^= 1;
+    }
     f
+}
+
+/// The id [`udp`] gave a frame.
+fn id_of(f: &[u8]) -> u32 {
+    u32::from_be_bytes([f[42], f[43], f[44], f[45]])
 }
 
 /// A started net_tap port `net_tap_<tag>` on interface `lsck<pid><tag>`
@@ -91,7 +86,7 @@ fn a_tap_port_asked_to_verify_ipv4_checksums_marks_each_received_header_good_or_
 
     send(&iface, &[udp(1, false), udp(2, true)]);
     let got = received(&port, 2);
-    let seen: Vec<(u8, bool)> = got.iter().map(|m| (m.data()[42], m.rx_ip_checksum_good())).collect();
+    let seen: Vec<(u32, bool)> = got.iter().map(|m| (id_of(m.data()), m.rx_ip_checksum_good())).collect();
     assert_eq!(
         seen,
         vec![(1, true), (2, false)],

@@ -10,7 +10,6 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use dataplane::dpdk::lpm::DpdkLpm;
-use dataplane::dpdk::Eal;
 use dataplane::frame::Frame;
 use dataplane::nf::{NetworkFunction, PacketCtx, Router, Side, Verdict};
 
@@ -59,20 +58,7 @@ fn main() {
         .nth(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000_000);
-    let prefix = format!("--file-prefix=ls-fn-cost-{}", std::process::id());
-    let _eal = Eal::init(&[
-        "fn_cost",
-        "-l",
-        "0",
-        "--no-huge",
-        "-m",
-        "512",
-        "--no-pci",
-        "--no-shconf",
-        &prefix,
-        "--log-level=lib.eal:error",
-    ])
-    .expect("EAL");
+    let _eal = benches::table_eal("fn_cost");
     let flows = flows(n_flows.clamp(1, 60_000));
     let mut clock = 1_000_000_000;
     let mut routers = Vec::new();

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use benches::Lcg;
 use dataplane::dpdk::lpm::DpdkLpm;
-use dataplane::dpdk::Eal;
 use dataplane::nf::route::{mask, Route, RouteLookup, RustLpm};
 use dataplane::nf::Side;
 
@@ -29,20 +28,7 @@ fn main() {
         .nth(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000_000);
-    let prefix = format!("--file-prefix=ls-lpm-bench-{}", std::process::id());
-    let _eal = Eal::init(&[
-        "lpm",
-        "-l",
-        "0",
-        "--no-huge",
-        "-m",
-        "512",
-        "--no-pci",
-        "--no-shconf",
-        &prefix,
-        "--log-level=lib.eal:error",
-    ])
-    .expect("EAL");
+    let _eal = benches::table_eal("lpm");
     let mut lcg = Lcg(7);
     let mut routes = vec![Route {
         prefix: Ipv4Addr::UNSPECIFIED,

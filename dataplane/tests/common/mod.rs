@@ -8,6 +8,29 @@ use std::sync::OnceLock;
 use dataplane::dpdk::ring::RingPort;
 use dataplane::dpdk::{Eal, Mbuf, Mempool, Port, PortConfig};
 
+/// A 60-byte UDP frame from `sender` to the tests' virtual MAC
+/// (02:00:5e:00:01:01): 10.10.1.2:4000 to 10.10.2.2:9000, TTL 64, IPv4
+/// header checksum filled, the payload's first four bytes `id`.
+pub fn udp_to_vmac(sender: [u8; 6], id: u32) -> Vec<u8> {
+    let mut f = vec![0u8; 60];
+    f[0..6].copy_from_slice(&[2, 0, 0x5e, 0, 1, 1]);
+    f[6..12].copy_from_slice(&sender);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&46u16.to_be_bytes());
+    f[22] = 64;
+    f[23] = 17;
+    f[26..30].copy_from_slice(&[10, 10, 1, 2]);
+    f[30..34].copy_from_slice(&[10, 10, 2, 2]);
+    let c = dataplane::wire::checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f[34..36].copy_from_slice(&4000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&9000u16.to_be_bytes());
+    f[38..40].copy_from_slice(&26u16.to_be_bytes());
+    f[42..46].copy_from_slice(&id.to_be_bytes());
+    f
+}
+
 /// The process's EAL (no hugepages, no shared files, a unique prefix).
 pub fn eal() -> &'static Eal {
     static EAL: OnceLock<Eal> = OnceLock::new();

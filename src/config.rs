@@ -953,6 +953,16 @@ mod tests {
         assert_eq!(c.function.kind, FunctionKind::Forward);
         assert_eq!(c.node.role, Role::Standalone);
         assert_eq!(c.management.heartbeat_ms, 10);
+        assert!(
+            c.dataplane.rx_checksum_offload,
+            "the NIC's checksum offload is used where it exists"
+        );
+    }
+
+    #[test]
+    fn rx_checksum_offload_can_be_turned_off() {
+        let c = Config::parse(&format!("{MINIMAL}[dataplane]\nrx_checksum_offload = false\n")).unwrap();
+        assert!(!c.dataplane.rx_checksum_offload);
     }
 
     fn field_of(text: &str) -> Vec<String> {

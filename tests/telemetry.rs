@@ -78,3 +78,47 @@ fn status_and_stats_answer_from_a_running_node() {
     let (st, _) = node.quit(Duration::from_secs(20));
     assert!(st.success());
 }
+
+/// `show port info all` of a node whose inside port is a net_tap device
+/// (which can verify IPv4 header checksums) and whose outside port is a
+/// net_null (which cannot), with `dataplane` settings `extra`.
+fn checksum_offload_lines(tag: &str, extra: &str) -> Vec<String> {
+    let dir = scratch(tag);
+    let prefix = format!("ls-{tag}-{}", std::process::id());
+    let config = NULL_FORWARD
+        .replace("net_null0", "net_tap0")
+        .replace("[dataplane]\n", &format!("[dataplane]\n{extra}"));
+    let cfg = write_config(&dir, "tap.toml", &config);
+    let mut eal = eal_base(&prefix, "0,1");
+    let tap = format!("net_tap0,iface=ltck{}{tag}", std::process::id() % 10_000);
+    eal.extend(
+        ["--vdev", &tap, "--vdev", "net_null1,size=64"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let mut node = Lockstep::start(None, &eal, &cfg, &dir, &prefix);
+    let info = node.cmd("show port info all");
+    let (st, _) = node.quit(Duration::from_secs(20));
+    assert!(st.success(), "clean exit");
+    info.lines()
+        .filter(|l| l.starts_with("RX IPv4 checksum offload"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn show_port_info_says_which_ports_verify_ipv4_checksums() {
+    assert_eq!(
+        checksum_offload_lines("ckon", ""),
+        ["RX IPv4 checksum offload: on", "RX IPv4 checksum offload: off"],
+        "the tap verifies, the null device cannot"
+    );
+}
+
+#[test]
+fn with_rx_checksum_offload_off_no_port_is_asked_to_verify() {
+    assert_eq!(
+        checksum_offload_lines("ckoff", "rx_checksum_offload = false\n"),
+        ["RX IPv4 checksum offload: off", "RX IPv4 checksum offload: off"]
+    );
+}

@@ -11,7 +11,7 @@
 //! free, else the first free one probing from a fixed hash of the session
 //! key; sessions live in a slab reused last-freed-first; timeouts are read
 //! against the packet's (replicated) time; expiry happens on lookup and by
-//! a sweep of two slab entries per packet. No RNG, no clock, no iteration
+//! a sweep of one slab entry per packet. No RNG, no clock, no iteration
 //! over a hash map.
 
 use super::flow_table::{FlowKey, FlowTable};

@@ -95,6 +95,12 @@ pub struct NatSection {
     pub udp_timeout_s: u32,
     #[serde(default = "default_icmp_s")]
     pub icmp_timeout_s: u32,
+    /// Make every shard's session tables for `max_sessions` at start: no
+    /// session creation then stalls a shard while a table grows (tens of
+    /// milliseconds at hundreds of thousands of sessions), at the price of
+    /// the memory up front and a small population spread thin.
+    #[serde(default)]
+    pub preallocate: bool,
 }
 
 fn default_icmp_rate() -> u32 {
@@ -716,6 +722,7 @@ impl Config {
                 tcp_transitory_timeout_s: default_tcp_transitory_s(),
                 udp_timeout_s: default_udp_s(),
                 icmp_timeout_s: default_icmp_s(),
+                preallocate: false,
             };
             let n = self.nat.as_ref().unwrap_or(&default);
             if let Some(a) = &n.address {
@@ -957,6 +964,21 @@ mod tests {
             c.dataplane.rx_checksum_offload,
             "the NIC's checksum offload is used where it exists"
         );
+    }
+
+    #[test]
+    fn nat_tables_grow_unless_preallocation_is_asked_for() {
+        let nat = format!(
+            "[node]\nvirtual_mac = \"02:00:5e:00:01:01\"\n{MINIMAL}[function]\nkind = \"nat\"\n[router]\ninside = \"10.10.1.1/24\"\noutside = \"10.10.2.1/24\"\n[nat]\n"
+        );
+        let preallocate = |extra: &str| {
+            Config::parse(&format!("{nat}{extra}"))
+                .unwrap()
+                .nat
+                .map(|n| n.preallocate)
+        };
+        assert_eq!(preallocate(""), Some(false));
+        assert_eq!(preallocate("preallocate = true\n"), Some(true));
     }
 
     #[test]

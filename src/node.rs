@@ -363,7 +363,10 @@ impl Node {
             let h = match (cfg.function.kind, &router) {
                 (FunctionKind::Forward, _) => launch_worker(eal, *lcore, Forward, part, cfg, &ownership, shared, &quit),
                 (_, Some((rc, lpm))) => {
-                    let nf = Router::new(rc.clone(), lpm.clone()).for_shard(part.shard, d.workers);
+                    let mut nf = Router::new(rc.clone(), lpm.clone()).for_shard(part.shard, d.workers);
+                    if cfg.nat.as_ref().is_some_and(|n| n.preallocate) {
+                        nf = nf.with_preallocated_sessions();
+                    }
                     launch_worker(eal, *lcore, nf, part, cfg, &ownership, shared, &quit)
                 }
                 (_, None) => Err("router configuration missing".to_string()),

@@ -78,6 +78,7 @@ rejects! {
     tx_desc_too_small_is_rejected: format!("{PORTS}[dataplane]\ntx_desc = 16\n") => "dataplane.tx_desc";
     idle_sleep_over_a_second_is_rejected: format!("{PORTS}[dataplane]\nidle_sleep_us = 2000000\n") => "dataplane.idle_sleep_us";
     string_burst_is_rejected: format!("{PORTS}[dataplane]\nburst = \"fast\"\n") => "dataplane.burst";
+    non_boolean_nat_preallocate_is_rejected: format!("{PORTS}[function]\nkind = \"nat\"\n[router]\ninside = \"10.10.1.1/24\"\noutside = \"10.10.2.1/24\"\n[nat]\npreallocate = 1\n") => "nat.preallocate";
     non_boolean_rx_checksum_offload_is_rejected: format!("{PORTS}[dataplane]\nrx_checksum_offload = \"yes\"\n") => "dataplane.rx_checksum_offload";
     unknown_dataplane_key_is_rejected: format!("{PORTS}[dataplane]\nbursts = 4\n") => "bursts";
     empty_inside_port_is_rejected: "[ports]\ninside = \"\"\noutside = \"net_null1\"\n".to_string() => "ports.inside";

@@ -252,7 +252,10 @@ except socket.timeout:\n    print('timeout')\n";
 fn a_nat_pair_keeps_50_tcp_connections_and_a_udp_stream_through_kill_9_with_the_same_ports() {
     let bed = TestBed::up("natfo", false, "primary backup");
     let dir = scratch("natfo");
-    let (mut p, mut b) = start_pair(&bed, &dir, &gateway_function("nat"));
+    // Both nodes' session tables made for max_sessions at start
+    // (`nat.preallocate`): the pair must behave as with tables that grow.
+    let nat = format!("{}[nat]\npreallocate = true\n", gateway_function("nat"));
+    let (mut p, mut b) = start_pair(&bed, &dir, &nat);
     warm_up(&bed);
 
     // Capture SYNs and RSTs at the server: a failover must create no new
@@ -271,6 +274,10 @@ fn a_nat_pair_keeps_50_tcp_connections_and_a_udp_stream_through_kill_9_with_the_
     let stream = Stream::start(&bed, &dir, 5_000, 5.0);
     std::thread::sleep(Duration::from_millis(2500));
     let before = p.cmd("show sessions");
+    assert!(
+        before.contains("; tables made for 262144)"),
+        "preallocated (nat.preallocate): {before}"
+    );
     let killed_at = std::time::SystemTime::now();
     p.kill9();
     assert_eq!(wait_role(&mut b, "primary", 5), 2);

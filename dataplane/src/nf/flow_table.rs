@@ -47,6 +47,8 @@ pub struct FlowTable<K: FlowKey, const W: usize> {
     len: usize,
     /// Slots marked deleted: they lengthen probes until the next rebuild.
     gone: usize,
+    /// The table never has fewer buckets ([`FlowTable::with_capacity`]).
+    min_buckets: usize,
 }
 
 impl<K: FlowKey, const W: usize> Default for FlowTable<K, W> {
@@ -59,13 +61,34 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
     const FITS_A_LINE: () = assert!(std::mem::size_of::<Bucket<K, W>>() == 64);
 
     pub fn new() -> Self {
+        FlowTable::with_buckets(MIN_BUCKETS)
+    }
+
+    /// A table sized for `live` keys from the start: it never grows (a
+    /// rebuild of the whole table, which stalls its caller for as long as
+    /// it takes) before it holds them.
+    pub fn with_capacity(live: usize) -> Self {
+        FlowTable::with_buckets(Self::buckets_for(live))
+    }
+
+    fn with_buckets(n: usize) -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::FITS_A_LINE;
         FlowTable {
-            buckets: vec![Bucket::EMPTY; MIN_BUCKETS],
+            buckets: vec![Bucket::EMPTY; n],
             len: 0,
             gone: 0,
+            min_buckets: n,
         }
+    }
+
+    /// Buckets for `live` keys at most half of the slots (a power of two).
+    fn buckets_for(live: usize) -> usize {
+        let mut n = MIN_BUCKETS;
+        while n * W < live.saturating_mul(2) {
+            n *= 2;
+        }
+        n
     }
 
     pub fn len(&self) -> usize {
@@ -173,7 +196,7 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
     }
 
     pub fn clear(&mut self) {
-        *self = FlowTable::new();
+        *self = FlowTable::with_buckets(self.min_buckets);
     }
 
     /// Room for one more: live and deleted slots stay at most 7/8 of the
@@ -184,10 +207,7 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
         if (self.len + self.gone + 1) * 8 <= slots * 7 {
             return;
         }
-        let mut n = MIN_BUCKETS;
-        while n * W < (self.len + 1) * 2 {
-            n *= 2;
-        }
+        let n = Self::buckets_for(self.len + 1).max(self.min_buckets);
         let old = std::mem::replace(&mut self.buckets, vec![Bucket::EMPTY; n]);
         self.len = 0;
         self.gone = 0;
@@ -257,6 +277,29 @@ mod tests {
         t.clear();
         assert!(t.is_empty());
         assert_eq!(t.get(&Key(2)), None);
+    }
+
+    /// A table made for `n` keys takes them without growing, and a cleared
+    /// one keeps its size.
+    #[test]
+    fn a_table_made_for_n_keys_takes_them_without_growing() {
+        let mut t: FlowTable<Key, 3> = FlowTable::with_capacity(5000);
+        let bytes = t.bytes();
+        assert_eq!(bytes, 4096 * 64, "5000 keys at most half of 3 x 4096 slots");
+        for k in 0..5000 {
+            assert_eq!(t.insert(Key(k), k as u32), None);
+        }
+        assert_eq!((t.len(), t.bytes()), (5000, bytes));
+        assert_eq!(t.get(&Key(4321)), Some(4321));
+        t.clear();
+        assert_eq!((t.len(), t.bytes()), (0, bytes));
+        let mut grown: FlowTable<Key, 3> = FlowTable::new();
+        for k in 0..5000 {
+            grown.insert(Key(k), k as u32);
+        }
+        assert!(grown.bytes() > MIN_BUCKETS * 64);
+        grown.clear();
+        assert_eq!(grown.bytes(), MIN_BUCKETS * 64, "a grown table clears to its start");
     }
 
     /// 200 000 random inserts, replaces and removes over a small key space

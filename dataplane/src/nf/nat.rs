@@ -228,6 +228,7 @@ pub struct Nat {
     /// names the shard that holds its session ([`Nat::owner_of_inbound`]).
     shard: u16,
     shards: u16,
+    preallocated: bool,
 }
 
 /// A session key in the table it is looked up in.
@@ -290,6 +291,7 @@ impl Nat {
             expired: 0,
             shard: 0,
             shards: 1,
+            preallocated: false,
         }
     }
 
@@ -299,6 +301,25 @@ impl Nat {
         self.shards = shards.max(1);
         self.shard = shard.min(self.shards - 1);
         self
+    }
+
+    /// The same table with room for `max_sessions` made up front (both
+    /// indexes and the slab): it never grows, so no session creation
+    /// stalls the shard while a whole index is rebuilt. The price is
+    /// memory from the start and a small population spread over large
+    /// tables (less of it in cache than in a table grown to fit).
+    pub fn preallocated(mut self) -> Nat {
+        let n = self.cfg.max_sessions;
+        self.out_map = FlowTable::with_capacity(n);
+        self.in_map = FlowTable::with_capacity(n);
+        self.slab.reserve_exact(n.saturating_sub(self.slab.len()));
+        self.preallocated = true;
+        self
+    }
+
+    /// Whether the tables were made for `max_sessions` up front.
+    pub fn is_preallocated(&self) -> bool {
+        self.preallocated
     }
 
     /// Ports per shard's block (the last block also takes the remainder).
@@ -1151,6 +1172,26 @@ mod tests {
         p[22..24].copy_from_slice(&9000u16.to_be_bytes());
         p[24..26].copy_from_slice(&20u16.to_be_bytes());
         p
+    }
+
+    /// Made for its `max_sessions` up front, a NAT creates them all without
+    /// a table growing, and translates every packet exactly as one whose
+    /// tables grew (the ports it picks do not depend on the layout).
+    #[test]
+    fn a_preallocated_nat_never_grows_and_translates_as_a_grown_one() {
+        let mut pre = Nat::new(config(3000)).preallocated();
+        let sizes = |n: &Nat| (n.out_map.bytes(), n.in_map.bytes(), n.slab.capacity());
+        let before = sizes(&pre);
+        assert!(before.2 >= 3000);
+        let mut grown = Nat::new(config(3000));
+        for port in 0..3000u16 {
+            let (mut a, mut b) = (udp_out(20000 + port), udp_out(20000 + port));
+            assert_eq!(pre.outbound(&mut a, 1 + port as u64), Ok(()));
+            assert_eq!(grown.outbound(&mut b, 1 + port as u64), Ok(()));
+            assert_eq!(a, b, "packet {port} translated alike");
+        }
+        assert_eq!((pre.len(), sizes(&pre)), (3000, before), "no table grew");
+        assert!(sizes(&grown).0 > 8 * 64, "the other one grew");
     }
 
     #[test]

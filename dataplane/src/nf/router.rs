@@ -144,6 +144,13 @@ impl<L: RouteLookup> Router<L> {
         self.nat.as_ref()
     }
 
+    /// With a NAT: its tables made for `max_sessions` up front
+    /// ([`Nat::preallocated`]).
+    pub fn with_preallocated_sessions(mut self) -> Router<L> {
+        self.nat = self.nat.take().map(Nat::preallocated);
+        self
+    }
+
     pub fn nat_mut(&mut self) -> Option<&mut Nat> {
         self.nat.as_mut()
     }
@@ -542,10 +549,15 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
         if let Some(nat) = &self.nat {
             let _ = writeln!(
                 out,
-                "  nat sessions: {} (created {}, expired {})",
+                "  nat sessions: {} (created {}, expired {}{})",
                 nat.len(),
                 nat.created,
-                nat.expired
+                nat.expired,
+                if nat.is_preallocated() {
+                    format!("; tables made for {}", nat.config().max_sessions)
+                } else {
+                    String::new()
+                }
             );
             let proto = |p: u8| match p {
                 IpProtocol::TCP => "tcp",

@@ -109,7 +109,6 @@ pub struct Port {
     queues: u16,
     started: bool,
     closed: bool,
-    rx_ip_checksum: bool,
 }
 
 impl Port {
@@ -131,7 +130,6 @@ impl Port {
             queues: 0,
             started: false,
             closed: false,
-            rx_ip_checksum: false,
         })
     }
 
@@ -143,7 +141,6 @@ impl Port {
             queues: 0,
             started: false,
             closed: false,
-            rx_ip_checksum: false,
         }
     }
 
@@ -176,7 +173,7 @@ impl Port {
     /// Whether the device verifies received IPv4 header checksums (its
     /// mbufs then say GOOD or BAD), as configured.
     pub fn rx_ip_checksum(&self) -> bool {
-        self.rx_ip_checksum
+        rx_ip_checksum_on(self.id)
     }
 
     /// Configures `conf.queues` RX and TX queues (RSS over IPv4/TCP/UDP when
@@ -205,8 +202,7 @@ impl Port {
         // A NIC that verifies IPv4 header checksums saves the router that
         // work; the flag it sets travels in the replica, so a backup
         // skips it for the same packets.
-        let checksum = conf.rx_ip_checksum && info.rx_offload_capa & rx_offload::IPV4_CKSUM != 0;
-        if checksum {
+        if conf.rx_ip_checksum && info.rx_offload_capa & rx_offload::IPV4_CKSUM != 0 {
             eth_conf.rxmode.offloads |= rx_offload::IPV4_CKSUM;
         }
         // SAFETY: port id is valid; eth_conf lives across the call.
@@ -241,7 +237,6 @@ impl Port {
             }
         }
         self.queues = conf.queues;
-        self.rx_ip_checksum = checksum;
         Ok(())
     }
 
@@ -424,11 +419,6 @@ pub fn port_info(id: u16) -> Result<PortInfo, DpdkError> {
     let socket = unsafe { dpdk_sys::rte_eth_dev_socket_id(id) };
     // SAFETY: id is valid.
     let promiscuous = unsafe { dpdk_sys::rte_eth_promiscuous_get(id) } == 1;
-    // SAFETY: rte_eth_conf is a plain C struct, all-zero valid.
-    let mut conf: dpdk_sys::rte_eth_conf = unsafe { std::mem::zeroed() };
-    // SAFETY: id is valid; conf is a valid out-pointer.
-    let rx_ip_checksum = unsafe { dpdk_sys::rte_eth_dev_conf_get(id, &mut conf) } == 0
-        && conf.rxmode.offloads & rx_offload::IPV4_CKSUM != 0;
     Ok(PortInfo {
         id,
         name: port_name(id),
@@ -442,8 +432,19 @@ pub fn port_info(id: u16) -> Result<PortInfo, DpdkError> {
         mtu,
         link: port_link(id),
         promiscuous,
-        rx_ip_checksum,
+        rx_ip_checksum: rx_ip_checksum_on(id),
     })
+}
+
+/// Whether port `id` was configured with IPv4 header checksums verified
+/// on receive (what the device was asked for and could do; false before
+/// it is configured).
+fn rx_ip_checksum_on(id: u16) -> bool {
+    // SAFETY: rte_eth_conf is a plain C struct, all-zero valid.
+    let mut conf: dpdk_sys::rte_eth_conf = unsafe { std::mem::zeroed() };
+    // SAFETY: id is valid; conf is a valid out-pointer.
+    let got = unsafe { dpdk_sys::rte_eth_dev_conf_get(id, &mut conf) } == 0;
+    got && conf.rxmode.offloads & rx_offload::IPV4_CKSUM != 0
 }
 
 /// RX queue `queue` of a port. Exactly one worker polls it.

@@ -674,12 +674,20 @@ pub(crate) fn remove_at<T>(v: &mut Vec<T>, at: &[usize]) {
     });
 }
 
-/// `ctx` for packet `m`, its header checksum vouched for when `nic` (its
-/// port verifies checksums) and the device found it good.
+/// Whether the NIC vouched for `m`'s IPv4 header checksum: `nic` (its
+/// port verifies checksums) and the device found it good. The one test
+/// of it: the primary's replica flag and its function's context must agree.
+#[inline(always)]
+pub(crate) fn nic_vouched(nic: bool, m: &Mbuf) -> bool {
+    nic && m.rx_ip_checksum_good()
+}
+
+/// `ctx` for packet `m`, its header checksum vouched for by the NIC
+/// ([`nic_vouched`]).
 #[inline(always)]
 fn with_nic_checksum(nic: bool, m: &Mbuf, ctx: &PacketCtx) -> PacketCtx {
     PacketCtx {
-        ip_checksum_ok: ctx.ip_checksum_ok || (nic && m.rx_ip_checksum_good()),
+        ip_checksum_ok: ctx.ip_checksum_ok || nic_vouched(nic, m),
         ..*ctx
     }
 }

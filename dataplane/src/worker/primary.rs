@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use super::steer::untag;
-use super::{remove_at, ReplState, Scratch, Worker, MAX_BURST};
+use super::{nic_vouched, remove_at, ReplState, Scratch, Worker, MAX_BURST};
 use crate::clock::TscClock;
 use crate::dpdk::eal::rdtsc;
 use crate::dpdk::Mbuf;
@@ -190,7 +190,7 @@ impl<F: NetworkFunction> Worker<F> {
             let seq = base + kept as u64 + 1;
             // The NIC's word on the header checksum travels with the
             // packet: the backup's function must see what the primary's saw.
-            let checksum = if nic_checks && m.rx_ip_checksum_good() {
+            let checksum = if nic_vouched(nic_checks, m) {
                 ingress::IP_CHECKSUM_OK
             } else {
                 0

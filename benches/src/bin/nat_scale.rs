@@ -1,6 +1,7 @@
 //! The NAT with a million sessions: how fast sessions are created (and the
-//! longest stretch of 1024 creations: the session index's growth, a
-//! rebuild of the whole table, stalls the shard), how many packets per
+//! longest stretch of 1024 creations: a rebuild of a whole session index
+//! would stall the shard), the same under churn at a full table (sessions
+//! timing out as new ones come), how many packets per
 //! second pass through the full table, and the memory each session costs.
 //! One core, pure code (no EAL, no NIC).
 //!
@@ -82,35 +83,47 @@ fn main() {
         r.process(&mut fr, &PacketCtx::new(Side::Inside, t))
     };
 
-    // Every session created, timed in stretches of 1024 as well: a stretch
-    // in which the session index grows (a rebuild of the whole table, in
-    // the worker) stands out as the longest. Returns the seconds it took,
-    // the median and the longest stretch in ms.
-    let mut create_all = |r: &mut Router<RustLpm>| -> (f64, f64, f64) {
-        let t0 = Instant::now();
+    // Flows `first..first + count` created at `t0` on, `step` ns apart,
+    // timed in stretches of 1024 as well: a stretch in which a session
+    // index is rebuilt (a whole table, in the worker) stands out as the
+    // longest. Returns the seconds it took, the median and the longest
+    // stretch in ms.
+    let mut create = |r: &mut Router<RustLpm>, first: u32, count: u32, t0: u64, step: u64| -> (f64, f64, f64) {
+        let start = Instant::now();
         let (mut stretch, mut stretches) = (Instant::now(), Vec::new());
-        for i in 0..sessions {
-            let v = run(r, i, 1_000_000_000 + i as u64);
+        for i in first..first + count {
+            let v = run(r, i, t0 + (i - first) as u64 * step);
             assert_eq!(v, Verdict::Forward(Side::Outside), "flow {i}");
-            if i % 1024 == 1023 {
+            if (i - first) % 1024 == 1023 {
                 stretches.push(stretch.elapsed().as_secs_f64() * 1e3);
                 stretch = Instant::now();
             }
         }
-        let s = t0.elapsed().as_secs_f64();
+        let s = start.elapsed().as_secs_f64();
         stretches.sort_by(f64::total_cmp);
         let median = stretches.get(stretches.len() / 2).copied().unwrap_or(0.0);
         (s, median, stretches.last().copied().unwrap_or(0.0))
     };
+    // Churn at a full table: every old session has timed out, so each
+    // packet's sweep step frees one and the packet creates one; twice the
+    // population (with deletions that left marks, enough to force a grown
+    // table's rebuild). Packets far enough apart that the sweep's second
+    // round finds the first round's sessions timed out too.
+    const CHURN_AT: u64 = 1_000_000_000_000;
+    let churn_step = Timeouts::default().udp / sessions.max(1) as u64 + 1;
+    let churn_count = sessions.saturating_mul(2).min(11_000_000 - sessions);
     // The same with the tables made for every session up front
-    // (`nat.preallocate`): no growth, no stall; then dropped.
-    let (pre_s, pre_median_ms, pre_max_ms) = {
+    // (`nat.preallocate`): no growth; then dropped.
+    let (pre_s, pre_median_ms, pre_max_ms, pre_churn_median_ms, pre_churn_max_ms) = {
         let mut p = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes))).with_preallocated_sessions();
-        create_all(&mut p)
+        let (s, median, max) = create(&mut p, 0, sessions, 1_000_000_000, 1);
+        let (_, churn_median, churn_max) = create(&mut p, sessions, churn_count, CHURN_AT, churn_step);
+        assert_eq!(p.nat().map(Nat::len), Some(sessions as usize));
+        (s, median, max, churn_median, churn_max)
     };
 
     let rss0 = rss_bytes();
-    let (insert_s, stretch_median_ms, stretch_max_ms) = create_all(&mut r);
+    let (insert_s, stretch_median_ms, stretch_max_ms) = create(&mut r, 0, sessions, 1_000_000_000, 1);
     let rss1 = rss_bytes();
     let n = r.nat().map(Nat::len).unwrap_or(0);
     assert_eq!(n, sessions as usize);
@@ -145,9 +158,12 @@ fn main() {
     let ns_plain = through(&mut r, false, 2_000_000_000);
     let ns = through(&mut r, true, 3_000_000_000);
 
+    let (_, churn_median_ms, churn_max_ms) = create(&mut r, sessions, churn_count, CHURN_AT, churn_step);
+    assert_eq!(r.nat().map(Nat::len), Some(sessions as usize));
+
     let measured = (rss1.saturating_sub(rss0)) as f64 / sessions as f64;
     println!(
-        "{{\"sessions\": {n}, \"insert_per_s\": {:.0}, \"insert_1024_median_ms\": {stretch_median_ms:.2}, \"insert_1024_max_ms\": {stretch_max_ms:.2}, \"preallocated_insert_per_s\": {:.0}, \"preallocated_insert_1024_median_ms\": {pre_median_ms:.2}, \"preallocated_insert_1024_max_ms\": {pre_max_ms:.2}, \"mpps_full_table\": {:.3}, \"ns_per_packet\": {:.1}, \"ns_per_packet_no_prefetch\": {:.1}, \"bytes_per_session_computed\": {}, \"bytes_per_session_rss\": {:.1}}}",
+        "{{\"sessions\": {n}, \"insert_per_s\": {:.0}, \"insert_1024_median_ms\": {stretch_median_ms:.2}, \"insert_1024_max_ms\": {stretch_max_ms:.2}, \"churn_1024_median_ms\": {churn_median_ms:.2}, \"churn_1024_max_ms\": {churn_max_ms:.2}, \"preallocated_insert_per_s\": {:.0}, \"preallocated_insert_1024_median_ms\": {pre_median_ms:.2}, \"preallocated_insert_1024_max_ms\": {pre_max_ms:.2}, \"preallocated_churn_1024_median_ms\": {pre_churn_median_ms:.2}, \"preallocated_churn_1024_max_ms\": {pre_churn_max_ms:.2}, \"mpps_full_table\": {:.3}, \"ns_per_packet\": {:.1}, \"ns_per_packet_no_prefetch\": {:.1}, \"bytes_per_session_computed\": {}, \"bytes_per_session_rss\": {:.1}}}",
         sessions as f64 / insert_s,
         sessions as f64 / pre_s,
         1e3 / ns,

@@ -3,6 +3,7 @@
 
 pub mod eal;
 pub mod error;
+pub mod huge;
 pub mod lcore;
 pub mod lpm;
 pub mod mbuf;

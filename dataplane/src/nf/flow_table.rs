@@ -14,6 +14,7 @@
 //! everything that decides a NAT's ports (the same operations give the
 //! same layout on the primary and the backup).
 
+use crate::dpdk::huge::huge_vec;
 use crate::dpdk::prefetch;
 
 /// A key the table can hold: compared whole, hashed once.
@@ -78,7 +79,7 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
         #[allow(clippy::let_unit_value)]
         let () = Self::FITS_A_LINE;
         FlowTable {
-            buckets: vec![Bucket::EMPTY; n],
+            buckets: huge_vec(n, Bucket::EMPTY),
             len: 0,
             min_buckets: n,
             rebuilds: 0,
@@ -241,7 +242,7 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
             return;
         }
         let n = Self::buckets_for(self.len + 1).max(self.min_buckets);
-        let old = std::mem::replace(&mut self.buckets, vec![Bucket::EMPTY; n]);
+        let old = std::mem::replace(&mut self.buckets, huge_vec(n, Bucket::EMPTY));
         self.len = 0;
         self.rebuilds += 1;
         for bucket in &old {

@@ -18,6 +18,7 @@ use super::flow_table::{FlowKey, FlowTable};
 use super::hash::{fx, mix2};
 use super::state::{begin_chunk, open_chunk, set_count, SessionState, StateError, StateKind};
 use super::{DropReason, Side};
+use crate::dpdk::huge::reserve_huge;
 use crate::wire::checksum::{self, Delta};
 use crate::wire::icmp::{IcmpPacket, IcmpType, HEADER_LEN as ICMP_HEADER_LEN};
 use crate::wire::ipv4::{IpProtocol, Ipv4Packet, MAX_HEADER_LEN, MIN_HEADER_LEN};
@@ -312,7 +313,8 @@ impl Nat {
         let n = self.cfg.max_sessions;
         self.out_map = FlowTable::with_capacity(n);
         self.in_map = FlowTable::with_capacity(n);
-        self.slab.reserve_exact(n.saturating_sub(self.slab.len()));
+        let more = n.saturating_sub(self.slab.len());
+        reserve_huge(&mut self.slab, more);
         self.preallocated = true;
         self
     }
@@ -473,6 +475,11 @@ impl Nat {
                 i
             }
             None => {
+                if self.slab.len() == self.slab.capacity() {
+                    // Doubling, as push would, but on huge pages.
+                    let more = self.slab.len().max(64);
+                    reserve_huge(&mut self.slab, more);
+                }
                 self.slab.push(Some(s));
                 (self.slab.len() - 1) as u32
             }

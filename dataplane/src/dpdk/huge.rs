@@ -17,12 +17,20 @@ pub fn huge_vec<T: Clone>(n: usize, fill: T) -> Vec<T> {
     v
 }
 
-/// Reserves room for `extra` more elements and advises it huge, the
-/// same way (for a slab that is made full size up front).
+/// Reserves room for `extra` more elements, advises it huge the same way
+/// and touches every page of it now (for a slab made full size up
+/// front): a huge page's first touch may have the kernel compact memory
+/// for milliseconds, which belongs at start, not in the worker.
 pub fn reserve_huge<T>(v: &mut Vec<T>, extra: usize) {
     v.reserve_exact(extra);
     let start = v.as_ptr() as usize + v.len() * std::mem::size_of::<T>();
     advise_huge(start, (v.capacity() - v.len()) * std::mem::size_of::<T>());
+    let per_page = (PAGE / std::mem::size_of::<T>().max(1)).max(1);
+    let spare = v.spare_capacity_mut();
+    for e in spare.iter_mut().step_by(per_page) {
+        *e = std::mem::MaybeUninit::zeroed();
+    }
+    std::hint::black_box(spare);
 }
 
 fn advise_huge(start: usize, len: usize) {

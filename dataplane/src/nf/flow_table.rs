@@ -180,20 +180,38 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
     // stall of about as long as the lookup itself.
     #[inline(always)]
     pub fn get(&self, key: &K) -> Option<u32> {
-        let found = Self::find(&self.buckets, key);
-        if found.is_none() && !self.old.is_empty() {
-            return self.get_old(key);
+        // A miss ends in the old table's look-up, which takes the key by
+        // value: by reference, the key would be stored for it on every
+        // look-up and reloaded for the hash (the stall above).
+        let hash = key.flow_hash();
+        let mask = self.buckets.len() - 1;
+        let mut b = Self::home_in(&self.buckets, hash);
+        loop {
+            let bucket = &self.buckets[b];
+            for i in 0..W {
+                let v = bucket.vals[i];
+                if v == EMPTY {
+                    return if self.old.is_empty() {
+                        None
+                    } else {
+                        self.get_old(*key, hash)
+                    };
+                }
+                if bucket.keys[i] == *key {
+                    return Some(v);
+                }
+            }
+            b = (b + 1) & mask;
         }
-        found
     }
 
     /// The look-up in the old table, out of the fast path's way: it runs
     /// only for a miss while a growth's keys move.
     #[cold]
     #[inline(never)]
-    fn get_old(&self, key: &K) -> Option<u32> {
-        if self.old_may_hold(key.flow_hash()) {
-            Self::find(&self.old, key)
+    fn get_old(&self, key: K, hash: u64) -> Option<u32> {
+        if self.old_may_hold(hash) {
+            Self::find(&self.old, &key)
         } else {
             None
         }

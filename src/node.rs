@@ -363,11 +363,17 @@ impl Node {
             let h = match (cfg.function.kind, &router) {
                 (FunctionKind::Forward, _) => launch_worker(eal, *lcore, Forward, part, cfg, &ownership, shared, &quit),
                 (_, Some((rc, lpm))) => {
-                    let mut nf = Router::new(rc.clone(), lpm.clone()).for_shard(part.shard, d.workers);
-                    if cfg.nat.as_ref().is_some_and(|n| n.preallocate) {
-                        nf = nf.with_preallocated_sessions();
-                    }
-                    launch_worker(eal, *lcore, nf, part, cfg, &ownership, shared, &quit)
+                    let nf = Router::new(rc.clone(), lpm.clone()).for_shard(part.shard, d.workers);
+                    // A shard that cannot have its tables stops the start
+                    // like a worker that cannot launch (the others quit).
+                    let nf = if cfg.nat.as_ref().is_some_and(|n| n.preallocate) {
+                        let shard = part.shard;
+                        nf.with_preallocated_sessions()
+                            .map_err(|e| format!("nat.preallocate (shard {shard}): {e}"))
+                    } else {
+                        Ok(nf)
+                    };
+                    nf.and_then(|nf| launch_worker(eal, *lcore, nf, part, cfg, &ownership, shared, &quit))
                 }
                 (_, None) => Err("router configuration missing".to_string()),
             };

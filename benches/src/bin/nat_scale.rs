@@ -115,7 +115,9 @@ fn main() {
     // The same with the tables made for every session up front
     // (`nat.preallocate`): no growth; then dropped.
     let (pre_s, pre_median_ms, pre_max_ms, pre_churn_median_ms, pre_churn_max_ms) = {
-        let mut p = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes))).with_preallocated_sessions();
+        let mut p = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes)))
+            .with_preallocated_sessions()
+            .expect("memory for the preallocated tables");
         let (s, median, max) = create(&mut p, 0, sessions, 1_000_000_000, 1);
         let (_, churn_median, churn_max) = create(&mut p, sessions, churn_count, CHURN_AT, churn_step);
         assert_eq!(p.nat().map(Nat::len), Some(sessions as usize));

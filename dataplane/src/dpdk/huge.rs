@@ -9,20 +9,22 @@ const PAGE: usize = 4096;
 /// A vector of `n` copies of `fill` whose memory the kernel is asked to
 /// back with transparent huge pages (`madvise(MADV_HUGEPAGE)`) before it
 /// is first touched, when it spans at least one. Where the kernel has
-/// them off, or refuses, the vector is the same on small pages.
-pub fn huge_vec<T: Clone>(n: usize, fill: T) -> Vec<T> {
-    let mut v: Vec<T> = Vec::with_capacity(n);
+/// them off, or refuses, the vector is the same on small pages. `None`
+/// when the memory cannot be had at all.
+pub fn huge_vec<T: Clone>(n: usize, fill: T) -> Option<Vec<T>> {
+    let mut v: Vec<T> = Vec::new();
+    v.try_reserve_exact(n).ok()?;
     advise_huge(v.as_mut_ptr() as usize, v.capacity() * std::mem::size_of::<T>());
     v.resize(n, fill);
-    v
+    Some(v)
 }
 
 /// Reserves room for `extra` more elements, advises it huge the same way
 /// and touches every page of it now (for a slab made full size up
 /// front): a huge page's first touch may have the kernel compact memory
 /// for milliseconds, which belongs at start, not in the worker.
-pub fn reserve_huge<T>(v: &mut Vec<T>, extra: usize) {
-    v.reserve_exact(extra);
+pub fn reserve_huge<T>(v: &mut Vec<T>, extra: usize) -> Option<()> {
+    v.try_reserve_exact(extra).ok()?;
     let start = v.as_ptr() as usize + v.len() * std::mem::size_of::<T>();
     advise_huge(start, (v.capacity() - v.len()) * std::mem::size_of::<T>());
     let per_page = (PAGE / std::mem::size_of::<T>().max(1)).max(1);
@@ -31,6 +33,7 @@ pub fn reserve_huge<T>(v: &mut Vec<T>, extra: usize) {
         *e = std::mem::MaybeUninit::zeroed();
     }
     std::hint::black_box(spare);
+    Some(())
 }
 
 fn advise_huge(start: usize, len: usize) {
@@ -78,12 +81,20 @@ mod tests {
         None
     }
 
+    /// Memory that cannot be had is an answer, not an abort.
+    #[test]
+    fn a_table_larger_than_the_address_space_is_refused() {
+        assert!(huge_vec(usize::MAX / 64, 0u64).is_none());
+        let mut v: Vec<u64> = Vec::new();
+        assert_eq!(reserve_huge(&mut v, usize::MAX / 64), None);
+    }
+
     /// Where the kernel offers transparent huge pages at all, a table of
     /// 16 MiB gets some.
     #[test]
     fn a_big_table_is_backed_by_huge_pages_where_the_kernel_offers_them() {
         let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
-        let v = huge_vec(16 << 20, 1u8);
+        let v = huge_vec(16 << 20, 1u8).expect("16 MiB");
         let kb = huge_kb_at(v.as_ptr() as usize + (8 << 20));
         if thp.contains("[never]") || thp.is_empty() {
             eprintln!("transparent huge pages off here: nothing to check");
@@ -94,10 +105,10 @@ mod tests {
 
     #[test]
     fn a_huge_vec_holds_its_fill_and_length() {
-        let v = huge_vec(3 << 20, 7u8);
+        let v = huge_vec(3 << 20, 7u8).expect("3 MiB");
         assert_eq!((v.len(), v[0], v[(3 << 20) - 1]), (3 << 20, 7, 7));
         let mut w: Vec<u64> = vec![1, 2];
-        reserve_huge(&mut w, 1 << 20);
+        assert_eq!(reserve_huge(&mut w, 1 << 20), Some(()));
         assert!(w.capacity() >= 2 + (1 << 20));
         assert_eq!(w, [1, 2]);
     }

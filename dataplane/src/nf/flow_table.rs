@@ -90,20 +90,25 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
     const FITS_A_LINE: () = assert!(std::mem::size_of::<Bucket<K, W>>() == 64);
 
     pub fn new() -> Self {
-        FlowTable::with_buckets(MIN_BUCKETS)
+        FlowTable::with_buckets(vec![Bucket::EMPTY; MIN_BUCKETS])
     }
 
-    /// A table sized for `live` keys from the start: it never grows
-    /// before it holds them.
-    pub fn with_capacity(live: usize) -> Self {
-        FlowTable::with_buckets(Self::buckets_for(live))
+    /// A table sized for `live` keys from the start, its memory touched
+    /// now, on huge pages: it never grows before it holds them. `None`
+    /// when the memory cannot be had.
+    pub fn with_capacity(live: usize) -> Option<Self> {
+        Some(FlowTable::with_buckets(huge_vec(
+            Self::buckets_for(live),
+            Bucket::EMPTY,
+        )?))
     }
 
-    fn with_buckets(n: usize) -> Self {
+    fn with_buckets(buckets: Vec<Bucket<K, W>>) -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::FITS_A_LINE;
+        let n = buckets.len();
         FlowTable {
-            buckets: huge_vec(n, Bucket::EMPTY),
+            buckets,
             len: 0,
             min_buckets: n,
             growths: 0,
@@ -357,9 +362,14 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
 
     /// Unmaps every key; the table keeps the size it was made with.
     pub fn clear(&mut self) {
-        let (growths, late) = (self.growths, self.late);
-        *self = FlowTable::with_buckets(self.min_buckets);
-        (self.growths, self.late) = (growths, late);
+        if self.buckets.len() == self.min_buckets {
+            // In place: a table made big up front is not made again.
+            self.buckets.fill(Bucket::EMPTY);
+        } else {
+            self.buckets = vec![Bucket::EMPTY; self.min_buckets];
+        }
+        (self.old, self.next) = (Vec::new(), Vec::new());
+        (self.len, self.old_len, self.moved) = (0, 0, 0);
     }
 
     /// The buckets the table grows to from `buckets` buckets: those for
@@ -505,7 +515,7 @@ mod tests {
     /// one keeps its size.
     #[test]
     fn a_table_made_for_n_keys_takes_them_without_growing() {
-        let mut t: FlowTable<Key, 3> = FlowTable::with_capacity(5000);
+        let mut t: FlowTable<Key, 3> = FlowTable::with_capacity(5000).expect("320 KiB");
         let bytes = t.bytes();
         assert_eq!(bytes, 4096 * 64, "5000 keys at most half of 3 x 4096 slots");
         for k in 0..5000 {
@@ -667,7 +677,7 @@ mod tests {
     #[test]
     fn deletion_keeps_every_key_reachable_in_a_crowded_table_that_wraps() {
         let mut c = Corpus::new(0x0005_b1f7);
-        let mut t: FlowTable<Homed, 3> = FlowTable::with_capacity(12);
+        let mut t: FlowTable<Homed, 3> = FlowTable::with_capacity(12).expect("512 bytes");
         assert_eq!(t.bytes(), 8 * 64);
         let mut m: HashMap<Homed, u32> = HashMap::new();
         // Eight keys homed in the last bucket (their cluster wraps to the

@@ -282,7 +282,9 @@ impl Nat {
         // Address space for every session it may hold, taken from the
         // kernel page by page as sessions come: the slab never grows by
         // copying itself (a stall of the shard, tens of ms at a million).
-        let slab = Vec::with_capacity(cfg.max_sessions);
+        // Refused (a small machine, overcommit off): it grows as it fills.
+        let mut slab = Vec::new();
+        let _ = slab.try_reserve_exact(cfg.max_sessions);
         Nat {
             cfg,
             slab,
@@ -312,15 +314,20 @@ impl Nat {
     /// indexes and the slab, touched now, on huge pages): it never grows,
     /// so no session creation does a growth's work. The price is memory
     /// from the start and a small population spread over large tables
-    /// (less of it in cache than in a table grown to fit).
-    pub fn preallocated(mut self) -> Nat {
+    /// (less of it in cache than in a table grown to fit). An error when
+    /// the memory cannot be had (it names how much).
+    pub fn preallocated(mut self) -> Result<Nat, String> {
         let n = self.cfg.max_sessions;
-        self.out_map = FlowTable::with_capacity(n);
-        self.in_map = FlowTable::with_capacity(n);
+        let refused = || {
+            let bytes = n.saturating_mul(Nat::bytes_per_session());
+            format!("cannot have ~{} MiB for {n} sessions up front", bytes >> 20)
+        };
+        self.out_map = FlowTable::with_capacity(n).ok_or_else(refused)?;
+        self.in_map = FlowTable::with_capacity(n).ok_or_else(refused)?;
         let more = n.saturating_sub(self.slab.len());
-        reserve_huge(&mut self.slab, more);
+        reserve_huge(&mut self.slab, more).ok_or_else(refused)?;
         self.preallocated = true;
-        self
+        Ok(self)
     }
 
     /// Whether the tables were made for `max_sessions` up front.
@@ -1191,7 +1198,7 @@ mod tests {
     /// tables grew (the ports it picks do not depend on the layout).
     #[test]
     fn a_preallocated_nat_never_grows_and_translates_as_a_grown_one() {
-        let mut pre = Nat::new(config(3000)).preallocated();
+        let mut pre = Nat::new(config(3000)).preallocated().expect("300 KB");
         let sizes = |n: &Nat| (n.out_map.bytes(), n.in_map.bytes(), n.slab.capacity());
         let before = sizes(&pre);
         assert!(before.2 >= 3000);

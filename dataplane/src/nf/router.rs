@@ -145,10 +145,10 @@ impl<L: RouteLookup> Router<L> {
     }
 
     /// With a NAT: its tables made for `max_sessions` up front
-    /// ([`Nat::preallocated`]).
-    pub fn with_preallocated_sessions(mut self) -> Router<L> {
-        self.nat = self.nat.take().map(Nat::preallocated);
-        self
+    /// ([`Nat::preallocated`]); an error when the memory cannot be had.
+    pub fn with_preallocated_sessions(mut self) -> Result<Router<L>, String> {
+        self.nat = self.nat.take().map(Nat::preallocated).transpose()?;
+        Ok(self)
     }
 
     pub fn nat_mut(&mut self) -> Option<&mut Nat> {

@@ -145,3 +145,38 @@ fn nat_on_two_workers_passes_check_config() {
     let (code, stderr) = run_with(&cfg, &["--check-config"]);
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// Not a configuration error but a resource one, caught as clearly: a
+/// preallocated NAT whose tables the machine cannot give (here: an address
+/// space capped at 1.5 GB, 16 M sessions needing 2.1 GB) stops the start
+/// with a message naming the setting, the shard and the memory, instead of
+/// aborting in an allocation.
+#[test]
+fn a_preallocated_nat_without_the_memory_fails_the_start_naming_the_setting() {
+    let dir = scratch("config");
+    let cfg = format!("{GW}{ROUTER}[nat]\nmax_sessions = 16000000\npreallocate = true\n")
+        .replace("kind = \"router\"", "kind = \"nat\"");
+    let path = write_config(&dir, "prealloc.toml", &cfg);
+    let out = Command::new("prlimit")
+        .arg("--as=1500000000")
+        .arg(lockstep_bin())
+        .args(["-l", "0,1", "--no-huge", "-m", "128", "--no-pci", "--no-shconf"])
+        .args([
+            "--file-prefix=ls-cfg-prealloc",
+            "--vdev",
+            "net_null0",
+            "--vdev",
+            "net_null1",
+            "--",
+        ])
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run lockstep under prlimit");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("nat.preallocate (shard 0): cannot have 2146 MiB for 16000000 sessions up front"),
+        "{stderr}"
+    );
+}

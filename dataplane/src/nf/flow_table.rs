@@ -120,6 +120,11 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
         }
     }
 
+    /// Bytes of a table made for `live` keys ([`FlowTable::with_capacity`]).
+    pub fn bytes_for(live: usize) -> usize {
+        Self::buckets_for(live).saturating_mul(64)
+    }
+
     /// Buckets for `live` keys at most half of the slots (a power of two).
     fn buckets_for(live: usize) -> usize {
         let mut n = MIN_BUCKETS;

@@ -319,8 +319,10 @@ impl Nat {
     pub fn preallocated(mut self) -> Result<Nat, String> {
         let n = self.cfg.max_sessions;
         let refused = || {
-            let bytes = n.saturating_mul(Nat::bytes_per_session());
-            format!("cannot have ~{} MiB for {n} sessions up front", bytes >> 20)
+            let bytes = FlowTable::<OutKey, 3>::bytes_for(n)
+                + FlowTable::<InKey, 4>::bytes_for(n)
+                + n.saturating_mul(std::mem::size_of::<Option<Session>>());
+            format!("cannot have {} MiB for {n} sessions up front", bytes >> 20)
         };
         self.out_map = FlowTable::with_capacity(n).ok_or_else(refused)?;
         self.in_map = FlowTable::with_capacity(n).ok_or_else(refused)?;

@@ -126,25 +126,17 @@ impl RingPort {
     /// those that did not fit: the tail from the first one refused (so a
     /// caller that retries them keeps the order).
     pub fn inject(&self, pkts: Vec<Mbuf>) -> Vec<Mbuf> {
-        let mut rest = Vec::new();
-        for m in pkts {
-            if !rest.is_empty() {
-                rest.push(m);
-                continue;
-            }
-            let p = m.into_raw() as *mut c_void;
-            let objs = [p];
-            // SAFETY: the ring is valid; on success it owns the mbuf pointer.
-            let n =
-                unsafe { dpdk_sys::rte_ring_enqueue_burst(self.rx.as_ptr(), objs.as_ptr(), 1, std::ptr::null_mut()) };
-            if n == 0 {
-                // SAFETY: the ring refused it; we still own it.
-                if let Some(m) = unsafe { Mbuf::from_raw(p as *mut dpdk_sys::rte_mbuf) } {
-                    rest.push(m);
-                }
-            }
-        }
-        rest
+        let raw: Vec<*mut c_void> = pkts.into_iter().map(|m| m.into_raw() as *mut c_void).collect();
+        // SAFETY: the ring is valid; raw holds raw.len() mbuf pointers we
+        // own, and the ring owns the first n it takes.
+        let n = unsafe {
+            dpdk_sys::rte_ring_enqueue_burst(self.rx.as_ptr(), raw.as_ptr(), raw.len() as u32, std::ptr::null_mut())
+        } as usize;
+        raw[n..]
+            .iter()
+            // SAFETY: the ring refused these; they are still ours.
+            .filter_map(|p| unsafe { Mbuf::from_raw(*p as *mut dpdk_sys::rte_mbuf) })
+            .collect()
     }
 
     /// Takes up to `max` packets the port transmitted.

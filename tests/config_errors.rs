@@ -14,17 +14,25 @@ const GW: &str = "[node]\nvirtual_mac = \"02:00:5e:00:01:01\"\n[ports]\ninside =
 
 /// Runs lockstep with EAL arguments and `config`; returns (status, stderr).
 fn run_with(config: &str, extra: &[&str]) -> (i32, String) {
+    run_under(&[], "0", config, extra)
+}
+
+/// The same on lcores `lcores`, started by `launcher` (a command and its
+/// arguments, lockstep's command line after them) when there is one.
+fn run_under(launcher: &[&str], lcores: &str, config: &str, extra: &[&str]) -> (i32, String) {
     let dir = scratch("config");
     let path = write_config(&dir, &format!("c{}.toml", rand_suffix()), config);
-    let out = Command::new(lockstep_bin())
+    let mut cmd = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(lockstep_bin());
+            c
+        }
+        None => Command::new(lockstep_bin()),
+    };
+    let out = cmd
+        .args(["-l", lcores, "--no-huge", "-m", "128", "--no-pci", "--no-shconf"])
         .args([
-            "-l",
-            "0",
-            "--no-huge",
-            "-m",
-            "128",
-            "--no-pci",
-            "--no-shconf",
             "--file-prefix=ls-cfg-test",
             "--vdev",
             "net_null0",
@@ -153,28 +161,10 @@ fn nat_on_two_workers_passes_check_config() {
 /// aborting in an allocation.
 #[test]
 fn a_preallocated_nat_without_the_memory_fails_the_start_naming_the_setting() {
-    let dir = scratch("config");
     let cfg = format!("{GW}{ROUTER}[nat]\nmax_sessions = 16000000\npreallocate = true\n")
         .replace("kind = \"router\"", "kind = \"nat\"");
-    let path = write_config(&dir, "prealloc.toml", &cfg);
-    let out = Command::new("prlimit")
-        .arg("--as=1500000000")
-        .arg(lockstep_bin())
-        .args(["-l", "0,1", "--no-huge", "-m", "128", "--no-pci", "--no-shconf"])
-        .args([
-            "--file-prefix=ls-cfg-prealloc",
-            "--vdev",
-            "net_null0",
-            "--vdev",
-            "net_null1",
-            "--",
-        ])
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .expect("run lockstep under prlimit");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = run_under(&["prlimit", "--as=1500000000"], "0,1", &cfg, &[]);
+    assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("nat.preallocate (shard 0): cannot have 2146 MiB for 16000000 sessions up front"),
         "{stderr}"

@@ -1,6 +1,10 @@
 //! Big tables on transparent huge pages: a session index or slab of
 //! hundreds of megabytes read at random takes a TLB miss per look-up on
-//! 4 KiB pages; on 2 MiB pages its page-table walk stays in cache.
+//! 4 KiB pages; on 2 MiB pages its page-table walk stays in cache. Only
+//! for tables made full size at start, their pages touched then: a huge
+//! page's first touch may have the kernel compact memory for milliseconds
+//! (5-9 ms measured here), so tables that grow in the worker stay on
+//! small pages.
 
 /// Tables smaller than a huge page gain nothing.
 const HUGE_PAGE: usize = 2 << 20;

@@ -294,16 +294,8 @@ impl Node {
         };
         for q in 0..d.workers {
             let data = [
-                DataQueues {
-                    rx: ports[Side::Inside.index()].rx_queue(q),
-                    tx: ports[Side::Inside.index()].tx_queue(q),
-                    rx_ip_checksum: ports[Side::Inside.index()].rx_ip_checksum(),
-                },
-                DataQueues {
-                    rx: ports[Side::Outside.index()].rx_queue(q),
-                    tx: ports[Side::Outside.index()].tx_queue(q),
-                    rx_ip_checksum: ports[Side::Outside.index()].rx_ip_checksum(),
-                },
+                DataQueues::of(&ports[Side::Inside.index()], q),
+                DataQueues::of(&ports[Side::Outside.index()], q),
             ];
             let (repl, cmd_rx) = match &repl_setup {
                 Some((headers, clones)) => {

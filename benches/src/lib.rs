@@ -116,15 +116,10 @@ pub fn replicating_worker<F: NetworkFunction>(
     let quit = Arc::new(AtomicBool::new(false));
     let ownership = Arc::new(TxOwnership::new(1, false));
     let (cmd, commands) = crossbeam::channel::unbounded();
-    let queues = |p: &Port| DataQueues {
-        rx: p.rx_queue(0),
-        tx: p.tx_queue(0),
-        rx_ip_checksum: p.rx_ip_checksum(),
-    };
     let worker = Worker {
         shard: 0,
         nf,
-        data: [queues(data[0]), queues(data[1])],
+        data: [DataQueues::of(data[0], 0), DataQueues::of(data[1], 0)],
         burst: 32,
         idle_sleep_us: 0,
         ownership: ownership.clone(),

@@ -38,7 +38,7 @@ use crate::clock::TscClock;
 use crate::dpdk::eal::{rdtsc, tsc_hz};
 use crate::dpdk::mbuf::MbufStash;
 use crate::dpdk::ring::MbufRing;
-use crate::dpdk::{Mbuf, Mempool, RxBurst, RxQueue, TxBatch, TxQueue};
+use crate::dpdk::{Mbuf, Mempool, Port, RxBurst, RxQueue, TxBatch, TxQueue};
 use crate::frame::Frame;
 use crate::nf::{DropReason, NetworkFunction, Owner, PacketCtx, Side, Verdict};
 use crate::ownership::TxOwnership;
@@ -127,6 +127,17 @@ pub struct DataQueues {
     /// ([`Port::rx_ip_checksum`](crate::dpdk::Port::rx_ip_checksum)): its
     /// mbufs' GOOD flag spares the function the check.
     pub rx_ip_checksum: bool,
+}
+
+impl DataQueues {
+    /// Queue `q` of `port`, both ways, with what the port verifies.
+    pub fn of(port: &Port, q: u16) -> DataQueues {
+        DataQueues {
+            rx: port.rx_queue(q),
+            tx: port.tx_queue(q),
+            rx_ip_checksum: port.rx_ip_checksum(),
+        }
+    }
 }
 
 /// Where a worker reads replication frames: RX queue `q` of the

@@ -131,16 +131,8 @@ pub fn alloc_n(pool: &Mempool, n: usize, len: u16) -> Vec<Mbuf> {
 /// The data queues of a worker over two ring ports.
 pub fn data_queues(inside: &RingPort, outside: &RingPort) -> [dataplane::worker::DataQueues; 2] {
     [
-        dataplane::worker::DataQueues {
-            rx: inside.port.rx_queue(0),
-            tx: inside.port.tx_queue(0),
-            rx_ip_checksum: inside.port.rx_ip_checksum(),
-        },
-        dataplane::worker::DataQueues {
-            rx: outside.port.rx_queue(0),
-            tx: outside.port.tx_queue(0),
-            rx_ip_checksum: outside.port.rx_ip_checksum(),
-        },
+        dataplane::worker::DataQueues::of(&inside.port, 0),
+        dataplane::worker::DataQueues::of(&outside.port, 0),
     ]
 }
 

@@ -31,6 +31,12 @@ use dataplane::worker::{
     Announce, DataQueues, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
 };
 
+/// Positional argument `i` of the command line (1 the first) as a `T`,
+/// or `default` when it is missing or does not parse.
+pub fn arg<T: std::str::FromStr>(i: usize, default: T) -> T {
+    std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(default)
+}
+
 /// The EAL of a benchmark that needs DPDK's tables but no port or
 /// hugepage: one lcore, no PCI, a file prefix of its own (`ls-<prog>-<pid>`).
 pub fn table_eal(prog: &str) -> Eal {

@@ -217,8 +217,8 @@ fn feeder_only(bed: &Bed, tag: &str, records: u64, with_copies: bool) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let records: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1 << 20);
-    let runs: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let records: u64 = benches::arg(1, 1 << 20);
+    let runs: u32 = benches::arg(2, 5);
     let huge = !args.iter().any(|a| a == "--no-huge");
     let (eal, lcore) = benches::two_lcore_eal("backup-drain", huge);
     let pool = benches::bench_pool;

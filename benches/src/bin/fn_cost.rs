@@ -53,11 +53,8 @@ fn time(
 }
 
 fn main() {
-    let n_flows: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1024);
-    let packets: usize = std::env::args()
-        .nth(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(10_000_000);
+    let n_flows: usize = benches::arg(1, 1024);
+    let packets: usize = benches::arg(2, 10_000_000);
     let _eal = benches::table_eal("fn_cost");
     let flows = flows(n_flows.clamp(1, 60_000));
     let mut clock = 1_000_000_000;

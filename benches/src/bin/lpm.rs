@@ -23,11 +23,8 @@ fn time(lookup: impl Fn(u32) -> Option<u32>, addrs: &[u32]) -> (f64, u64) {
 }
 
 fn main() {
-    let n_routes: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let n_lookups: usize = std::env::args()
-        .nth(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(10_000_000);
+    let n_routes: usize = benches::arg(1, 10_000);
+    let n_lookups: usize = benches::arg(2, 10_000_000);
     let _eal = benches::table_eal("lpm");
     let mut lcg = Lcg(7);
     let mut routes = vec![Route {

@@ -46,14 +46,8 @@ fn set_flow(f: &mut [u8], i: u32) {
 const BURST: usize = 32;
 
 fn main() {
-    let sessions: u32 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
-    let lookups: u32 = std::env::args()
-        .nth(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(10_000_000);
+    let sessions: u32 = benches::arg(1, 1_000_000);
+    let lookups: u32 = benches::arg(2, 10_000_000);
     let addr = [Ipv4Addr::new(10, 10, 1, 1), Ipv4Addr::new(10, 10, 2, 1)];
     // Inside hosts live in 10.10.0.0/16 here (many source addresses).
     let cfg = Arc::new(RouterConfig {

@@ -162,8 +162,8 @@ fn main() {
         .get(1)
         .cloned()
         .expect("usage: pair PCAP [SECONDS] [RUNS] [--no-huge]");
-    let seconds: f64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3.0);
-    let runs: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let seconds: f64 = benches::arg(2, 3.0);
+    let runs: u32 = benches::arg(3, 3);
     let huge = !args.iter().any(|a| a == "--no-huge");
     let (eal, lcore) = benches::two_lcore_eal("pair", huge);
     let pool = benches::bench_pool;

@@ -194,25 +194,13 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
         // value: by reference, the key would be stored for it on every
         // look-up and reloaded for the hash (the stall above).
         let hash = key.flow_hash();
-        let mask = self.buckets.len() - 1;
-        let mut b = Self::home_in(&self.buckets, hash);
-        loop {
-            let bucket = &self.buckets[b];
-            for i in 0..W {
-                let v = bucket.vals[i];
-                if v == EMPTY {
-                    return if self.old.is_empty() {
-                        None
-                    } else {
-                        self.get_old(*key, hash)
-                    };
-                }
-                if bucket.keys[i] == *key {
-                    return Some(v);
-                }
+        Self::probe(&self.buckets, key, hash, || {
+            if self.old.is_empty() {
+                None
+            } else {
+                self.get_old(*key, hash)
             }
-            b = (b + 1) & mask;
-        }
+        })
     }
 
     /// The look-up in the old table, out of the fast path's way: it runs
@@ -221,23 +209,25 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
     #[inline(never)]
     fn get_old(&self, key: K, hash: u64) -> Option<u32> {
         if self.old_may_hold(hash) {
-            Self::find(&self.old, &key)
+            Self::probe(&self.old, &key, hash, || None)
         } else {
             None
         }
     }
 
+    /// `key`'s value in `buckets`, or what `miss` says when the probe
+    /// meets an empty slot first (keys fill at most 7/8 of a table, see
+    /// reserve_one, so it always does).
     #[inline(always)]
-    fn find(buckets: &[Bucket<K, W>], key: &K) -> Option<u32> {
+    fn probe(buckets: &[Bucket<K, W>], key: &K, hash: u64, miss: impl FnOnce() -> Option<u32>) -> Option<u32> {
         let mask = buckets.len() - 1;
-        let mut b = Self::home_in(buckets, key.flow_hash());
-        // Ends: keys fill at most 7/8 of a table (see reserve_one).
+        let mut b = Self::home_in(buckets, hash);
         loop {
             let bucket = &buckets[b];
             for i in 0..W {
                 let v = bucket.vals[i];
                 if v == EMPTY {
-                    return None;
+                    return miss();
                 }
                 if bucket.keys[i] == *key {
                     return Some(v);

@@ -248,8 +248,9 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
         self.step();
         self.reserve_one();
         // A key still in the old table moves with its new value.
-        let before = if self.old_may_hold(key.flow_hash()) {
-            Self::delete(&mut self.old, &key)
+        let hash = key.flow_hash();
+        let before = if self.old_may_hold(hash) {
+            Self::delete(&mut self.old, &key, hash)
         } else {
             None
         };
@@ -257,7 +258,7 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
             self.old_len -= 1;
             self.len -= 1;
         }
-        let replaced = Self::put(&mut self.buckets, key, value);
+        let replaced = Self::put(&mut self.buckets, key, hash, value);
         if replaced.is_none() {
             self.len += 1;
         }
@@ -267,9 +268,9 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
     /// Writes `key` into `buckets`: over its value if there, else into
     /// the first empty slot of its probe. Returns the value replaced.
     #[inline]
-    fn put(buckets: &mut [Bucket<K, W>], key: K, value: u32) -> Option<u32> {
+    fn put(buckets: &mut [Bucket<K, W>], key: K, hash: u64, value: u32) -> Option<u32> {
         let mask = buckets.len() - 1;
-        let mut b = Self::home_in(buckets, key.flow_hash());
+        let mut b = Self::home_in(buckets, hash);
         loop {
             let bucket = &mut buckets[b];
             for i in 0..W {
@@ -290,9 +291,10 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
 
     /// Unmaps `key`; returns what it mapped to.
     pub fn remove(&mut self, key: &K) -> Option<u32> {
-        let mut v = Self::delete(&mut self.buckets, key);
-        if v.is_none() && self.old_may_hold(key.flow_hash()) {
-            v = Self::delete(&mut self.old, key);
+        let hash = key.flow_hash();
+        let mut v = Self::delete(&mut self.buckets, key, hash);
+        if v.is_none() && self.old_may_hold(hash) {
+            v = Self::delete(&mut self.old, key, hash);
             if v.is_some() {
                 self.old_len -= 1;
             }
@@ -304,9 +306,9 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
     }
 
     /// Unmaps `key` in `buckets`; returns what it mapped to.
-    fn delete(buckets: &mut [Bucket<K, W>], key: &K) -> Option<u32> {
+    fn delete(buckets: &mut [Bucket<K, W>], key: &K, hash: u64) -> Option<u32> {
         let mask = buckets.len() - 1;
-        let mut at = (Self::home_in(buckets, key.flow_hash()), 0);
+        let mut at = (Self::home_in(buckets, hash), 0);
         loop {
             let v = buckets[at.0].vals[at.1];
             if v == EMPTY {
@@ -413,7 +415,7 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
             let k = self.old[at.0].keys[at.1];
             Self::delete_at(&mut self.old, at);
             self.old_len -= 1;
-            Self::put(&mut self.buckets, k, v);
+            Self::put(&mut self.buckets, k, k.flow_hash(), v);
         }
         if self.moved == slots {
             debug_assert_eq!(self.old_len, 0);

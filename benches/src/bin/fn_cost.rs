@@ -96,13 +96,9 @@ fn main() {
             record(format!("{name}_general_ns"), general_ns - copy_ns);
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let mut out = vec![format!("\"flows\": {}", flows.len())];
-    for (k, v) in samples.iter_mut() {
-        out.push(format!("\"{k}\": {:.2}", median(v)));
+    for (k, v) in samples {
+        out.push(format!("\"{k}\": {:.2}", benches::median(v)));
     }
     println!("{{{}}}", out.join(", "));
 }

@@ -876,7 +876,6 @@ fn a_jumbo_batch_of_twenty_nine_records_is_unpacked_whole_and_in_order() {
 
 /// UDP from 10.10.1.2 to 10.10.2.2, a host behind the test router's
 /// outside port, its payload's first four bytes `id`.
-/// UDP packet `id` from 10.10.1.2 to 10.10.2.2, to be routed.
 fn routed_udp(p: &Mempool, id: u32) -> Mbuf {
     common::mbuf_of(p, &common::udp_to_vmac([2, 0, 0, 0, 1, 2], id))
 }

@@ -491,6 +491,32 @@ fn a_corrupt_state_chunk_is_refused_with_a_reason() {
 }
 
 #[test]
+fn a_session_record_of_a_protocol_the_nat_keeps_no_sessions_of_is_rejected() {
+    use dataplane::nf::state::{StateError, CHUNK_HEADER};
+    let mut a = router_knowing_server(true);
+    for (side, t, f) in workload().iter().take(20) {
+        run(&mut a, f, *side, *t);
+    }
+    let mut chunk = Vec::new();
+    a.nat().unwrap().snapshot_chunk(0, 1, &mut chunk);
+    // The record's first byte is its protocol.
+    for bad in [0u8, 47] {
+        let mut c = chunk.clone();
+        c[CHUNK_HEADER] = bad;
+        let mut b = router_knowing_server(true);
+        assert_eq!(
+            b.nat_mut().unwrap().install_chunk(&c),
+            Err(StateError::Rejected),
+            "protocol {bad}"
+        );
+        assert_eq!(b.nat().unwrap().len(), 0, "protocol {bad}: nothing installed");
+    }
+    let mut b = router_knowing_server(true);
+    assert_eq!(b.nat_mut().unwrap().install_chunk(&chunk), Ok(1));
+    assert_eq!(b.nat().unwrap().len(), 1);
+}
+
+#[test]
 fn the_rust_lpm_and_route_parsing_agree_on_a_default_route() {
     let cfg = config(false);
     let mut routes = cfg.routes.clone();

@@ -569,7 +569,7 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
                 let _ = writeln!(
                     out,
                     "    {:<4} {}:{} -> {}:{}  via :{}  tcp-state {:#04x}  last {:.3} s",
-                    proto(s.proto),
+                    proto(s.proto()),
                     Ipv4Addr::from(s.inside_ip),
                     s.inside_port,
                     Ipv4Addr::from(s.remote_ip),
@@ -804,7 +804,7 @@ mod tests {
             let (ingress, src, dst, sport, dport, proto) = if reply {
                 let s = sessions[rnd(sessions.len() as u64) as usize];
                 let (rport, eport) = (s.remote_port, s.ext_port);
-                (Side::Outside, s.remote_ip, nat.address, rport, eport, s.proto)
+                (Side::Outside, s.remote_ip, nat.address, rport, eport, s.proto())
             } else {
                 let remote = [[10, 10, 2, 2], [8, 8, 8, 8], [10, 10, 2, 77]][rnd(3) as usize];
                 let host = u32::from_be_bytes([10, 10, 1, 2 + rnd(8) as u8]);

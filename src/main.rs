@@ -38,6 +38,9 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_RUNTIME: u8 = 1;
 
 fn main() -> ExitCode {
+    // Before any table is made: a session index freed after a growth goes
+    // back to the kernel instead of staying resident in the heap.
+    dataplane::dpdk::huge::keep_big_allocations_mapped();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let argv: Vec<String> = std::env::args().collect();
     let (eal_args, app_args) = split_args(&argv);

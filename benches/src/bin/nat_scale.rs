@@ -46,6 +46,8 @@ fn set_flow(f: &mut [u8], i: u32) {
 const BURST: usize = 32;
 
 fn main() {
+    // As lockstep does at start (the RSS figure counts live tables only).
+    dataplane::dpdk::huge::keep_big_allocations_mapped();
     let sessions: u32 = benches::arg(1, 1_000_000);
     let lookups: u32 = benches::arg(2, 10_000_000);
     let addr = [Ipv4Addr::new(10, 10, 1, 1), Ipv4Addr::new(10, 10, 2, 1)];

@@ -40,6 +40,24 @@ pub fn reserve_huge<T>(v: &mut Vec<T>, extra: usize) -> Option<()> {
     Some(())
 }
 
+/// Allocations from this size up get mappings of their own.
+const OWN_MAPPING_FROM: usize = 1 << 20;
+
+/// Has every allocation of 1 MiB or more made by a mapping of its own,
+/// returned to the kernel when freed. glibc's default threshold rises to
+/// the size of the last big block freed (up to 32 MiB), so after a
+/// session index's first growth the next tables came from the heap, and
+/// the old ones, freed after their keys moved, stayed resident under
+/// newer blocks: the process kept its peak memory. Call once, at start,
+/// before any table is made.
+pub fn keep_big_allocations_mapped() {
+    // SAFETY: mallopt only changes the allocator's policy for later
+    // allocations; blocks already handed out keep working.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, OWN_MAPPING_FROM as libc::c_int);
+    }
+}
+
 fn advise_huge(start: usize, len: usize) {
     if len < HUGE_PAGE {
         return;

@@ -517,6 +517,40 @@ fn a_session_record_of_a_protocol_the_nat_keeps_no_sessions_of_is_rejected() {
 }
 
 #[test]
+fn a_refused_session_record_leaves_the_session_it_would_have_replaced() {
+    use dataplane::nf::nat::SESSION_RECORD;
+    use dataplane::nf::state::{StateError, CHUNK_HEADER};
+    let mut r = router_knowing_server(true);
+    // Two UDP sessions to the same server port.
+    run(&mut r, &udp_from(2, 40000, 1), Side::Inside, SEC);
+    run(&mut r, &udp_from(3, 40001, 2), Side::Inside, SEC);
+    let before: Vec<_> = r.nat().unwrap().sessions().copied().collect();
+    assert_eq!(before.len(), 2);
+    let mut snap = Vec::new();
+    r.nat().unwrap().snapshot_chunk(0, 2, &mut snap);
+    let record = |i: usize| snap[CHUNK_HEADER + i * SESSION_RECORD..][..SESSION_RECORD].to_vec();
+    let one_record = |rec: &[u8]| {
+        let mut c = snap[..CHUNK_HEADER].to_vec();
+        c[7..11].copy_from_slice(&1u32.to_be_bytes());
+        c.extend_from_slice(rec);
+        c
+    };
+    // The first session again, moved onto the second's outside port.
+    let mut clash = record(0);
+    clash[13..15].copy_from_slice(&record(1)[13..15]);
+    let nat = r.nat_mut().unwrap();
+    assert_eq!(nat.install_chunk(&one_record(&clash)), Err(StateError::Rejected));
+    assert_eq!(nat.sessions().copied().collect::<Vec<_>>(), before, "nothing changed");
+    // Onto a free port it replaces the first session.
+    let mut moved = record(0);
+    moved[13..15].copy_from_slice(&60000u16.to_be_bytes());
+    assert_eq!(nat.install_chunk(&one_record(&moved)), Ok(1));
+    let mut ports: Vec<u16> = nat.sessions().map(|s| s.ext_port).collect();
+    ports.sort();
+    assert_eq!(ports, vec![before[1].ext_port, 60000]);
+}
+
+#[test]
 fn the_rust_lpm_and_route_parsing_agree_on_a_default_route() {
     let cfg = config(false);
     let mut routes = cfg.routes.clone();

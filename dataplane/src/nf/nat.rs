@@ -1100,13 +1100,20 @@ impl SessionState for Nat {
         let (n, body) = open_chunk(chunk, StateKind::NatSessions, SESSION_RECORD)?;
         for r in body.chunks_exact(SESSION_RECORD) {
             let (mut s, live) = get_session(r).ok_or(StateError::Rejected)?;
-            if let Some(i) = self.out_map.get(&s.out_key()) {
+            // Checked before anything changes: a refused record leaves the
+            // session it would have replaced.
+            let existing = self.out_map.get(&s.out_key());
+            if live {
+                let clash = self.in_map.get(&s.in_key()).is_some_and(|j| Some(j) != existing);
+                let full = existing.is_none() && self.out_map.len() >= self.cfg.max_sessions;
+                if clash || full {
+                    return Err(StateError::Rejected);
+                }
+            }
+            if let Some(i) = existing {
                 self.remove(i);
             }
             if live {
-                if self.out_map.len() >= self.cfg.max_sessions || self.in_map.contains_key(&s.in_key()) {
-                    return Err(StateError::Rejected);
-                }
                 s.gen = self.next_gen();
                 self.insert(s);
             }

@@ -107,7 +107,7 @@ impl SessionState for Neighbors {
     fn snapshot_chunk(&self, cursor: usize, max_records: usize, out: &mut Vec<u8>) -> Option<usize> {
         let all = self.sorted();
         let at = begin_chunk(out, StateKind::Neighbors);
-        let end = (cursor + max_records).min(all.len());
+        let end = cursor.saturating_add(max_records).min(all.len());
         for (ip, n) in &all[cursor.min(end)..end] {
             put(out, *ip, n);
         }

@@ -235,6 +235,78 @@ pub fn nat_router(data: &[u8]) {
     assert_eq!(r.neighbors.sorted(), g.neighbors.sorted(), "neighbours differ");
 }
 
+/// Installs arbitrary state chunks (the checkpoint's encoding) into a
+/// NAT and a neighbour table: `kind | length u16 | chunk`, repeated, an
+/// even kind for the NAT, an odd one for the neighbours. Beyond no panic:
+/// the NAT never holds more than its limit, a refused chunk of one record
+/// changes nothing, and what was installed snapshots and installs
+/// elsewhere to the same digests.
+pub fn state_chunk(data: &[u8]) {
+    use crate::nf::nat::{Nat, NatConfig, Timeouts};
+    use crate::nf::neighbor::Neighbors;
+    use crate::nf::state::{SessionState, CHUNK_HEADER};
+
+    const MAX_SESSIONS: usize = 8;
+    let nat = || {
+        Nat::new(NatConfig {
+            address: 0x0a0a_0201,
+            port_lo: 1024,
+            port_hi: 1100,
+            max_sessions: MAX_SESSIONS,
+            timeouts: Timeouts::default(),
+        })
+        .for_shard(1, 3)
+    };
+    let (mut n, mut nb) = (nat(), Neighbors::new(4));
+    let mut rest = data;
+    while rest.len() >= 3 {
+        let kind = rest[0];
+        let len = (u16::from_be_bytes([rest[1], rest[2]]) as usize).min(rest.len() - 3);
+        let chunk = &rest[3..3 + len];
+        rest = &rest[3 + len..];
+        if kind & 1 == 1 {
+            let _ = nb.install_chunk(chunk);
+            continue;
+        }
+        let before: Vec<_> = n.sessions().copied().collect();
+        let one_record = chunk.get(7..CHUNK_HEADER) == Some(&1u32.to_be_bytes()[..]);
+        if n.install_chunk(chunk).is_err() && one_record {
+            assert_eq!(
+                n.sessions().copied().collect::<Vec<_>>(),
+                before,
+                "a refused record changed the table"
+            );
+        }
+        assert!(n.len() <= MAX_SESSIONS, "{} sessions", n.len());
+        assert_eq!(n.len(), n.sessions().count());
+    }
+    // Round trip: what was installed reproduces elsewhere.
+    fn copy_of<S: SessionState>(from: &S, mut to: S) -> S {
+        let mut cursor = Some(0);
+        while let Some(c) = cursor {
+            let mut chunk = Vec::new();
+            cursor = from.snapshot_chunk(c, 3, &mut chunk);
+            to.install_chunk(&chunk).expect("a snapshot installs");
+        }
+        to
+    }
+    let digests = |s: &dyn Fn(u32) -> u64| (0..4).map(s).collect::<Vec<_>>();
+    let m = copy_of(&n, nat());
+    assert_eq!(
+        digests(&|i| m.digest(i, 4)),
+        digests(&|i| n.digest(i, 4)),
+        "NAT copy differs"
+    );
+    assert_eq!(m.len(), n.len());
+    let mb = copy_of(&nb, Neighbors::new(4));
+    assert_eq!(
+        digests(&|i| mb.digest(i, 4)),
+        digests(&|i| nb.digest(i, 4)),
+        "neighbour copy differs"
+    );
+    assert_eq!(mb.len(), nb.len());
+}
+
 /// Writes the right header checksum into the IPv4 header of an Ethernet
 /// frame, when the frame holds the whole header.
 fn fill_ipv4_checksum(frame: &mut [u8]) {
@@ -304,6 +376,66 @@ mod tests {
             82, 82, 104, 0, 0, 14, 0, 46,
         ];
         wire_headers(&crash);
+    }
+
+    /// Chunks of records drawn from a few values each (protocols among
+    /// them 0 and 47, ports that collide), sometimes with a wrong count or
+    /// a flipped byte, into both tables.
+    #[test]
+    fn state_chunks_of_colliding_and_invalid_records_keep_both_tables_consistent() {
+        use crate::nf::nat::SESSION_RECORD;
+        use crate::nf::neighbor::NEIGHBOR_RECORD;
+        use crate::nf::state::{MAGIC, VERSION};
+        let mut c = Corpus::new(79);
+        for _ in 0..5_000 {
+            let mut input = Vec::new();
+            for _ in 0..(1 + c.next_u64() % 6) {
+                let nat = !c.next_u64().is_multiple_of(4);
+                let (kind, record) = if nat {
+                    (1u8, SESSION_RECORD)
+                } else {
+                    (2, NEIGHBOR_RECORD)
+                };
+                let records = c.next_u64() % 4;
+                let mut chunk = MAGIC.to_vec();
+                chunk.extend_from_slice(&VERSION.to_be_bytes());
+                chunk.push(kind);
+                let count = if c.next_u64().is_multiple_of(8) {
+                    records + 1
+                } else {
+                    records
+                };
+                chunk.extend_from_slice(&(count as u32).to_be_bytes());
+                for _ in 0..records {
+                    let mut pick = |of: &[u64]| of[(c.next_u64() % of.len() as u64) as usize];
+                    let r = if nat {
+                        // proto | inside ip, port | remote ip, port | outside
+                        // port | tcp | last_ns | live: few values, to clash.
+                        let mut r = vec![pick(&[0, 1, 6, 17, 17, 17, 47]) as u8];
+                        r.extend_from_slice(&(pick(&[0x0a0a_0102, 0x0a0a_0103]) as u32).to_be_bytes());
+                        r.extend_from_slice(&(pick(&[1024, 5000]) as u16).to_be_bytes());
+                        r.extend_from_slice(&0x0808_0808u32.to_be_bytes());
+                        r.extend_from_slice(&(pick(&[53, 443]) as u16).to_be_bytes());
+                        r.extend_from_slice(&(pick(&[1024, 1050, 1051, 60000]) as u16).to_be_bytes());
+                        r.push(pick(&[0, 0x3f]) as u8);
+                        r.extend_from_slice(&pick(&[0, 1 << 40, u64::MAX]).to_be_bytes());
+                        r.push(pick(&[0, 1, 1, 1]) as u8);
+                        r
+                    } else {
+                        (0..record).map(|_| pick(&[0, 1, 2, 0xff]) as u8).collect()
+                    };
+                    chunk.extend(r);
+                }
+                if c.next_u64().is_multiple_of(5) {
+                    let i = (c.next_u64() as usize) % chunk.len();
+                    chunk[i] = c.next_u64() as u8;
+                }
+                input.push(if nat { 0 } else { 1 });
+                input.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+                input.extend(chunk);
+            }
+            state_chunk(&input);
+        }
     }
 
     #[test]

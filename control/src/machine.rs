@@ -17,7 +17,11 @@
 //! - Among several synchronized backups, the highest priority (then the
 //!   lowest node id) takes over; the others wait and follow the new primary.
 //! - Every takeover increments the epoch. A node that sees a higher epoch
-//!   (heartbeat or replication header) stops being primary at once.
+//!   (heartbeat or replication header) stops being primary at once. A
+//!   backup's heartbeat fences too when that backup is synchronized: it
+//!   followed a takeover this primary never heard of and holds the newer
+//!   sessions. An unsynchronized backup's epoch fences nobody (it could
+//!   not serve in the primary's place).
 //! - A primary whose workers stop making progress steps down.
 //! - A planned switchover hands over to the best synchronized backup.
 
@@ -547,6 +551,24 @@ impl Machine {
                 self.become_backup(p.epoch, BackupReason::OutrankedPrimary(p.id), out);
                 return;
             }
+        }
+        // A synchronized backup of a higher epoch followed a primary this
+        // one never heard of (it was cut off, or started without hearing
+        // anybody): that backup holds the newer sessions, and ignores this
+        // primary's older stream; while this one goes on as primary, it
+        // would never take over. An unsynchronized backup's epoch fences
+        // nobody: it could not serve in this one's place.
+        let newer = self
+            .peers
+            .values()
+            .filter(|p| {
+                p.role == WireRole::Backup && p.synced && p.epoch > self.epoch && self.fresh(p.last_heard_ns, now)
+            })
+            .map(|p| p.epoch)
+            .max();
+        if let Some(epoch) = newer {
+            self.become_backup(epoch, BackupReason::HigherEpoch(epoch), out);
+            return;
         }
         if dp.stalled {
             self.set_alarm(Alarm::Watchdog, true, out);

@@ -95,7 +95,9 @@ impl Sim {
                 .collect();
             for (epoch, up) in primaries {
                 for n in self.nodes.iter_mut().filter(|n| n.alive && n.rep_up && up) {
-                    if n.m.role() != Role::Primary || epoch > n.m.epoch() {
+                    // A backup's data plane drops frames of an older epoch
+                    // than its own (stale_epoch), as a primary's does.
+                    if (n.m.role() != Role::Primary && epoch >= n.m.epoch()) || epoch > n.m.epoch() {
                         n.repl_last = Some(now);
                         n.epoch_seen = n.epoch_seen.max(epoch);
                     }
@@ -382,4 +384,221 @@ fn a_primary_that_dies_while_the_backup_is_paused_is_replaced_after_a_dead_inter
     // The dead interval (30 ms) counts only while the backup runs: its 20
     // ms pause comes on top (at most a heartbeat interval earlier, as ever).
     assert!(t > 50 * MS && t <= 61 * MS, "took {} ms", t / MS);
+}
+
+#[test]
+fn a_stale_primary_steps_down_for_a_synchronized_backup_of_a_newer_epoch() {
+    let mut s = Sim::new(&[100, 120, 110]);
+    s.run(100);
+    // Node 1 cut off: node 2 takes over, node 3 follows it.
+    s.nodes[0].mgmt_up = false;
+    s.nodes[0].rep_up = false;
+    s.run(100);
+    assert_eq!(s.primaries(), vec![1, 2]);
+    assert_eq!(s.nodes[2].m.epoch(), 2);
+    // Node 2 dies as node 1 comes back: node 3 hears a primary again, but
+    // of epoch 1, whose stream it drops.
+    s.kill(1);
+    s.nodes[0].mgmt_up = true;
+    s.nodes[0].rep_up = true;
+    s.run(100);
+    assert_eq!(s.primaries(), vec![3], "the backup with the newer sessions serves");
+    assert_eq!(s.nodes[2].m.epoch(), 3);
+    assert!(s.nodes[0].actions.contains(&Action::BecomeBackup {
+        epoch: 2,
+        reason: BackupReason::HigherEpoch(2)
+    }));
+    assert_eq!(s.nodes[0].m.role(), Role::Backup);
+}
+
+// ---- Random faults ----
+
+/// xorshift64*: the same faults for the same seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What a node was during one millisecond, as the fault checks see it.
+#[derive(Clone, Copy)]
+struct Moment {
+    mgmt_up: bool,
+    rep_up: bool,
+    primary: bool,
+    epoch: u32,
+}
+
+impl Sim {
+    fn moments(&self) -> Vec<Moment> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let serving = n.alive && !n.frozen && !n.stalled;
+                Moment {
+                    mgmt_up: n.mgmt_up,
+                    rep_up: n.rep_up,
+                    primary: serving && n.m.role() == Role::Primary,
+                    epoch: n.m.epoch(),
+                }
+            })
+            .collect()
+    }
+
+    /// Node i restarted: a new machine, boot id and empty data plane.
+    fn restart(&mut self, i: usize) {
+        let cfg = *self.nodes[i].m.config();
+        let n = &mut self.nodes[i];
+        n.m = Machine::new(cfg, self.now);
+        n.alive = true;
+        n.boot += 1;
+        n.seq = 0;
+        n.synced = false;
+        n.stalled = false;
+        n.frozen = false;
+        n.repl_last = None;
+        n.epoch_seen = 0;
+        n.switchover_for_me = false;
+    }
+}
+
+/// Runs `ms` milliseconds one at a time, recording each node's moments
+/// and checking that no node took over (unplanned) from a primary of its
+/// epoch or later that served throughout the last dead interval and a
+/// heartbeat on a link it shared with the taker, management or
+/// replication. Each node's epoch
+/// never goes down while it runs.
+fn run_checked(s: &mut Sim, ms: u64, history: &mut Vec<Vec<Moment>>, seed: u64) {
+    // The dead interval, a heartbeat interval of slack for its phase, and
+    // a ms for the tick.
+    const WINDOW: usize = 30 + 10 + 1;
+    for _ in 0..ms {
+        let before: Vec<(usize, u64, u32)> = s.nodes.iter().map(|n| (n.actions.len(), n.boot, n.m.epoch())).collect();
+        s.run(1);
+        history.push(s.moments());
+        for (b, n) in s.nodes.iter().enumerate() {
+            let (seen, boot, epoch) = before[b];
+            if n.boot == boot {
+                assert!(n.m.epoch() >= epoch, "seed {seed}: node {} epoch went down", b + 1);
+            }
+            let took_over = n.actions[seen.min(n.actions.len())..]
+                .iter()
+                .any(|a| matches!(a, Action::BecomePrimary { takeover: true, .. }));
+            if !took_over || n.m.last_takeover().is_some_and(|t| t.planned) || history.len() < WINDOW {
+                continue;
+            }
+            // Up to this very ms: a primary that handed over (a planned
+            // switchover whose frame was lost) is primary no more.
+            let window = &history[history.len() - WINDOW..];
+            for p in (0..s.nodes.len()).filter(|p| *p != b) {
+                // A primary of an older epoch than the taker's is stale to
+                // it (its frames are dropped): replacing it is fencing.
+                let served = window.iter().all(|m| m[p].primary && m[p].epoch >= m[b].epoch);
+                let mgmt = window.iter().all(|m| m[p].mgmt_up && m[b].mgmt_up);
+                let rep = window.iter().all(|m| m[p].rep_up && m[b].rep_up);
+                assert!(
+                    !(served && (mgmt || rep)),
+                    "seed {seed}: node {} took over at {} ms from node {}, which served as primary and was heard (management {mgmt}, replication {rep})",
+                    b + 1,
+                    s.now / MS,
+                    p + 1
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn random_faults_never_cause_a_false_takeover_and_healing_leaves_one_primary() {
+    for seed in 1..=1000u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let priorities = [[100, 100, 0], [100, 120, 110], [100, 90, 90]][rng.below(3) as usize];
+        let nodes = 2 + rng.below(2) as usize;
+        let mut s = Sim::new(&priorities[..nodes]);
+        let mut history = Vec::new();
+        run_checked(&mut s, 100, &mut history, seed);
+        // Faults, each held for 1 to 200 ms.
+        for _ in 0..30 {
+            let i = rng.below(nodes as u64) as usize;
+            match rng.below(9) {
+                0 => s.nodes[i].mgmt_up = !s.nodes[i].mgmt_up,
+                1 => s.nodes[i].rep_up = !s.nodes[i].rep_up,
+                2 => {
+                    s.nodes[i].mgmt_up = !s.nodes[i].mgmt_up;
+                    s.nodes[i].rep_up = s.nodes[i].mgmt_up;
+                }
+                3 if s.nodes[i].alive => s.kill(i),
+                3 | 4 if !s.nodes[i].alive => s.restart(i),
+                5 => s.nodes[i].frozen = !s.nodes[i].frozen,
+                6 if s.nodes[i].m.role() == Role::Primary => s.nodes[i].stalled = true,
+                7 if s.nodes[i].alive && !s.nodes[i].frozen && s.nodes[i].m.role() == Role::Primary => {
+                    let now = s.now;
+                    if let Ok(Action::HandOver { target, .. }) = s.nodes[i].m.switchover(now) {
+                        // SWITCHOVER goes in-band: over the replication links.
+                        let t = target as usize - 1;
+                        if s.nodes[i].rep_up && s.nodes[t].rep_up && s.nodes[t].alive {
+                            s.nodes[t].switchover_for_me = true;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            let hold = 1 + rng.below(200);
+            run_checked(&mut s, hold, &mut history, seed);
+        }
+        // Healed: every node up and running, every link up.
+        for i in 0..nodes {
+            if !s.nodes[i].alive || s.nodes[i].stalled {
+                s.restart(i);
+            }
+            let n = &mut s.nodes[i];
+            (n.frozen, n.mgmt_up, n.rep_up) = (false, true, true);
+        }
+        run_checked(&mut s, 1000, &mut history, seed);
+        let primaries = s.primaries();
+        assert!(
+            primaries.len() <= 1,
+            "seed {seed}: primaries {primaries:?} after healing"
+        );
+        match primaries.first() {
+            Some(&p) => {
+                let epoch = s.nodes[p as usize - 1].m.epoch();
+                for n in s.nodes.iter().filter(|n| n.m.config().node_id != p) {
+                    // A backup left at a higher epoch ignores the primary's
+                    // stream; only one that could not serve anyway may be.
+                    let could_serve = n.synced && n.m.eligible();
+                    let follows = n.m.epoch() == epoch || (n.m.epoch() > epoch && !could_serve);
+                    assert!(
+                        n.m.role() == Role::Backup && follows,
+                        "seed {seed}: node {} ({}, epoch {}, synced {}, eligible {}) does not follow primary {p} (epoch {epoch})",
+                        n.m.config().node_id,
+                        n.m.role().name(),
+                        n.m.epoch(),
+                        n.synced,
+                        n.m.eligible()
+                    );
+                }
+            }
+            None => {
+                // Nobody left who could serve: every node was fenced,
+                // restarted without the stream, or never saw a primary.
+                for n in &s.nodes {
+                    assert!(
+                        !(n.synced && n.m.eligible() && n.m.role() == Role::Backup && n.m.takeovers_refused == 0),
+                        "seed {seed}: node {} could take over but no node is primary",
+                        n.m.config().node_id
+                    );
+                }
+            }
+        }
+    }
 }

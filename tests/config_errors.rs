@@ -156,7 +156,7 @@ fn nat_on_two_workers_passes_check_config() {
 
 /// Not a configuration error but a resource one, caught as clearly: a
 /// preallocated NAT whose tables the machine cannot give (here: an address
-/// space capped at 1.5 GB, 16 M sessions needing 2.1 GB) stops the start
+/// space capped at 1.5 GB, 16 M sessions needing 2.0 GB) stops the start
 /// with a message naming the setting, the shard and the memory, instead of
 /// aborting in an allocation.
 #[test]
@@ -166,7 +166,7 @@ fn a_preallocated_nat_without_the_memory_fails_the_start_naming_the_setting() {
     let (code, stderr) = run_under(&["prlimit", "--as=1500000000"], "0,1", &cfg, &[]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains("nat.preallocate (shard 0): cannot have 2146 MiB for 16000000 sessions up front"),
+        stderr.contains("nat.preallocate (shard 0): cannot have 2024 MiB for 16000000 sessions up front"),
         "{stderr}"
     );
 }

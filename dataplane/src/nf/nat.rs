@@ -235,6 +235,9 @@ pub struct Nat {
     gen: u64,
     /// Deleted sessions (generation, key) for deltas, oldest first; bounded.
     deleted: std::collections::VecDeque<(u64, OutKey)>,
+    /// The generation of the newest deletion that fell out of `deleted`:
+    /// a delta from before it would miss that deletion.
+    deleted_floor: u64,
     pub created: u64,
     pub expired: u64,
     /// This table's shard and the node's shard count: an inside host's
@@ -309,6 +312,7 @@ impl Nat {
             sweep: 0,
             gen: 0,
             deleted: std::collections::VecDeque::new(),
+            deleted_floor: 0,
             created: 0,
             expired: 0,
             shard: 0,
@@ -470,7 +474,9 @@ impl Nat {
             self.free.push(idx);
             let g = self.next_gen();
             if self.deleted.len() == DELETED_LOG {
-                self.deleted.pop_front();
+                if let Some((dropped, _)) = self.deleted.pop_front() {
+                    self.deleted_floor = dropped;
+                }
             }
             self.deleted.push_back((g, s.out_key()));
         }
@@ -1125,7 +1131,10 @@ impl SessionState for Nat {
         self.gen
     }
 
-    fn changed_since(&self, generation: u64, out: &mut Vec<u8>) -> usize {
+    fn changed_since(&self, generation: u64, out: &mut Vec<u8>) -> Option<usize> {
+        if generation < self.deleted_floor {
+            return None;
+        }
         let at = begin_chunk(out, StateKind::NatSessions);
         let mut n = 0;
         for (g, key) in &self.deleted {
@@ -1155,7 +1164,7 @@ impl SessionState for Nat {
             n += 1;
         }
         set_count(out, at, n as u32);
-        n
+        Some(n)
     }
 
     fn digest(&self, slice: u32, of: u32) -> u64 {
@@ -1187,6 +1196,47 @@ mod tests {
             max_sessions,
             timeouts: Timeouts::default(),
         }
+    }
+
+    #[test]
+    fn a_delta_from_before_more_deletions_than_the_log_holds_is_refused() {
+        let n = DELETED_LOG + 1;
+        let mut nat = Nat::new(config(n));
+        let chunk = |live: bool| {
+            let mut c = Vec::new();
+            let at = begin_chunk(&mut c, StateKind::NatSessions);
+            for i in 0..n as u32 {
+                let s = Session {
+                    proto: NonZeroU8::new(IpProtocol::UDP).unwrap(),
+                    inside_ip: 0x0a0a_0000 + i,
+                    inside_port: 5000,
+                    remote_ip: REMOTE,
+                    remote_port: 1 + (i / 60_000) as u16,
+                    ext_port: 1024 + (i % 60_000) as u16,
+                    tcp: 0,
+                    last_ns: 0,
+                    gen: 0,
+                };
+                put_session(&mut c, &s, live);
+            }
+            set_count(&mut c, at, n as u32);
+            c
+        };
+        let before = nat.generation();
+        assert_eq!(nat.install_chunk(&chunk(true)), Ok(n));
+        let created = nat.generation();
+        assert_eq!(nat.install_chunk(&chunk(false)), Ok(n));
+        assert_eq!(nat.len(), 0);
+        let mut out = Vec::new();
+        assert_eq!(nat.changed_since(before, &mut out), None);
+        assert_eq!(
+            nat.changed_since(created, &mut out),
+            None,
+            "its first deletion left the log"
+        );
+        assert!(out.is_empty(), "nothing appended");
+        // From the first deletion on, the log holds every one.
+        assert_eq!(nat.changed_since(created + 1, &mut out), Some(DELETED_LOG));
     }
 
     #[test]

@@ -133,14 +133,17 @@ impl SessionState for Neighbors {
         self.gen
     }
 
-    fn changed_since(&self, generation: u64, out: &mut Vec<u8>) -> usize {
+    /// Always whole: an eviction needs no tombstone, since installing the
+    /// same entries evicts the same one (the choice depends only on the
+    /// table's contents).
+    fn changed_since(&self, generation: u64, out: &mut Vec<u8>) -> Option<usize> {
         let at = begin_chunk(out, StateKind::Neighbors);
         let changed: Vec<(u32, Neighbor)> = self.sorted().into_iter().filter(|(_, n)| n.gen > generation).collect();
         for (ip, n) in &changed {
             put(out, *ip, n);
         }
         set_count(out, at, changed.len() as u32);
-        changed.len()
+        Some(changed.len())
     }
 
     fn digest(&self, slice: u32, of: u32) -> u64 {

@@ -61,8 +61,11 @@ pub trait SessionState {
     /// A counter that grows with every change to the state.
     fn generation(&self) -> u64;
     /// Appends a delta chunk of what changed after `generation` (records of
-    /// live entries, tombstones of deleted ones); returns how many.
-    fn changed_since(&self, generation: u64, out: &mut Vec<u8>) -> usize;
+    /// live entries, tombstones of deleted ones); returns how many. None,
+    /// with nothing appended, when that can no longer be listed whole (a
+    /// deletion since then fell out of a bounded log): the caller sends a
+    /// full snapshot instead.
+    fn changed_since(&self, generation: u64, out: &mut Vec<u8>) -> Option<usize>;
     /// A digest of the entries whose key falls in slice `slice` of `of`,
     /// independent of insertion order.
     fn digest(&self, slice: u32, of: u32) -> u64;

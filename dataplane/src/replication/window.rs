@@ -224,6 +224,74 @@ mod tests {
         assert!(w.is_empty());
     }
 
+    /// The segment delivers packets 0, 1, 2, ... in order; the backup's
+    /// port drops some copies, the primary drops some packets (never
+    /// replicated); copies and replicas arrive interleaved at random, a
+    /// replica up to 40 packets ahead of its copy or behind it. At every
+    /// step, what a takeover would process holds no packet already
+    /// replicated (no duplicate) and every copy that arrived of a packet
+    /// after the last one replicated so far (no loss). It may also hold a
+    /// packet the primary dropped: when replicas run ahead and the copy of
+    /// the next replicated one never comes, a hash cannot tell an older,
+    /// passed-over copy from a newer one; the next replica retires it.
+    #[test]
+    fn at_any_moment_the_window_holds_no_replicated_packet_and_every_later_copy() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng >> 12;
+            rng ^= rng << 25;
+            rng ^= rng >> 27;
+            rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let mut total_extras = 0;
+        for _ in 0..200 {
+            const N: u64 = 400;
+            let copies: Vec<u64> = (0..N).filter(|_| next() % 20 != 0).collect();
+            let replicas: Vec<u64> = (0..N).filter(|_| next() % 20 != 0).collect();
+            let mut w = IngressWindow::new(256);
+            let (mut c, mut r) = (0, 0);
+            let mut last_replicated: Option<u64> = None;
+            let mut extras = 0usize;
+            while c < copies.len() || r < replicas.len() {
+                // Which stream delivers next: either, as long as neither
+                // runs more than 40 packets ahead of the other.
+                let copy_next = match (copies.get(c), replicas.get(r)) {
+                    (Some(&a), Some(&b)) if a + 40 < b => true,
+                    (Some(&a), Some(&b)) if b + 40 < a => false,
+                    (Some(_), Some(_)) => next() % 2 == 0,
+                    (Some(_), None) => true,
+                    _ => false,
+                };
+                if copy_next {
+                    w.push(copies[c] * 7919, copies[c], copies[c]);
+                    c += 1;
+                } else {
+                    w.replicated(replicas[r] * 7919);
+                    last_replicated = Some(replicas[r]);
+                    r += 1;
+                }
+                let held: Vec<u64> = w.q.iter().map(|(_, _, x)| *x).collect();
+                let done = &replicas[..r];
+                assert!(
+                    held.iter().all(|k| done.binary_search(k).is_err()),
+                    "a replicated packet is held: {held:?}"
+                );
+                let later: Vec<u64> = copies[..c]
+                    .iter()
+                    .copied()
+                    .filter(|k| last_replicated.is_none_or(|l| *k > l))
+                    .collect();
+                let extra = held.len().checked_sub(later.len()).expect("a later copy is missing");
+                assert_eq!(held[extra..], later[..], "after {c} copies and {r} replicas");
+                assert!(held.windows(2).all(|p| p[0] < p[1]), "in arrival order");
+                extras += extra;
+            }
+            assert_eq!(w.evicted, 0);
+            total_extras += extras;
+        }
+        assert!(total_extras > 0, "the interleavings reach the case above");
+    }
+
     #[test]
     fn replicas_waiting_for_a_copy_are_bounded_by_the_window_size() {
         let mut w: IngressWindow<u64> = IngressWindow::new(4);

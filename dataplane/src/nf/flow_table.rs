@@ -19,11 +19,12 @@
 //! decides a NAT's ports (the same operations give the same layout on the
 //! primary and the backup).
 
+use super::reclaim::free_elsewhere;
 use crate::dpdk::huge::huge_vec;
 use crate::dpdk::prefetch;
 
 /// A key the table can hold: compared whole, hashed once.
-pub trait FlowKey: Copy + Eq {
+pub trait FlowKey: Copy + Eq + Send + 'static {
     /// Any value: what an empty slot holds (never compared).
     const FILLER: Self;
     /// A well-mixed, seedless hash (its low bits pick the bucket).
@@ -301,6 +302,12 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
         }
         if v.is_some() {
             self.len -= 1;
+            // Fallen well below the 3/4 that started writing the next
+            // table: it would be held, at up to four times this one's
+            // size, for a growth that may not come.
+            if self.next.capacity() > 0 && self.len * 8 < self.buckets.len() * W * 5 {
+                free_elsewhere(std::mem::take(&mut self.next));
+            }
         }
         v
     }
@@ -363,9 +370,13 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
             // In place: a table made big up front is not made again.
             self.buckets.fill(Bucket::EMPTY);
         } else {
-            self.buckets = vec![Bucket::EMPTY; self.min_buckets];
+            free_elsewhere(std::mem::replace(
+                &mut self.buckets,
+                vec![Bucket::EMPTY; self.min_buckets],
+            ));
         }
-        (self.old, self.next) = (Vec::new(), Vec::new());
+        free_elsewhere(std::mem::take(&mut self.old));
+        free_elsewhere(std::mem::take(&mut self.next));
         (self.len, self.old_len, self.moved) = (0, 0, 0);
     }
 
@@ -419,7 +430,7 @@ impl<K: FlowKey, const W: usize> FlowTable<K, W> {
         }
         if self.moved == slots {
             debug_assert_eq!(self.old_len, 0);
-            self.old = Vec::new();
+            free_elsewhere(std::mem::take(&mut self.old));
             self.moved = 0;
         }
     }
@@ -653,6 +664,38 @@ mod tests {
         assert!(longest <= 2 * 65_536 * 3 / MOVE_PER_INSERT, "{longest} inserts moving");
         assert!(longest >= 65_536 * 3 / MOVE_PER_INSERT / 2, "{longest} inserts moving");
         assert_eq!(t.entries().count(), 300_000);
+    }
+
+    #[test]
+    fn a_next_table_written_for_a_growth_that_does_not_come_is_let_go() {
+        let mut t: FlowTable<Key, 3> = FlowTable::new();
+        let mut k = 0u64;
+        // Past 3/4 full, no key moving: the next table is being written.
+        while t.next.is_empty() || t.is_moving() {
+            t.insert(Key(k), k as u32);
+            k += 1;
+        }
+        let (slots, grew) = (t.buckets.len() * 3, t.growths());
+        let mut gone = 0u64;
+        while t.len * 4 >= slots * 3 {
+            t.remove(&Key(gone));
+            gone += 1;
+        }
+        assert!(t.next.capacity() > 0, "kept just below 3/4: no back and forth");
+        while t.len * 8 >= slots * 5 {
+            t.remove(&Key(gone));
+            gone += 1;
+        }
+        assert_eq!(t.next.capacity(), 0, "let go below 5/8");
+        // Filled up again, it grows as ever.
+        while t.growths() == grew || t.is_moving() {
+            t.insert(Key(k), k as u32);
+            k += 1;
+        }
+        assert_eq!(t.late_growths(), 0);
+        assert_eq!(t.len(), (k - gone) as usize);
+        assert!((gone..k).all(|i| t.get(&Key(i)) == Some(i as u32)));
+        assert!((0..gone).all(|i| t.get(&Key(i)).is_none()));
     }
 
     /// A key whose hash is given: its home bucket is chosen by the test.

@@ -15,6 +15,7 @@ pub mod hold;
 pub mod nat;
 pub mod neighbor;
 pub mod ratelimit;
+pub mod reclaim;
 pub mod route;
 pub mod router;
 pub mod state;

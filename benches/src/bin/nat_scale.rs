@@ -25,13 +25,15 @@ fn template() -> Vec<u8> {
     benches::udp64([0; 4], 0, [10, 10, 2, 2]).to_vec()
 }
 
-/// Writes flow `i` into the frame: source 10.10.h.h:port, destination
-/// 10.10.2.2 on one of 64 ports (a NAT port serves each remote once, so a
-/// million sessions need several remotes).
-fn set_flow(f: &mut [u8], i: u32) {
+/// Writes flow `i` of `n` into the frame: source 10.10.h.h:port,
+/// destination 10.10.2.2 on one of 64 ports per million sessions (a NAT
+/// port serves each remote once: each remote's 64 512 ports stay about a
+/// quarter taken at any size, as at the million the figures are for).
+fn set_flow(f: &mut [u8], i: u32, n: u32) {
+    let remotes = 64 * n.div_ceil(1_000_000).max(1);
     let host = 2 + (i / 60_000) % 200;
     let port = 1024 + (i % 60_000) as u16;
-    let remote_port = 9000 + (i % 64) as u16;
+    let remote_port = 9000 + (i % remotes) as u16;
     f[26..30].copy_from_slice(&[10, 10, 3 + (host >> 8) as u8, host as u8]);
     f[34..36].copy_from_slice(&port.to_be_bytes());
     f[36..38].copy_from_slice(&remote_port.to_be_bytes());
@@ -74,7 +76,7 @@ fn main() {
     let tpl = template();
     let mut run = |r: &mut Router<RustLpm>, i: u32, t: u64| -> Verdict {
         buf[128..188].copy_from_slice(&tpl);
-        set_flow(&mut buf[128..188], i);
+        set_flow(&mut buf[128..188], i, sessions);
         let mut fr = Frame::new(&mut buf, 128, 60);
         r.process(&mut fr, &PacketCtx::new(Side::Inside, t))
     };
@@ -136,7 +138,7 @@ fn main() {
         for b in 0..lookups / BURST as u32 {
             for f in frames.iter_mut() {
                 f.copy_from_slice(&tpl);
-                set_flow(f, (lcg.next_u64() % sessions as u64) as u32);
+                set_flow(f, (lcg.next_u64() % sessions as u64) as u32, sessions);
             }
             if prefetch {
                 for stage in 0..r.prefetch_stages() {

@@ -549,10 +549,11 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
         if let Some(nat) = &self.nat {
             let _ = writeln!(
                 out,
-                "  nat sessions: {} (created {}, expired {}; indexes grown {} times{})",
+                "  nat sessions: {} (created {}, expired {}; ports looked at {}; indexes grown {} times{})",
                 nat.len(),
                 nat.created,
                 nat.expired,
+                nat.port_probes,
                 nat.index_growths(),
                 if nat.is_preallocated() {
                     format!("; tables made for {}", nat.config().max_sessions)

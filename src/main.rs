@@ -41,6 +41,10 @@ fn main() -> ExitCode {
     // Before any table is made: a session index freed after a growth goes
     // back to the kernel instead of staying resident in the heap.
     dataplane::dpdk::huge::keep_big_allocations_mapped();
+    // Before EAL pins this thread to the main lcore: the reclaim thread
+    // keeps the process's whole CPU set, off the workers' cores where
+    // those are isolated.
+    dataplane::nf::reclaim::start();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let argv: Vec<String> = std::env::args().collect();
     let (eal_args, app_args) = split_args(&argv);

@@ -34,6 +34,13 @@ fn reclaimer() -> Option<&'static Sender<Box<dyn Any + Send>>> {
         .as_ref()
 }
 
+/// Starts the reclaim thread now. Call it from the main thread before
+/// the workers start: a thread inherits the CPU affinity of the one that
+/// starts it, and started by a worker it would share that worker's core.
+pub fn start() {
+    let _ = reclaimer();
+}
+
 /// Lets go of `v`: a vector of [`FREE_ELSEWHERE_FROM`] bytes or more is
 /// freed by the reclaim thread, a smaller one (or any, if that thread
 /// could not be started) here.

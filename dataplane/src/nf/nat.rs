@@ -853,12 +853,14 @@ impl Nat {
                 if self.out_map.len() >= self.cfg.max_sessions {
                     return Err(DropReason::TableFull);
                 }
+                // Before anything is counted or searched (l4 gives TCP,
+                // UDP or ICMP only: never 0).
+                let proto = NonZeroU8::new(l4.proto).ok_or(DropReason::UnsupportedProtocol)?;
                 let (ext, probes) = self.allocate_port(l4.proto, src, l4.src_port, dst, remote_port);
                 self.port_probes += probes as u64;
                 let ext = ext.ok_or(DropReason::PortsExhausted)?;
                 let gen = self.next_gen();
                 self.created += 1;
-                let proto = NonZeroU8::new(l4.proto).ok_or(DropReason::UnsupportedProtocol)?;
                 self.insert(Session {
                     proto,
                     inside_ip: src,

@@ -153,6 +153,22 @@ impl Sim {
     fn kill(&mut self, i: usize) {
         self.nodes[i].alive = false;
     }
+
+    /// Node i restarted: a new machine, boot id and empty data plane.
+    fn restart(&mut self, i: usize) {
+        let cfg = *self.nodes[i].m.config();
+        let n = &mut self.nodes[i];
+        n.m = Machine::new(cfg, self.now);
+        n.alive = true;
+        n.boot += 1;
+        n.seq = 0;
+        n.synced = false;
+        n.stalled = false;
+        n.frozen = false;
+        n.repl_last = None;
+        n.epoch_seen = 0;
+        n.switchover_for_me = false;
+    }
 }
 
 #[test]
@@ -289,12 +305,7 @@ fn a_restarted_old_primary_rejoins_as_backup() {
     s.run(100);
     assert_eq!(s.primaries(), vec![2]);
     // Restart node 1: a new machine, a new boot id, configured primary.
-    let cfg = *s.nodes[0].m.config();
-    s.nodes[0].m = Machine::new(cfg, s.now);
-    s.nodes[0].alive = true;
-    s.nodes[0].boot = 2;
-    s.nodes[0].seq = 0;
-    s.nodes[0].synced = false;
+    s.restart(0);
     s.run(100);
     assert_eq!(s.primaries(), vec![2]);
     assert_eq!(s.nodes[0].m.role(), Role::Backup);
@@ -452,22 +463,6 @@ impl Sim {
                 }
             })
             .collect()
-    }
-
-    /// Node i restarted: a new machine, boot id and empty data plane.
-    fn restart(&mut self, i: usize) {
-        let cfg = *self.nodes[i].m.config();
-        let n = &mut self.nodes[i];
-        n.m = Machine::new(cfg, self.now);
-        n.alive = true;
-        n.boot += 1;
-        n.seq = 0;
-        n.synced = false;
-        n.stalled = false;
-        n.frozen = false;
-        n.repl_last = None;
-        n.epoch_seen = 0;
-        n.switchover_for_me = false;
     }
 }
 

@@ -385,21 +385,21 @@ mod tests {
     fn state_chunks_of_colliding_and_invalid_records_keep_both_tables_consistent() {
         use crate::nf::nat::SESSION_RECORD;
         use crate::nf::neighbor::NEIGHBOR_RECORD;
-        use crate::nf::state::{MAGIC, VERSION};
+        use crate::nf::state::{StateKind, MAGIC, VERSION};
         let mut c = Corpus::new(79);
         for _ in 0..5_000 {
             let mut input = Vec::new();
             for _ in 0..(1 + c.next_u64() % 6) {
                 let nat = !c.next_u64().is_multiple_of(4);
                 let (kind, record) = if nat {
-                    (1u8, SESSION_RECORD)
+                    (StateKind::NatSessions, SESSION_RECORD)
                 } else {
-                    (2, NEIGHBOR_RECORD)
+                    (StateKind::Neighbors, NEIGHBOR_RECORD)
                 };
                 let records = c.next_u64() % 4;
                 let mut chunk = MAGIC.to_vec();
                 chunk.extend_from_slice(&VERSION.to_be_bytes());
-                chunk.push(kind);
+                chunk.push(kind as u8);
                 let count = if c.next_u64().is_multiple_of(8) {
                     records + 1
                 } else {

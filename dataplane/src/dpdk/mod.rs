@@ -20,11 +20,11 @@ pub use port::{Port, PortConfig, PortInfo, PortStats, RxBurst, RxQueue, TxBatch,
 
 /// Asks the CPU to bring the cache lines holding `*p` into L1 (DPDK's
 /// `rte_prefetch0`): for lookups of a whole burst issued before the first,
-/// so their misses overlap. A value that straddles two lines (a NAT's
-/// 40-byte slab entry does, one time in two) gets both: a field on the
-/// second line would otherwise miss as if nothing had been asked for
-/// (with only the first line asked for, a million-session NAT spent ~25%
-/// longer per packet).
+/// so their misses overlap. A value that straddles two lines (a 40-byte
+/// one does, one time in two) gets both: a field on the second line would
+/// otherwise miss as if nothing had been asked for (when the NAT's slab
+/// entries were 40 bytes, a million-session NAT spent ~25% longer per
+/// packet with only the first line asked for).
 #[inline(always)]
 pub fn prefetch<T>(p: &T) {
     let first = p as *const T as *const i8;

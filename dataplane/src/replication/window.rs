@@ -236,13 +236,8 @@ mod tests {
     /// passed-over copy from a newer one; the next replica retires it.
     #[test]
     fn at_any_moment_the_window_holds_no_replicated_packet_and_every_later_copy() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng ^= rng >> 12;
-            rng ^= rng << 25;
-            rng ^= rng >> 27;
-            rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        };
+        let mut rng = crate::fuzzing::Corpus::new(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next_u64();
         let mut total_extras = 0;
         for _ in 0..200 {
             const N: u64 = 400;

@@ -41,10 +41,6 @@ fn main() -> ExitCode {
     // Before any table is made: a session index freed after a growth goes
     // back to the kernel instead of staying resident in the heap.
     dataplane::dpdk::huge::keep_big_allocations_mapped();
-    // Before EAL pins this thread to the main lcore: the reclaim thread
-    // keeps the process's whole CPU set, off the workers' cores where
-    // those are isolated.
-    dataplane::nf::reclaim::start();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let argv: Vec<String> = std::env::args().collect();
     let (eal_args, app_args) = split_args(&argv);
@@ -101,6 +97,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    // Started here, on the main thread that EAL has just pinned to the main
+    // lcore, the reclaim thread runs there too (a thread inherits its
+    // creator's CPU set), beside the control thread: never on a worker's
+    // core, where freeing a table would take milliseconds from a worker
+    // the scheduler had put it beside.
+    dataplane::nf::reclaim::start();
     let code = run(&eal, &cfg, &app, &quit);
     drop(eal);
     code

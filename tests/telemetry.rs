@@ -122,3 +122,39 @@ fn with_rx_checksum_offload_off_no_port_is_asked_to_verify() {
         ["RX IPv4 checksum offload: off", "RX IPv4 checksum offload: off"]
     );
 }
+
+/// `Cpus_allowed_list` of each of `pid`'s threads named `name`.
+fn cpus_of_threads(pid: u32, name: &str) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the node's threads");
+    let mut found = Vec::new();
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        if let Some(l) = status.lines().find(|l| l.starts_with("Cpus_allowed_list:")) {
+            found.push(l["Cpus_allowed_list:".len()..].trim().to_string());
+        }
+    }
+    found
+}
+
+#[test]
+fn the_reclaim_thread_runs_on_the_main_lcores_cpu_not_a_workers() {
+    let dir = scratch("reclaim-cpu");
+    let prefix = format!("ls-rcl-{}", std::process::id());
+    let cfg = write_config(&dir, "null.toml", NULL_FORWARD);
+    let mut eal = eal_base(&prefix, "0,1");
+    eal.extend(
+        ["--vdev", "net_null0,size=64", "--vdev", "net_null1,size=64"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let mut node = Lockstep::start(None, &eal, &cfg, &dir, &prefix);
+    // Main lcore 0 on CPU 0, the worker (lcore 1) on CPU 1.
+    assert_eq!(cpus_of_threads(node.pid(), "ls-reclaim"), vec!["0".to_string()]);
+    assert_eq!(cpus_of_threads(node.pid(), "rte-worker-1"), vec!["1".to_string()]);
+    let (st, _) = node.quit(Duration::from_secs(20));
+    assert!(st.success());
+}

@@ -34,9 +34,11 @@ fn reclaimer() -> Option<&'static Sender<Box<dyn Any + Send>>> {
         .as_ref()
 }
 
-/// Starts the reclaim thread now. Call it from the main thread before
-/// the workers start: a thread inherits the CPU affinity of the one that
-/// starts it, and started by a worker it would share that worker's core.
+/// Starts the reclaim thread now. Call it from the main thread once EAL
+/// has pinned it to the main lcore, before the workers start: a thread
+/// inherits the CPU affinity of the one that starts it (started before
+/// EAL it would keep the whole process's CPU set, the workers' cores
+/// included; started by a worker, that worker's core).
 pub fn start() {
     let _ = reclaimer();
 }

@@ -133,7 +133,8 @@ tcp = {
 }
 blog = open(f"{out}/backup.log").read()
 take = re.search(r"TAKEOVER: .*last heartbeat from the old primary ([\d.]+) ms ago, last replication frame ([\d.]+) ms ago", blog)
-done = re.search(r"TAKEOVER done: (\d+) shadow packets resent, (\d+) unreplicated packets processed", blog)
+done = re.search(r"TAKEOVER done ([\d.]+) ms after detection: (\d+) shadow packets resent, (\d+) unreplicated packets processed", blog)
+egress = re.search(r"TAKEOVER (?:done .*)?first egress ([\d.]+) ms after detection", blog)
 rlog = open(f"{out}/primary-restarted.log").read()
 report = {
     "function": sys.argv[2],
@@ -143,8 +144,10 @@ report = {
     "takeover": {
         "detection_ms_after_last_heartbeat": float(take.group(1)) if take else None,
         "detection_ms_after_last_replication_frame": float(take.group(2)) if take else None,
-        "shadow_resent": int(done.group(1)) if done else None,
-        "unreplicated_processed": int(done.group(2)) if done else None,
+        "done_ms_after_detection": float(done.group(1)) if done else None,
+        "first_egress_ms_after_detection": float(egress.group(1)) if egress else None,
+        "shadow_resent": int(done.group(2)) if done else None,
+        "unreplicated_processed": int(done.group(3)) if done else None,
     },
     "old_primary_rejoined_as": "backup" if "is backup" in rlog else "unknown",
 }
@@ -156,7 +159,9 @@ print(f"  ping       : {ping_rx}/{ping_tx} replies")
 print(f"  TCP iperf3 : {'survived' if tcp['survived'] else 'FAILED: ' + str(tcp['error'])}, "
       f"{tcp['mbit_per_s']} Mbit/s, {tcp['retransmits']} retransmits")
 t = report["takeover"]
-print(f"  takeover   : detected {t['detection_ms_after_last_heartbeat']} ms after the last heartbeat; "
+print(f"  takeover   : detected {t['detection_ms_after_last_heartbeat']} ms after the last heartbeat, "
+      f"{t['detection_ms_after_last_replication_frame']} ms after the last replication frame; first egress "
+      f"{t['first_egress_ms_after_detection']} ms after detection; "
       f"{t['shadow_resent']} packets resent from the shadow ring, {t['unreplicated_processed']} unreplicated packets processed")
 print(f"  old primary: rejoined as {report['old_primary_rejoined_as']}")
 print(f"  report     : {out}/report.json")

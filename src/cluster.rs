@@ -60,7 +60,8 @@ pub struct BackupHeard {
 #[derive(Clone, Copy, Debug)]
 pub struct TakeoverTimeline {
     pub record: TakeoverRecord,
-    /// First packet the new primary transmitted (0 = none yet).
+    /// First packet the new primary transmitted, of any kind: a shadow
+    /// entry resent, an unreplicated packet, or new ingress (0 = none yet).
     pub first_egress_ns: u64,
     pub replayed: u64,
     pub unreplicated: u64,
@@ -230,6 +231,7 @@ impl Cluster {
                     });
                     for w in &self.view.workers {
                         w.repl.takeover_done_ns.store(0, Relaxed);
+                        w.repl.takeover_first_egress_ns.store(0, Relaxed);
                     }
                 } else {
                     log::info!("node {} is primary, epoch {epoch}", self.machine.config().node_id);
@@ -275,13 +277,34 @@ impl Cluster {
         }
     }
 
-    /// Logs the takeover's outcome once every worker has carried it out.
+    /// Logs the takeover's outcome once every worker has carried it out,
+    /// and its first egress when that comes (then, or with the first
+    /// packet after it).
     fn follow_takeover(&mut self) {
         let Some(t) = self.timeline.as_mut() else { return };
+        let workers = &self.view.workers;
+        let first_egress = || {
+            workers
+                .iter()
+                .map(|w| w.repl.takeover_first_egress_ns.load(Relaxed))
+                .filter(|x| *x != 0)
+                .min()
+                .unwrap_or(0)
+        };
+        let d = t.record.detected_ns;
+        let after = |x: u64| x.saturating_sub(d) as f64 / 1e6;
         if t.done {
+            if t.first_egress_ns == 0 {
+                t.first_egress_ns = first_egress();
+                if t.first_egress_ns != 0 {
+                    log::warn!(
+                        "TAKEOVER first egress {:.3} ms after detection",
+                        after(t.first_egress_ns)
+                    );
+                }
+            }
             return;
         }
-        let workers = &self.view.workers;
         if !workers.iter().all(|w| w.repl.takeover_done_ns.load(Relaxed) != 0) {
             return;
         }
@@ -289,25 +312,22 @@ impl Cluster {
         t.replayed = workers.iter().map(|w| w.repl.takeover_replayed.load(Relaxed)).sum();
         t.unreplicated = workers.iter().map(|w| w.repl.takeover_unreplicated.load(Relaxed)).sum();
         t.window_evicted = workers.iter().map(|w| w.repl.window_evicted.load(Relaxed)).sum();
-        t.first_egress_ns = workers
+        t.first_egress_ns = first_egress();
+        let done_ns = workers
             .iter()
-            .map(|w| w.repl.takeover_first_egress_ns.load(Relaxed))
-            .filter(|x| *x != 0)
-            .min()
+            .map(|w| w.repl.takeover_done_ns.load(Relaxed))
+            .max()
             .unwrap_or(0);
-        let d = t.record.detected_ns;
         log::warn!(
-            "TAKEOVER done: {} shadow packets resent, {} unreplicated packets processed ({} window evictions so far), first egress {}",
+            "TAKEOVER done {:.3} ms after detection: {} shadow packets resent, {} unreplicated packets processed ({} window evictions so far), first egress {}",
+            after(done_ns),
             t.replayed,
             t.unreplicated,
             t.window_evicted,
             if t.first_egress_ns == 0 {
-                "none needed".to_string()
+                "not yet (nothing was pending)".to_string()
             } else {
-                format!(
-                    "{:.3} ms after detection",
-                    t.first_egress_ns.saturating_sub(d) as f64 / 1e6
-                )
+                format!("{:.3} ms after detection", after(t.first_egress_ns))
             }
         );
     }

@@ -317,7 +317,7 @@ pub fn sync_text(view: &NodeView) -> String {
             if t.record.planned { "planned" } else { "failure" },
             ago(t.record.last_heartbeat_ns),
             ago(t.record.last_replication_ns),
-            if t.first_egress_ns == 0 { "none needed".to_string() } else { format!("{:.3} ms after detection", t.first_egress_ns.saturating_sub(d) as f64 / 1e6) },
+            if t.first_egress_ns == 0 { "none yet".to_string() } else { format!("{:.3} ms after detection", t.first_egress_ns.saturating_sub(d) as f64 / 1e6) },
             t.replayed,
             t.unreplicated
         );

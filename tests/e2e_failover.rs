@@ -62,6 +62,15 @@ fn kill_9_of_the_primary_under_the_stream_loses_no_packet_and_tcp_survives() {
         "TCP carried data"
     );
     assert!(sync.contains("takeovers 1  refused 0"), "{sync}");
+    // Under the stream the new primary had egress at once: the takeover
+    // record says when (the packets its window held, or the next ones).
+    let first_egress_ms: f64 = sync
+        .split("first egress ")
+        .nth(1)
+        .and_then(|t| t.split(" ms after detection").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a first egress after detection: {sync}"));
+    assert!((0.0..100.0).contains(&first_egress_ms), "{sync}");
     assert_eq!(
         alarm_count(&mut b, "replication_down") + alarm_count(&mut b, "management_down"),
         0,

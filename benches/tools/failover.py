@@ -18,6 +18,7 @@ without faults; any takeover there is a false one.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -161,8 +162,17 @@ def lockstep_runs(args, hb_ms):
             b.stop()
             p.stop()
             r["took_over"] = took
+            # Where the gap went: detection after the primary's last frame,
+            # then the new primary's first egress after detection.
+            log = b.text()
+            det = re.search(r"TAKEOVER: .*last replication frame ([\d.]+) ms ago", log)
+            egr = re.search(r"TAKEOVER (?:done .*)?first egress ([\d.]+) ms after detection", log)
+            r["detected_ms_after_last_frame"] = float(det.group(1)) if det else None
+            r["first_egress_ms_after_detection"] = float(egr.group(1)) if egr else None
             results.append(r)
-            print(f"  lockstep hb {hb_ms} ms run {i + 1}: gap {r['longest_gap_ms']} ms, lost {r['lost']}, dup {r['duplicates']}", flush=True)
+            print(f"  lockstep hb {hb_ms} ms run {i + 1}: gap {r['longest_gap_ms']} ms, lost {r['lost']}, dup {r['duplicates']}"
+                  f" (detected {r['detected_ms_after_last_frame']} ms after the last frame, first egress"
+                  f" {r['first_egress_ms_after_detection']} ms after that)", flush=True)
     finally:
         testbed("down")
     return results

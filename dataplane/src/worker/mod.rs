@@ -302,6 +302,10 @@ pub(crate) struct ReplState {
     /// Backup: when to acknowledge, and how many ACKs left.
     pub ack: AckPacer,
     pub acks_tx: u64,
+    /// Primary after a takeover: its first egress is still to be stamped
+    /// (`takeover_first_egress_ns`), whatever it is: a shadow entry
+    /// resent, an unreplicated packet, or new ingress.
+    pub first_egress_due: bool,
 }
 
 impl<F: NetworkFunction> Worker<F> {
@@ -351,6 +355,7 @@ impl<F: NetworkFunction> Worker<F> {
             held_at: 0,
             ack: AckPacer::new((r.settings.flow_window / 4).max(1), r.settings.keepalive_ns),
             acks_tx: 0,
+            first_egress_due: false,
         });
         let publish_ticks = clock.ticks(LATENCY_PUBLISH_NS);
         let idle = Duration::from_micros(self.idle_sleep_us);

@@ -36,10 +36,10 @@ impl<F: NetworkFunction> Worker<F> {
             let replay = self.repl.as_ref().map(|p| p.settings.replay).unwrap_or(0);
             let resend = st.shadow.drain_after(st.tx_done_seen.saturating_sub(replay));
             let replayed = resend.len() as u64;
-            let mut first_egress = 0u64;
-            let mut flush = |w: &mut Self, s: &mut Scratch| {
-                if w.transmit(s).0 > 0 && first_egress == 0 {
-                    first_egress = clock.now_ns();
+            st.first_egress_due = true;
+            let flush = |w: &mut Self, st: &mut ReplState, s: &mut Scratch| {
+                if w.transmit(s).0 > 0 && std::mem::take(&mut st.first_egress_due) {
+                    r.takeover_first_egress_ns.store(clock.now_ns().max(1), Relaxed);
                 }
             };
             // In-place egress is copied out of its batch frame now.
@@ -53,15 +53,14 @@ impl<F: NetworkFunction> Worker<F> {
                     continue;
                 };
                 if s.tx[side.index()].is_full() {
-                    flush(self, s);
+                    flush(self, st, s);
                 }
                 let _ = s.tx[side.index()].push(m);
             }
-            flush(self, s);
+            flush(self, st, s);
             st.held.release_before(None, &mut st.freed);
             Mbuf::free_bulk(&mut st.freed);
             r.takeover_replayed.store(replayed, Relaxed);
-            r.takeover_first_egress_ns.store(first_egress, Relaxed);
             st.next_seq = st.tracker.last();
             st.tx_done = st.next_seq;
             st.tx_done_sent = 0;
@@ -143,6 +142,7 @@ impl<F: NetworkFunction> Worker<F> {
             crate::stats::bump(&self.shared.counters.ignored_not_owner, n as u64);
         }
         st.mode = Mode::Backup;
+        st.first_egress_due = false;
         st.epoch = st.epoch.max(epoch);
         st.ack.reset();
         st.flow_lag = 0;

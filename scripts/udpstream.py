@@ -7,7 +7,8 @@
       receives until no packet came for --idle seconds, then writes a JSON
       report: received, unique, lost (against the sender's count from --sent,
       else the highest sequence seen), duplicates, reordered, the longest gap
-      (ms) between consecutive arrivals and the packets around it
+      (ms) between consecutive arrivals (the kernel's receive times) and the
+      packets around it, and how far apart the sender sent those two
 
 Payload: 8-byte sequence number, 8-byte send time (ns), zero padding.
 """
@@ -42,33 +43,53 @@ def send(args):
     print()
 
 
+# Linux's SO_TIMESTAMPNS (= SCM_TIMESTAMPNS), which Python does not name:
+# each datagram comes with the time the kernel received it, so the gaps are
+# the network's and not this process's wake-up latency.
+SO_TIMESTAMPNS = 35
+
+
+def kernel_time_ns(ancdata):
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack("qq", data[:16])
+            return sec * 1_000_000_000 + nsec
+    return None
+
+
 def recv(args):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     s.bind(("0.0.0.0", args.port))
     s.settimeout(0.05)
     seen = set()
     arrivals = dups = reordered = 0
     max_seq = -1
-    last_ns = None  # arrival of the previous packet
+    last_ns = None  # arrival of the previous packet (kernel time)
+    last_mono_ns = None  # when this process last read one
     last_seq = None
     gap = (0, None, None)  # longest silence between two arrivals, and around which packets
+    gap_sent_ns = 0  # how far apart the sender sent those two packets
+    last_sent_ns = None
     started = time.monotonic()
     while True:
         try:
-            data, _ = s.recvfrom(65535)
+            data, anc, _, _ = s.recvmsg(65535, socket.CMSG_SPACE(16))
         except socket.timeout:
-            now_ns = time.monotonic_ns()
-            if last_ns is None:
+            if last_mono_ns is None:
                 if time.monotonic() - started > args.wait_first:
                     break
-            elif (now_ns - last_ns) / 1e9 > args.idle:
+            elif (time.monotonic_ns() - last_mono_ns) / 1e9 > args.idle:
                 break
             continue
-        t = time.monotonic_ns()
+        last_mono_ns = time.monotonic_ns()
         if len(data) < 16:
             continue
-        seq, _sent_ns = struct.unpack("!QQ", data[:16])
+        # Gaps between kernel arrival times (this process's clock if the
+        # kernel gave none); the idle timeout on this process's clock.
+        t = kernel_time_ns(anc) or time.time_ns()
+        seq, sent_ns = struct.unpack("!QQ", data[:16])
         arrivals += 1
         if seq in seen:
             dups += 1
@@ -79,7 +100,8 @@ def recv(args):
         max_seq = max(max_seq, seq)
         if last_ns is not None and t - last_ns > gap[0]:
             gap = (t - last_ns, last_seq, seq)
-        last_ns, last_seq = t, seq
+            gap_sent_ns = max(0, sent_ns - last_sent_ns)
+        last_ns, last_seq, last_sent_ns = t, seq, sent_ns
     sent = None
     if args.sent and os.path.exists(args.sent):
         try:
@@ -97,6 +119,9 @@ def recv(args):
         "reordered": reordered,
         "longest_gap_ms": round(gap[0] / 1e6, 3),
         "longest_gap_between": [gap[1], gap[2]],
+        # The part of the longest gap that was the sender's: the two
+        # packets' send times apart (a sender descheduled, not the path).
+        "longest_gap_sent_apart_ms": round(gap_sent_ns / 1e6, 3),
         "first_missing": missing[:20],
     }
     with open(args.out, "w") as f:

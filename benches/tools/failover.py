@@ -172,7 +172,8 @@ def lockstep_runs(args, hb_ms):
             results.append(r)
             print(f"  lockstep hb {hb_ms} ms run {i + 1}: gap {r['longest_gap_ms']} ms, lost {r['lost']}, dup {r['duplicates']}"
                   f" (detected {r['detected_ms_after_last_frame']} ms after the last frame, first egress"
-                  f" {r['first_egress_ms_after_detection']} ms after that)", flush=True)
+                  f" {r['first_egress_ms_after_detection']} ms after that; the sender sent the two packets"
+                  f" {r.get('longest_gap_sent_apart_ms')} ms apart)", flush=True)
     finally:
         testbed("down")
     return results

@@ -6,11 +6,12 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam::channel::Sender;
 
 use control::machine::{
-    Action, Alarm, BackupReason, DataPlaneView, Machine, MachineConfig, Peer, Role, StartRole, TakeoverRecord,
+    Action, Alarm, BackupReason, DataPlaneView, Machine, MachineConfig, Peer, Role, StartRole, TakeoverRecord, TICK_NS,
 };
 use control::udp::{HeartbeatLink, LinkCounters};
 use dataplane::clock::TscClock;
@@ -87,6 +88,10 @@ pub struct Cluster {
     /// the egress of a burst already replicated).
     release_ownership_at: Option<u64>,
     control_rt_priority: Option<u8>,
+    /// When the machine would declare the primary dead (its clock), as of
+    /// the last tick: the next tick comes then if that is sooner than a
+    /// tick period.
+    takeover_deadline: Option<u64>,
 }
 
 impl Cluster {
@@ -143,6 +148,7 @@ impl Cluster {
             watchdog_ns: (m.watchdog_ms as u64 * 1_000_000)
                 .max(m.heartbeat_ms as u64 * m.dead_intervals as u64 * 1_000_000),
             timeline: None,
+            takeover_deadline: None,
             release_ownership_at: None,
             control_rt_priority: None,
         })
@@ -200,6 +206,19 @@ impl Cluster {
         self.link.send_due(&self.machine, now, dp.synced);
         self.follow_takeover();
         self.publish(now);
+        self.takeover_deadline = self.machine.takeover_deadline(&dp);
+    }
+
+    /// How long the driver may wait for the next tick: a tick period, or
+    /// less to be there when the primary's silence reaches the dead
+    /// interval. (A deadline already passed gave its tick: no takeover
+    /// came of it, so nothing is gained by ticking again at once.)
+    pub fn next_tick_in(&self) -> Duration {
+        let now = self.clock.now_ns();
+        match self.takeover_deadline {
+            Some(d) if d > now => Duration::from_nanos((d - now).min(TICK_NS)),
+            _ => Duration::from_nanos(TICK_NS),
+        }
     }
 
     fn send_all(&self, cmd: WorkerCmd) {

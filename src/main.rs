@@ -173,12 +173,14 @@ fn run(eal: &Eal, cfg: &Config, app: &AppArgs, quit: &Arc<AtomicBool>) -> ExitCo
     let mut next_stats = Instant::now() + period;
     let mut code = ExitCode::SUCCESS;
     // The control loop: prompt lines, telemetry requests and, every
-    // millisecond, a control-plane tick. It never busy-polls.
+    // millisecond (sooner when a backup's primary is about to be declared
+    // dead), a control-plane tick. It never busy-polls.
     loop {
         if quit.load(Ordering::Relaxed) {
             break;
         }
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(1)) {
+        let wait = cluster.as_ref().map_or(Duration::from_millis(1), |c| c.next_tick_in());
+        if let Ok(line) = rx.recv_timeout(wait) {
             let (out, after) = prompt::execute(&line, &node.view, cluster.as_mut(), &mut mem);
             print!("{out}");
             if after == prompt::After::Quit {

@@ -310,6 +310,28 @@ impl Machine {
         self.last_takeover
     }
 
+    /// When a backup's next tick would find its primary's two signals
+    /// silent for the dead interval, if nothing more arrives: the driver
+    /// ticks then rather than up to a tick later (at `heartbeat_ms = 1`,
+    /// a third of the dead interval). `None` when no takeover can be
+    /// near: not a backup, or no primary heard yet. A deadline already
+    /// past means: tick now. (This node's pauses only push the real one
+    /// later, so ticking at this one is never late, at worst early.)
+    pub fn takeover_deadline(&self, dp: &DataPlaneView) -> Option<u64> {
+        if self.role != Role::Backup || !self.seen_primary || self.handing_over.is_some() {
+            return None;
+        }
+        let heartbeat = self
+            .peers
+            .values()
+            .filter(|p| p.role == WireRole::Primary)
+            .map(|p| p.last_heard_ns)
+            .max();
+        let last = heartbeat.into_iter().chain(dp.repl_last_rx_ns).max()?;
+        // Fresh while the silence is at most the dead interval.
+        Some(last.saturating_add(self.cfg.dead_ns()).saturating_add(1))
+    }
+
     /// Whether this node may take over (synchronized data plane assumed).
     pub fn eligible(&self) -> bool {
         !self.ineligible
@@ -792,6 +814,35 @@ mod tests {
                 reason: BackupReason::PrimaryPresent
             }]
         );
+    }
+
+    #[test]
+    fn a_backup_ticked_at_its_takeover_deadline_takes_over_then_and_not_a_nanosecond_before() {
+        let mut m = Machine::new(cfg(2, 100, StartRole::Backup), 0);
+        assert!(m.on_heartbeat(&hb(1, WireRole::Primary, 1, 1), 5 * MS));
+        let mut dp = DataPlaneView {
+            synced: true,
+            repl_last_rx_ns: Some(5 * MS),
+            ..Default::default()
+        };
+        m.tick(6 * MS, &dp);
+        assert_eq!(m.role(), Role::Backup);
+        // The replication frame came last: the deadline follows it.
+        assert!(m.on_heartbeat(&hb(1, WireRole::Primary, 1, 2), 7 * MS));
+        dp.repl_last_rx_ns = Some(7 * MS + 400_000);
+        let deadline = m.takeover_deadline(&dp).expect("a deadline");
+        assert_eq!(deadline, 37 * MS + 400_001);
+        // The driver's ticks every millisecond, then one just before.
+        for t in 8..=37 {
+            assert!(m.tick(t * MS, &dp).is_empty(), "alive at {t} ms");
+        }
+        assert!(m.tick(deadline - 1, &dp).is_empty(), "alive until then");
+        assert_eq!(m.takeover_deadline(&dp), Some(deadline));
+        assert!(m.tick(deadline, &dp).contains(&Action::BecomePrimary {
+            epoch: 2,
+            takeover: true
+        }));
+        assert_eq!(m.takeover_deadline(&dp), None, "a primary has no takeover to watch for");
     }
 
     #[test]

@@ -4,7 +4,8 @@
   udpstream.py send DST_IP PORT --rate PPS --seconds S [--size BYTES]
       prints {"sent": N, "first_ns": ..., "last_ns": ...} when done
   udpstream.py recv PORT --out FILE [--idle SECONDS] [--sent SEND_SUMMARY]
-      receives until no packet came for --idle seconds, then writes a JSON
+      receives until no packet came for --idle seconds (and, with --sent,
+      the sender is done), then writes a JSON
       report: received, unique, lost (against the sender's count from --sent,
       else the highest sequence seen), duplicates, reordered, the longest gap
       (ms) between consecutive arrivals (the kernel's receive times) and the
@@ -57,6 +58,20 @@ def kernel_time_ns(ancdata):
     return None
 
 
+# How long a receiver given --sent waits in silence for the sender's summary.
+SENDER_WAIT_S = 60
+
+
+def sender_summary(path):
+    """The sender's summary once it is written whole, else None."""
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        return json.load(open(path))
+    except (ValueError, OSError):
+        return None
+
+
 def recv(args):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
@@ -80,8 +95,13 @@ def recv(args):
             if last_mono_ns is None:
                 if time.monotonic() - started > args.wait_first:
                     break
-            elif (time.monotonic_ns() - last_mono_ns) / 1e9 > args.idle:
-                break
+            else:
+                idle = (time.monotonic_ns() - last_mono_ns) / 1e9
+                # With --sent, silence ends the run only once the sender
+                # is done: a stream cut short (no takeover) must count as
+                # lost, not as a shorter stream.
+                if idle > args.idle and (sender_summary(args.sent) is not None or idle > SENDER_WAIT_S):
+                    break
             continue
         last_mono_ns = time.monotonic_ns()
         if len(data) < 16:
@@ -102,12 +122,14 @@ def recv(args):
             gap = (t - last_ns, last_seq, seq)
             gap_sent_ns = max(0, sent_ns - last_sent_ns)
         last_ns, last_seq, last_sent_ns = t, seq, sent_ns
-    sent = None
-    if args.sent and os.path.exists(args.sent):
-        try:
-            sent = json.load(open(args.sent)).get("sent")
-        except (ValueError, OSError):
-            sent = None
+    summary = sender_summary(args.sent) or {}
+    sent = summary.get("sent")
+    # Silence from the last arrival to the sender's end is a gap too (the
+    # stream never came back).
+    sender_end = summary.get("last_ns")
+    if last_ns is not None and sender_end is not None and sender_end - last_ns > gap[0]:
+        gap = (sender_end - last_ns, last_seq, None)
+        gap_sent_ns = 0
     expected = sent if sent is not None else max_seq + 1
     missing = [q for q in range(expected) if q not in seen]
     report = {

@@ -92,6 +92,9 @@ pub struct Cluster {
     /// the last tick: the next tick comes then if that is sooner than a
     /// tick period.
     takeover_deadline: Option<u64>,
+    /// Per worker: whether its shard was synchronized at the last tick (a
+    /// backup that loses it is told in the log, once).
+    shard_synced: Vec<bool>,
 }
 
 impl Cluster {
@@ -149,6 +152,7 @@ impl Cluster {
                 .max(m.heartbeat_ms as u64 * m.dead_intervals as u64 * 1_000_000),
             timeline: None,
             takeover_deadline: None,
+            shard_synced: Vec::new(),
             release_ownership_at: None,
             control_rt_priority: None,
         })
@@ -205,8 +209,33 @@ impl Cluster {
         }
         self.link.send_due(&self.machine, now, dp.synced);
         self.follow_takeover();
+        self.log_lost_synchronization();
         self.publish(now);
         self.takeover_deadline = self.machine.takeover_deadline(&dp);
+    }
+
+    /// A backup's shard that stops being synchronized can no longer take
+    /// over (without the checkpoint protocol, only a backup that followed
+    /// the stream from its start is): an operator must hear of it when it
+    /// happens, not at the failure.
+    fn log_lost_synchronization(&mut self) {
+        let backup = self.machine.role() == Role::Backup;
+        self.shard_synced.resize(self.view.workers.len(), true);
+        for (w, was) in self.view.workers.iter().zip(self.shard_synced.iter_mut()) {
+            let r = &w.repl;
+            let now = r.synced.load(Relaxed);
+            if backup && *was && !now {
+                log::warn!(
+                    "shard {}: this backup is no longer synchronized ({} gaps, {} records missing, {} audit mismatches, last sequence {}): it will refuse to take over",
+                    w.shard,
+                    r.gaps.load(Relaxed),
+                    r.missing.load(Relaxed),
+                    r.audit_mismatches.load(Relaxed),
+                    r.last_seq.load(Relaxed),
+                );
+            }
+            *was = now;
+        }
     }
 
     /// How long the driver may wait for the next tick: a tick period, or

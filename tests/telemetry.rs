@@ -42,10 +42,11 @@ fn telemetry(prefix: &str, cmd: &str) -> serde_json::Value {
     v[cmd].clone()
 }
 
-#[test]
-fn status_and_stats_answer_from_a_running_node() {
-    let dir = scratch("telemetry");
-    let prefix = format!("ls-tel-{}", std::process::id());
+/// A forwarding node between two `net_null` ports, main lcore 0 and one
+/// worker on lcore 1; and its file prefix.
+fn null_forward_node(tag: &str, prefix: &str) -> (Lockstep, String) {
+    let dir = scratch(tag);
+    let prefix = format!("{prefix}-{}", std::process::id());
     let cfg = write_config(&dir, "null.toml", NULL_FORWARD);
     let mut eal = eal_base(&prefix, "0,1");
     eal.extend(
@@ -53,7 +54,12 @@ fn status_and_stats_answer_from_a_running_node() {
             .iter()
             .map(|s| s.to_string()),
     );
-    let mut node = Lockstep::start(None, &eal, &cfg, &dir, &prefix);
+    (Lockstep::start(None, &eal, &cfg, &dir, &prefix), prefix)
+}
+
+#[test]
+fn status_and_stats_answer_from_a_running_node() {
+    let (mut node, prefix) = null_forward_node("telemetry", "ls-tel");
     std::thread::sleep(Duration::from_millis(300));
 
     let status = telemetry(&prefix, "/lockstep/status");
@@ -142,16 +148,7 @@ fn cpus_of_threads(pid: u32, name: &str) -> Vec<String> {
 
 #[test]
 fn the_reclaim_thread_runs_on_the_main_lcores_cpu_not_a_workers() {
-    let dir = scratch("reclaim-cpu");
-    let prefix = format!("ls-rcl-{}", std::process::id());
-    let cfg = write_config(&dir, "null.toml", NULL_FORWARD);
-    let mut eal = eal_base(&prefix, "0,1");
-    eal.extend(
-        ["--vdev", "net_null0,size=64", "--vdev", "net_null1,size=64"]
-            .iter()
-            .map(|s| s.to_string()),
-    );
-    let mut node = Lockstep::start(None, &eal, &cfg, &dir, &prefix);
+    let (mut node, _) = null_forward_node("reclaim-cpu", "ls-rcl");
     // Main lcore 0 on CPU 0, the worker (lcore 1) on CPU 1.
     assert_eq!(cpus_of_threads(node.pid(), "ls-reclaim"), vec!["0".to_string()]);
     assert_eq!(cpus_of_threads(node.pid(), "rte-worker-1"), vec!["1".to_string()]);

@@ -118,6 +118,7 @@ impl Cluster {
             .ok_or("management.key: missing or invalid")?;
         let clock = TscClock::system();
         let now = clock.now_ns();
+        let shards = view.workers.len();
         // Wall-clock start time: grows across restarts of this node, which is
         // what the peers' replay check needs.
         let boot_id = std::time::SystemTime::now()
@@ -152,7 +153,7 @@ impl Cluster {
                 .max(m.heartbeat_ms as u64 * m.dead_intervals as u64 * 1_000_000),
             timeline: None,
             takeover_deadline: None,
-            shard_synced: Vec::new(),
+            shard_synced: vec![true; shards],
             release_ownership_at: None,
             control_rt_priority: None,
         })
@@ -220,7 +221,6 @@ impl Cluster {
     /// happens, not at the failure.
     fn log_lost_synchronization(&mut self) {
         let backup = self.machine.role() == Role::Backup;
-        self.shard_synced.resize(self.view.workers.len(), true);
         for (w, was) in self.view.workers.iter().zip(self.shard_synced.iter_mut()) {
             let r = &w.repl;
             let now = r.synced.load(Relaxed);

@@ -277,13 +277,7 @@ impl<F: NetworkFunction> Worker<F> {
             self.process_pending(&ctx, s);
         }
         let (sent, refused) = self.transmit(s);
-        if st.first_egress_due && sent > 0 {
-            st.first_egress_due = false;
-            self.shared
-                .repl
-                .takeover_first_egress_ns
-                .store(local_ns.max(1), Ordering::Relaxed);
-        }
+        self.note_egress(st, sent, local_ns);
         // tx_done covers only egress the NIC took: after a refusal it stays
         // at the previous burst, so a takeover now would resend this one.
         if refused == 0 {

@@ -38,9 +38,8 @@ impl<F: NetworkFunction> Worker<F> {
             let replayed = resend.len() as u64;
             st.first_egress_due = true;
             let flush = |w: &mut Self, st: &mut ReplState, s: &mut Scratch| {
-                if w.transmit(s).0 > 0 && std::mem::take(&mut st.first_egress_due) {
-                    r.takeover_first_egress_ns.store(clock.now_ns().max(1), Relaxed);
-                }
+                let sent = w.transmit(s).0;
+                w.note_egress(st, sent, clock.now_ns());
             };
             // In-place egress is copied out of its batch frame now.
             let pool = self.repl.as_ref().map(|p| p.pool.clone());
@@ -77,6 +76,16 @@ impl<F: NetworkFunction> Worker<F> {
         r.takeover_done_ns.store(clock.now_ns(), Relaxed);
         let now = clock.now_ns();
         self.send_marker(FrameType::Keepalive, &[], st, now);
+    }
+
+    /// After a takeover, stamps the new primary's first egress (at local
+    /// `now_ns`), whatever it is: a shadow entry resent, an unreplicated
+    /// packet, or new ingress.
+    #[inline]
+    pub(crate) fn note_egress(&self, st: &mut ReplState, sent: usize, now_ns: u64) {
+        if sent > 0 && std::mem::take(&mut st.first_egress_due) {
+            self.shared.repl.takeover_first_egress_ns.store(now_ns.max(1), Relaxed);
+        }
     }
 
     /// Step 4 of a takeover: what the windows still hold was never

@@ -95,6 +95,8 @@ pub struct Cluster {
     /// Per worker: whether its shard was synchronized at the last tick (a
     /// backup that loses it is told in the log, once).
     shard_synced: Vec<bool>,
+    /// The epoch of the primary this backup was last said to follow.
+    followed_epoch: u32,
 }
 
 impl Cluster {
@@ -154,6 +156,7 @@ impl Cluster {
             timeline: None,
             takeover_deadline: None,
             shard_synced: vec![true; shards],
+            followed_epoch: 0,
             release_ownership_at: None,
             control_rt_priority: None,
         })
@@ -210,9 +213,31 @@ impl Cluster {
         }
         self.link.send_due(&self.machine, now, dp.synced);
         self.follow_takeover();
+        self.log_followed_primary();
         self.log_lost_synchronization();
         self.publish(now);
         self.takeover_deadline = self.machine.takeover_deadline(&dp);
+    }
+
+    /// A backup's primary is named once it is heard: a backup started first
+    /// (or left by a takeover) follows nobody until then, and takes over
+    /// from nobody.
+    fn log_followed_primary(&mut self) {
+        let epoch = self.machine.epoch();
+        if self.machine.role() != Role::Backup || epoch == self.followed_epoch {
+            return;
+        }
+        self.followed_epoch = epoch;
+        let primary = self
+            .machine
+            .peers()
+            .find(|p| p.role == control::heartbeat::WireRole::Primary && p.epoch == epoch)
+            .map(|p| format!("node {}", p.id))
+            .unwrap_or_else(|| "a primary not heard yet".to_string());
+        log::info!(
+            "node {} follows {primary}, epoch {epoch}",
+            self.machine.config().node_id
+        );
     }
 
     /// A backup's shard that stops being synchronized can no longer take
@@ -220,11 +245,16 @@ impl Cluster {
     /// the stream from its start is): an operator must hear of it when it
     /// happens, not at the failure.
     fn log_lost_synchronization(&mut self) {
-        let backup = self.machine.role() == Role::Backup;
+        // Only a backup's flags are followed: a shard that lost it while
+        // the node was still listening (the primary's stream began before
+        // it was up) is told once the node is a backup.
+        if self.machine.role() != Role::Backup {
+            return;
+        }
         for (w, was) in self.view.workers.iter().zip(self.shard_synced.iter_mut()) {
             let r = &w.repl;
             let now = r.synced.load(Relaxed);
-            if backup && *was && !now {
+            if *was && !now {
                 log::warn!(
                     "shard {}: this backup is no longer synchronized ({} gaps, {} records missing, {} audit mismatches, last sequence {}): it will refuse to take over",
                     w.shard,
@@ -302,6 +332,7 @@ impl Cluster {
                     }
                     _ => log::warn!("node {} steps down to backup, epoch {epoch}: {reason:?}", self.machine.config().node_id),
                 }
+                self.followed_epoch = epoch;
                 self.view.ownership.set_all(false);
                 self.send_all(WorkerCmd::BecomeBackup { epoch, diverged });
                 self.link.send_now(&self.machine, now, false);

@@ -219,6 +219,12 @@ fn run(eal: &Eal, cfg: &Config, app: &AppArgs, quit: &Arc<AtomicBool>) -> ExitCo
     println!("\nFinal statistics:");
     print!("{}", show::port_stats_all(&view, &mut mem));
     print!("{}", show::worker_stats_text(&view));
+    // The replication state at exit: a backup that refused to take over,
+    // killed later, leaves why (gaps, missing records, last sequence) here.
+    if view.cluster.lock().map(|c| c.is_some()).unwrap_or(false) {
+        println!("\nReplication at exit:");
+        print!("{}", show::sync_text(&view));
+    }
     for e in &errors {
         eprintln!("lockstep: {e}");
         code = ExitCode::from(EXIT_RUNTIME);

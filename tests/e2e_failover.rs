@@ -170,8 +170,6 @@ fn a_restarted_old_primary_rejoins_as_backup_and_never_transmits_on_its_data_por
     let bed = TestBed::up("rejoin", true, "primary backup");
     let dir = scratch("rejoin");
     let primary_cfg = cluster_config("primary", 1, 200, "primary", &["backup"]);
-    let mut p = start_cluster_node(&bed, &dir, "primary", &primary_cfg, "a");
-    wait_role(&mut p, "primary", 10);
     let mut b = start_cluster_node(
         &bed,
         &dir,
@@ -180,6 +178,9 @@ fn a_restarted_old_primary_rejoins_as_backup_and_never_transmits_on_its_data_por
         "a",
     );
     wait_role(&mut b, "backup", 10);
+    let mut p = start_cluster_node(&bed, &dir, "primary", &primary_cfg, "a");
+    let epoch = wait_role(&mut p, "primary", 10);
+    wait_following(&mut b, epoch, 10);
     p.kill9();
     wait_role(&mut b, "primary", 5);
 
@@ -244,14 +245,6 @@ fn a_restarted_old_primary_rejoins_as_backup_and_never_transmits_on_its_data_por
 fn with_two_backups_the_higher_priority_takes_over_then_the_other_without_loss() {
     let bed = TestBed::up("two", true, "primary backup backup2");
     let dir = scratch("two");
-    let mut p = start_cluster_node(
-        &bed,
-        &dir,
-        "primary",
-        &cluster_config("primary", 1, 200, "primary", &["backup", "backup2"]),
-        "a",
-    );
-    wait_role(&mut p, "primary", 10);
     let mut b1 = start_cluster_node(
         &bed,
         &dir,
@@ -268,6 +261,16 @@ fn with_two_backups_the_higher_priority_takes_over_then_the_other_without_loss()
     );
     wait_role(&mut b1, "backup", 10);
     wait_role(&mut b2, "backup", 10);
+    let mut p = start_cluster_node(
+        &bed,
+        &dir,
+        "primary",
+        &cluster_config("primary", 1, 200, "primary", &["backup", "backup2"]),
+        "a",
+    );
+    let epoch = wait_role(&mut p, "primary", 10);
+    wait_following(&mut b1, epoch, 10);
+    wait_following(&mut b2, epoch, 10);
 
     let stream = Stream::start(&bed, &dir, 10_000, 6.0);
     std::thread::sleep(Duration::from_millis(1500));
@@ -372,4 +375,79 @@ fn the_control_thread_runs_at_realtime_priority_and_the_workers_do_not() {
         }
     }
     assert!(others >= 2, "a worker and the prompt thread at least ({others})");
+}
+
+/// The number after `key` in `text` (`show sync`'s "last_seq 12", ...).
+fn number_after(text: &str, key: &str) -> u64 {
+    text.split(key)
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {key:?} in: {text}"))
+}
+
+/// Until the checkpoint protocol lands, a backup that missed the start of
+/// the primary's stream cannot be trusted with its sessions: it says so as
+/// soon as the primary's keepalive reveals the gap, and when the primary
+/// dies it refuses to take over (logged, counted) and stays silent.
+#[test]
+fn a_backup_started_after_the_primarys_first_packet_is_unsynchronized_and_refuses_to_take_over() {
+    let bed = TestBed::up("late", true, "primary backup");
+    let dir = scratch("late");
+    let mut p = start_cluster_node(
+        &bed,
+        &dir,
+        "primary",
+        &cluster_config("primary", 1, 200, "primary", &["backup"]),
+        "a",
+    );
+    let epoch = wait_role(&mut p, "primary", 10);
+    let ping = bed.run("client", &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.10.2.2"]);
+    assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
+    let before = number_after(&p.cmd("show sync"), "last_seq ");
+    assert!(before >= 6, "three echoes and their replies were numbered: {before}");
+
+    let mut b = start_cluster_node(
+        &bed,
+        &dir,
+        "backup",
+        &cluster_config("backup", 2, 100, "backup", &["primary"]),
+        "a",
+    );
+    wait_following(&mut b, epoch, 10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let sync = loop {
+        let s = b.cmd("show sync");
+        if s.contains("synchronized: no") || std::time::Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(sync.contains("synchronized: no"), "{sync}");
+    assert_eq!(number_after(&sync, "gaps "), 1, "{sync}");
+    assert_eq!(
+        number_after(&sync, "(missing "),
+        before,
+        "every record before it joined: {sync}"
+    );
+    wait_stderr(&b, "shard 0: this backup is no longer synchronized (1 gaps", 5);
+    assert!(
+        p.cmd("show sync").contains("backup node 2 shard 0: acked ") && p.cmd("show sync").contains("not synchronized"),
+        "the primary is told"
+    );
+
+    b.cmd("clear port stats all");
+    p.kill9();
+    wait_stderr(&b, "TAKEOVER REFUSED", 5);
+    let ping = bed.run("client", &["ping", "-c", "2", "-i", "0.2", "-W", "1", "10.10.2.2"]);
+    assert!(!ping.status.success(), "nobody forwards: the backup stayed a backup");
+    assert_eq!(role_of(&mut b), ("backup".to_string(), epoch));
+    let sync = b.cmd("show sync");
+    assert!(sync.contains("takeovers 0  refused 1"), "{sync}");
+    let ports = parse_port_stats(&b.cmd("show port stats all"));
+    assert_eq!(
+        (ports["inside"].tx_packets, ports["outside"].tx_packets),
+        (0, 0),
+        "silent on its data ports"
+    );
 }

@@ -419,14 +419,7 @@ pub fn cluster_config(node: &str, id: u32, priority: u8, role: &str, peers: &[&s
 /// Node 1 as primary (priority 200) and node 2 as its backup (priority
 /// 100), running `function`, each settled in its role.
 pub fn start_pair(bed: &TestBed, dir: &Path, function: &str) -> (Lockstep, Lockstep) {
-    let mut p = start_cluster_node(
-        bed,
-        dir,
-        "primary",
-        &cluster_config_with("primary", 1, 200, "primary", &["backup"], function),
-        "a",
-    );
-    wait_role(&mut p, "primary", 10);
+    // The backup first (see `wait_following`).
     let mut b = start_cluster_node(
         bed,
         dir,
@@ -435,6 +428,15 @@ pub fn start_pair(bed: &TestBed, dir: &Path, function: &str) -> (Lockstep, Locks
         "a",
     );
     wait_role(&mut b, "backup", 10);
+    let mut p = start_cluster_node(
+        bed,
+        dir,
+        "primary",
+        &cluster_config_with("primary", 1, 200, "primary", &["backup"], function),
+        "a",
+    );
+    let epoch = wait_role(&mut p, "primary", 10);
+    wait_following(&mut b, epoch, 10);
     (p, b)
 }
 
@@ -546,6 +548,39 @@ pub fn wait_role(ls: &mut Lockstep, role: &str, secs: u64) -> u32 {
             ls.stderr()
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the backup `ls` follows the primary of `epoch`, or panics
+/// after `secs`.
+///
+/// Tests start a pair backup first: until the checkpoint protocol lands, a
+/// backup is synchronized only if it saw the primary's stream from sequence
+/// 1, and a packet the primary takes before the backup's replication port
+/// is up (an ARP, a kernel peer's retransmission) leaves it unsynchronized
+/// for good. A backup takes over only from a primary it has heard.
+pub fn wait_following(ls: &mut Lockstep, epoch: u32, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (r, e) = role_of(ls);
+        if r == "backup" && e == epoch {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backup never followed the primary of epoch {epoch} (is {r} of epoch {e}); stderr:\n{}",
+            ls.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the log of `ls` holds `needle`, or panics after `secs`.
+pub fn wait_stderr(ls: &Lockstep, needle: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ls.stderr().contains(needle) {
+        assert!(Instant::now() < deadline, "never logged {needle:?}:\n{}", ls.stderr());
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

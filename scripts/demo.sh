@@ -73,10 +73,14 @@ if [ "$FUNCTION" = forward ]; then
 else
     scripts/testbed.sh up          # lockstep is the gateway of both segments
 fi
-start primary "$OUT/primary.toml" primary 5
-wait_role "$OUT/primary.log" primary
+# The backup first: until the checkpoint protocol lands, a backup is
+# synchronized only if it saw the primary's stream from its first packet.
 start backup "$OUT/backup.toml" backup 6
 wait_role "$OUT/backup.log" backup
+start primary "$OUT/primary.toml" primary 5
+wait_role "$OUT/primary.log" primary
+for _ in $(seq 100); do grep -q "follows node 1" "$OUT/backup.log" && break; sleep 0.05; done
+grep -q "follows node 1" "$OUT/backup.log" || { echo "demo: the backup never heard the primary"; tail -20 "$OUT/backup.log"; exit 1; }
 echo "demo: node 1 primary in ls-primary, node 2 backup in ls-backup, function $FUNCTION"
 # Resolve the neighbours first (a router drops the first packet to an
 # unresolved next hop while it asks for it).

@@ -377,10 +377,11 @@ fn a_nat_pair_on_two_workers_keeps_tcp_and_a_udp_stream_through_kill_9() {
             .replace("workers = 1", "workers = 2")
             .replace("mbufs = 32767", "mbufs = 65535")
     };
-    let mut p = start_cluster_node_two_workers(&bed, &dir, "primary", &config("primary", 1, 200, "backup"), "a");
-    wait_role(&mut p, "primary", 10);
     let mut b = start_cluster_node_two_workers(&bed, &dir, "backup", &config("backup", 2, 100, "primary"), "a");
     wait_role(&mut b, "backup", 10);
+    let mut p = start_cluster_node_two_workers(&bed, &dir, "primary", &config("primary", 1, 200, "backup"), "a");
+    let epoch = wait_role(&mut p, "primary", 10);
+    wait_following(&mut b, epoch, 10);
     warm_up(&bed);
 
     let iperf = Iperf::start_with(

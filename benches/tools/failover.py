@@ -150,12 +150,16 @@ def lockstep_runs(args, hb_ms):
     results = []
     try:
         for i in range(args.runs):
-            p = Node(args.out, "primary", config("primary", 1, 200, "primary", "backup", hb_ms), f"hb{hb_ms}-{i}", args.lockstep)
-            if not p.wait_for("is primary"):
-                raise RuntimeError(f"primary did not start: {p.text()[-2000:]}")
+            # The backup first: until the checkpoint protocol lands, a backup
+            # is synchronized only if it saw the primary's stream from
+            # sequence 1, and a packet the primary takes before the backup's
+            # replication port is up (an ARP, a late retransmission) is a gap.
             b = Node(args.out, "backup", config("backup", 2, 100, "backup", "primary", hb_ms), f"hb{hb_ms}-{i}", args.lockstep)
             if not b.wait_for("is backup"):
                 raise RuntimeError(f"backup did not start: {b.text()[-2000:]}")
+            p = Node(args.out, "primary", config("primary", 1, 200, "primary", "backup", hb_ms), f"hb{hb_ms}-{i}", args.lockstep)
+            if not p.wait_for("is primary"):
+                raise RuntimeError(f"primary did not start: {p.text()[-2000:]}")
             time.sleep(0.2)
             r = stream(args.out, args.rate, args.seconds, args.seconds / 2, p.kill9)
             took = b.wait_for("TAKEOVER done", 5)
@@ -307,10 +311,10 @@ def kernel_router_runs(args):
 def soak(args):
     testbed("up", "--bump")
     try:
-        p = Node(args.out, "primary", config("primary", 1, 200, "primary", "backup", 10), "soak", args.lockstep)
-        p.wait_for("is primary")
         b = Node(args.out, "backup", config("backup", 2, 100, "backup", "primary", 10), "soak", args.lockstep)
         b.wait_for("is backup")
+        p = Node(args.out, "primary", config("primary", 1, 200, "primary", "backup", 10), "soak", args.lockstep)
+        p.wait_for("is primary")
         r = stream(args.out, 1000, args.soak, 0, None)
         false_takeovers = b.text().count("TAKEOVER:") + p.text().count("TAKEOVER:")
         alarms = b.text().count("ALARM")

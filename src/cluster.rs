@@ -94,9 +94,21 @@ pub struct Cluster {
     takeover_deadline: Option<u64>,
     /// Per worker: whether its shard was synchronized at the last tick (a
     /// backup that loses it is told in the log, once).
-    shard_synced: Vec<bool>,
+    shard_synced: Vec<ShardSync>,
     /// The epoch of the primary this backup was last said to follow.
     followed_epoch: u32,
+}
+
+/// A backup shard's synchronization, as last logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ShardSync {
+    Synced,
+    /// Synchronized since it joined a stateless function's stream at this
+    /// sequence.
+    Joined(u64),
+    /// A stateless function's late start, not yet covered by `tx_done`.
+    Joining,
+    Lost,
 }
 
 impl Cluster {
@@ -155,7 +167,7 @@ impl Cluster {
                 .max(m.heartbeat_ms as u64 * m.dead_intervals as u64 * 1_000_000),
             timeline: None,
             takeover_deadline: None,
-            shard_synced: vec![true; shards],
+            shard_synced: vec![ShardSync::Synced; shards],
             followed_epoch: 0,
             release_ownership_at: None,
             control_rt_priority: None,
@@ -253,16 +265,36 @@ impl Cluster {
         }
         for (w, was) in self.view.workers.iter().zip(self.shard_synced.iter_mut()) {
             let r = &w.repl;
-            let now = r.synced.load(Relaxed);
-            if *was && !now {
-                log::warn!(
+            let joined_at = r.joined_at.load(Relaxed);
+            let now = match (r.synced.load(Relaxed), r.joining.load(Relaxed)) {
+                (true, _) if joined_at != 0 => ShardSync::Joined(joined_at),
+                (true, _) => ShardSync::Synced,
+                (false, true) => ShardSync::Joining,
+                (false, false) => ShardSync::Lost,
+            };
+            if now == *was {
+                continue;
+            }
+            match now {
+                ShardSync::Synced => log::info!("shard {}: this backup is synchronized", w.shard),
+                ShardSync::Joined(seq) => log::info!(
+                    "shard {}: this backup is synchronized: it joined the primary's stream at sequence {seq} and the primary has transmitted everything before it ({} keeps no state)",
+                    w.shard,
+                    self.view.function.name()
+                ),
+                ShardSync::Joining => log::info!(
+                    "shard {}: this backup joins the primary's stream already under way ({} keeps no state): synchronized once the primary has transmitted everything before its first frame",
+                    w.shard,
+                    self.view.function.name()
+                ),
+                ShardSync::Lost => log::warn!(
                     "shard {}: this backup is no longer synchronized ({} gaps, {} records missing, {} audit mismatches, last sequence {}): it will refuse to take over",
                     w.shard,
                     r.gaps.load(Relaxed),
                     r.missing.load(Relaxed),
                     r.audit_mismatches.load(Relaxed),
                     r.last_seq.load(Relaxed),
-                );
+                ),
             }
             *was = now;
         }
@@ -351,7 +383,7 @@ impl Cluster {
             ),
             Action::Paused { .. } => {}
             Action::TakeoverRefused => log::error!(
-                "TAKEOVER REFUSED: the primary is gone but this backup is not synchronized (it did not process every shard's stream from sequence 1 without a gap)"
+                "TAKEOVER REFUSED: the primary is gone but this backup is not synchronized (it did not process every shard's stream from sequence 1, or for a function without state from the sequence it joined at, without a gap)"
             ),
         }
     }

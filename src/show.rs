@@ -229,7 +229,7 @@ pub fn sync_text(view: &NodeView) -> String {
     );
     let _ = writeln!(
         out,
-        "  (until the checkpoint protocol lands, a backup is synchronized only if it processed every shard's\n   stream from sequence 1 without a gap; an unsynchronized backup refuses to take over)"
+        "  (until the checkpoint protocol lands, a backup is synchronized only if it processed every shard's\n   stream from sequence 1 without a gap (forward, which keeps no state: from the sequence it joined at,\n   once the primary transmitted everything before it); an unsynchronized backup refuses to take over)"
     );
     for (p, age) in &c.peers {
         let _ = writeln!(
@@ -263,13 +263,18 @@ pub fn sync_text(view: &NodeView) -> String {
         let r = &w.repl;
         let _ = writeln!(
             out,
-            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {} gaps {} (missing {}) shadow {} (in {} frames, overflow {}) window {} (evicted {} unmatched {}) frames tx {} rx {} keepalives tx {} rx {} stale {} audits {} (mismatched {}) acks tx {} rx {} backup lag {} held {:.1} ms",
+            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {}{} gaps {} (missing {}) shadow {} (in {} frames, overflow {}) window {} (evicted {} unmatched {}) frames tx {} rx {} keepalives tx {} rx {} stale {} audits {} (mismatched {}) acks tx {} rx {} backup lag {} held {:.1} ms",
             w.shard,
             r.mode().map(|m| m.name()).unwrap_or("standalone"),
             r.epoch.load(Relaxed),
             r.last_seq.load(Relaxed),
             r.tx_done.load(Relaxed),
             if r.synced.load(Relaxed) { "yes" } else { "no" },
+            match (r.joining.load(Relaxed), r.joined_at.load(Relaxed)) {
+                (true, _) => " (joining: waiting for tx_done to cover what came before)".to_string(),
+                (false, 0) => String::new(),
+                (false, s) => format!(" (joined at {s})"),
+            },
             r.gaps.load(Relaxed),
             r.missing.load(Relaxed),
             r.shadow_len.load(Relaxed),

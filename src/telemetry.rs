@@ -143,6 +143,7 @@ fn sync(v: &NodeView) -> Vec<(String, TelValue)> {
                 u("last_seq", r.last_seq.load(Relaxed)),
                 u("tx_done", r.tx_done.load(Relaxed)),
                 s("synced", if r.synced.load(Relaxed) { "yes" } else { "no" }),
+                u("joined_at", r.joined_at.load(Relaxed)),
                 u("gaps", r.gaps.load(Relaxed)),
                 u("missing", r.missing.load(Relaxed)),
                 u("shadow", r.shadow_len.load(Relaxed)),

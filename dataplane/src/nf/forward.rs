@@ -18,6 +18,7 @@ impl NetworkFunction for Forward {
 
     const BURST_VERDICT: bool = true;
     const TRANSPARENT_L2: bool = true;
+    const STATELESS: bool = true;
 
     #[inline]
     fn process(&mut self, _frame: &mut Frame<'_>, ctx: &PacketCtx) -> Verdict {

@@ -158,6 +158,13 @@ pub trait NetworkFunction: Send + 'static {
     /// egress whole, as testpmd's io mode does.
     const BURST_VERDICT: bool = false;
 
+    /// True for functions that keep no state from one packet to the next
+    /// (`forward`): a backup that starts after the primary's stream began
+    /// joins it instead of staying unsynchronized for good (see
+    /// `replication::seq`). The MACs a transparent function learns are not
+    /// counted as state: they only aim the announcements after a takeover.
+    const STATELESS: bool = false;
+
     /// True for functions that pass frames on with their MAC addresses
     /// (`forward`): after a takeover the new primary announces the MACs it
     /// saw behind each port so learning switches move them.

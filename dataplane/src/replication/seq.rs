@@ -2,9 +2,14 @@
 //! backup, and whether the backup is synchronized with it.
 //!
 //! Until the checkpoint protocol lands, a backup is synchronized on a shard
-//! only if it processed that shard's stream from sequence 1 without a gap.
-//! The primary numbers each shard's ingress 1, 2, 3, ...; a KEEPALIVE
-//! carries the last number assigned, so an idle shard is checked too.
+//! only if it processed that shard's stream from sequence 1 without a gap
+//! — or, for a function that keeps no state (`forward`), from the first
+//! frame it got, once the primary has transmitted every packet before that
+//! frame: nothing before it shaped any state, and nothing before it can be
+//! owed at a takeover. The primary numbers each shard's ingress 1, 2, 3,
+//! ...; a KEEPALIVE carries the last number assigned, so an idle shard is
+//! checked too; every frame carries `tx_done`, the primary's transmitted
+//! prefix.
 
 /// What to do with a DATA frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +28,14 @@ pub struct SeqTracker {
     /// Last sequence processed (0 = none).
     last: u64,
     synced: bool,
+    /// The function keeps no state: a late start is a join, not a gap.
+    joinable: bool,
+    /// Joined late: the first sequence held, until the primary's `tx_done`
+    /// covers everything before it.
+    joining_from: Option<u64>,
+    /// The sequence this backup joined the stream at (0: it followed the
+    /// stream from its start, or never joined).
+    pub joined_at: u64,
     pub gaps: u64,
     pub missing: u64,
     pub old: u64,
@@ -40,10 +53,26 @@ impl SeqTracker {
         SeqTracker {
             last: 0,
             synced: true,
+            joinable: false,
+            joining_from: None,
+            joined_at: 0,
             gaps: 0,
             missing: 0,
             old: 0,
         }
+    }
+
+    /// For a function that keeps no state: a first frame past sequence 1
+    /// starts a join instead of a gap.
+    pub fn joinable(mut self, yes: bool) -> SeqTracker {
+        self.joinable = yes;
+        self
+    }
+
+    /// Waiting for the primary's `tx_done` to cover the frames before the
+    /// first one this backup got.
+    pub fn joining(&self) -> bool {
+        self.joining_from.is_some()
     }
 
     /// A node whose state diverged (a fenced primary): it keeps following
@@ -74,36 +103,72 @@ impl SeqTracker {
 
     pub fn mark_unsynced(&mut self) {
         self.synced = false;
+        self.joining_from = None;
     }
 
+    /// A DATA frame of sequence `seq`; `tx_done` is the header's.
     #[inline]
-    pub fn on_data(&mut self, seq: u64) -> SeqVerdict {
+    pub fn on_data(&mut self, seq: u64, tx_done: u64) -> SeqVerdict {
         if seq <= self.last {
             self.old += 1;
             return SeqVerdict::Old;
         }
         let missing = seq - self.last - 1;
+        let may_join = self.may_join();
         self.last = seq;
-        if missing == 0 {
-            SeqVerdict::InOrder
-        } else {
-            self.gaps += 1;
-            self.missing += missing;
-            self.synced = false;
-            SeqVerdict::Gap { missing }
+        if missing != 0 {
+            if !may_join {
+                self.lost(missing);
+                return SeqVerdict::Gap { missing };
+            }
+            self.join(seq);
         }
+        self.settle_join(tx_done);
+        SeqVerdict::InOrder
     }
 
     /// A KEEPALIVE, SWITCHOVER or AUDIT frame carrying the last sequence the
-    /// primary assigned: if it is ahead of us, DATA frames were lost.
+    /// primary assigned and its `tx_done`: if it is ahead of us, DATA frames
+    /// were lost.
     #[inline]
-    pub fn on_marker(&mut self, last_assigned: u64) {
+    pub fn on_marker(&mut self, last_assigned: u64, tx_done: u64) {
         if last_assigned > self.last {
-            self.gaps += 1;
-            self.missing += last_assigned - self.last;
+            if self.may_join() {
+                self.join(last_assigned + 1);
+            } else {
+                self.lost(last_assigned - self.last);
+            }
             self.last = last_assigned;
-            self.synced = false;
         }
+        self.settle_join(tx_done);
+    }
+
+    /// The first frame of a stream already under way, for a function that
+    /// keeps no state.
+    fn may_join(&self) -> bool {
+        self.joinable && self.last == 0 && self.gaps == 0 && self.joining_from.is_none()
+    }
+
+    fn join(&mut self, first: u64) {
+        self.joining_from = Some(first);
+        self.synced = false;
+    }
+
+    fn settle_join(&mut self, tx_done: u64) {
+        if let Some(first) = self.joining_from {
+            if tx_done + 1 >= first {
+                self.joining_from = None;
+                self.joined_at = first;
+                self.synced = true;
+            }
+        }
+    }
+
+    fn lost(&mut self, missing: u64) {
+        self.gaps += 1;
+        self.missing += missing;
+        self.synced = false;
+        self.joining_from = None;
     }
 }
 
@@ -115,9 +180,9 @@ mod tests {
     fn a_stream_from_one_without_gaps_stays_synchronized() {
         let mut t = SeqTracker::new();
         for s in 1..=100 {
-            assert_eq!(t.on_data(s), SeqVerdict::InOrder);
+            assert_eq!(t.on_data(s, 0), SeqVerdict::InOrder);
         }
-        t.on_marker(100);
+        t.on_marker(100, 0);
         assert!(t.synced());
         assert_eq!((t.last(), t.gaps, t.missing), (100, 0, 0));
     }
@@ -125,9 +190,9 @@ mod tests {
     #[test]
     fn a_gap_is_counted_with_its_size_and_unsynchronizes() {
         let mut t = SeqTracker::new();
-        t.on_data(1);
-        assert_eq!(t.on_data(5), SeqVerdict::Gap { missing: 3 });
-        assert_eq!(t.on_data(6), SeqVerdict::InOrder);
+        t.on_data(1, 0);
+        assert_eq!(t.on_data(5, 0), SeqVerdict::Gap { missing: 3 });
+        assert_eq!(t.on_data(6, 0), SeqVerdict::InOrder);
         assert!(!t.synced());
         assert_eq!((t.gaps, t.missing), (1, 3));
     }
@@ -135,18 +200,18 @@ mod tests {
     #[test]
     fn joining_mid_stream_is_a_gap_from_one() {
         let mut t = SeqTracker::new();
-        assert_eq!(t.on_data(1000), SeqVerdict::Gap { missing: 999 });
+        assert_eq!(t.on_data(1000, 0), SeqVerdict::Gap { missing: 999 });
         assert!(!t.synced());
     }
 
     #[test]
     fn a_keepalive_ahead_of_us_reveals_lost_data_frames() {
         let mut t = SeqTracker::new();
-        t.on_data(1);
-        t.on_data(2);
-        t.on_marker(2);
+        t.on_data(1, 0);
+        t.on_data(2, 0);
+        t.on_marker(2, 0);
         assert!(t.synced());
-        t.on_marker(4);
+        t.on_marker(4, 0);
         assert!(!t.synced());
         assert_eq!((t.last(), t.missing), (4, 2));
     }
@@ -154,18 +219,70 @@ mod tests {
     #[test]
     fn a_keepalive_at_zero_on_an_idle_shard_is_in_sync() {
         let mut t = SeqTracker::new();
-        t.on_marker(0);
+        t.on_marker(0, 0);
         assert!(t.synced());
     }
 
     #[test]
     fn old_and_duplicate_frames_are_dropped_and_counted() {
         let mut t = SeqTracker::new();
-        t.on_data(1);
-        t.on_data(2);
-        assert_eq!(t.on_data(2), SeqVerdict::Old);
-        assert_eq!(t.on_data(1), SeqVerdict::Old);
+        t.on_data(1, 0);
+        t.on_data(2, 0);
+        assert_eq!(t.on_data(2, 0), SeqVerdict::Old);
+        assert_eq!(t.on_data(1, 0), SeqVerdict::Old);
         assert_eq!(t.old, 2);
         assert!(t.synced());
+    }
+
+    #[test]
+    fn a_stateless_backup_joining_mid_stream_is_synchronized_once_tx_done_covers_what_came_before() {
+        let mut t = SeqTracker::new().joinable(true);
+        // Joins at 1000 while the primary has transmitted up to 990 only:
+        // 991..999 may still be owed and this backup never got them.
+        assert_eq!(t.on_data(1000, 990), SeqVerdict::InOrder);
+        assert!(!t.synced() && t.joining());
+        assert_eq!(t.on_data(1001, 998), SeqVerdict::InOrder);
+        assert!(!t.synced());
+        assert_eq!(t.on_data(1002, 999), SeqVerdict::InOrder);
+        assert!(t.synced() && !t.joining());
+        assert_eq!((t.joined_at, t.gaps, t.missing, t.last()), (1000, 0, 0, 1002));
+    }
+
+    #[test]
+    fn a_stateless_backup_joining_on_an_idle_keepalive_is_synchronized_at_once() {
+        let mut t = SeqTracker::new().joinable(true);
+        t.on_marker(500, 500);
+        assert!(t.synced());
+        assert_eq!((t.joined_at, t.last(), t.gaps), (501, 500, 0));
+        assert_eq!(t.on_data(501, 500), SeqVerdict::InOrder);
+        assert!(t.synced());
+    }
+
+    #[test]
+    fn a_gap_while_joining_ends_the_join_for_good() {
+        let mut t = SeqTracker::new().joinable(true);
+        t.on_data(1000, 990);
+        assert_eq!(t.on_data(1003, 999), SeqVerdict::Gap { missing: 2 });
+        t.on_data(1004, 1004);
+        assert!(!t.synced() && !t.joining());
+        assert_eq!((t.joined_at, t.gaps, t.missing), (0, 1, 2));
+    }
+
+    #[test]
+    fn a_stateless_backup_that_followed_from_one_treats_a_later_gap_as_a_gap() {
+        let mut t = SeqTracker::new().joinable(true);
+        t.on_data(1, 0);
+        assert_eq!(t.on_data(5, 4), SeqVerdict::Gap { missing: 3 });
+        assert!(!t.synced());
+        assert_eq!(t.joined_at, 0);
+    }
+
+    #[test]
+    fn a_stateful_backup_joining_mid_stream_never_becomes_synchronized() {
+        let mut t = SeqTracker::new();
+        assert_eq!(t.on_data(1000, 999), SeqVerdict::Gap { missing: 999 });
+        t.on_data(1001, 1001);
+        t.on_marker(1001, 1001);
+        assert!(!t.synced() && !t.joining());
     }
 }

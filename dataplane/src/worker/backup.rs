@@ -287,7 +287,7 @@ impl<F: NetworkFunction> Worker<F> {
             FrameType::Data => {
                 bump(&r.frames_rx, 1);
                 let Some((body, hash)) = body else { return false };
-                if st.tracker.on_data(h.seq) == SeqVerdict::Old {
+                if st.tracker.on_data(h.seq, h.tx_done) == SeqVerdict::Old {
                     return false;
                 }
                 let flags = h.ingress & !ingress::PORT_MASK;
@@ -379,11 +379,11 @@ impl<F: NetworkFunction> Worker<F> {
             }
             FrameType::Keepalive => {
                 bump(&r.keepalives_rx, 1);
-                st.tracker.on_marker(h.seq);
+                st.tracker.on_marker(h.seq, h.tx_done);
                 false
             }
             FrameType::Switchover => {
-                st.tracker.on_marker(h.seq);
+                st.tracker.on_marker(h.seq, h.tx_done);
                 let target = get_u32(&marker, 0);
                 if self.repl.as_ref().is_some_and(|p| p.settings.node_id == target) {
                     st.switchover_for = target;
@@ -391,13 +391,13 @@ impl<F: NetworkFunction> Worker<F> {
                 false
             }
             FrameType::Audit => {
-                st.tracker.on_marker(h.seq);
+                st.tracker.on_marker(h.seq, h.tx_done);
                 self.audit(&marker, h.seq, st);
                 false
             }
             // The checkpoint protocol's frame: not built yet.
             FrameType::SyncMark => {
-                st.tracker.on_marker(h.seq);
+                st.tracker.on_marker(h.seq, h.tx_done);
                 false
             }
             // Taken out (ACK) or taken apart (BATCH) in `backup_frame`.

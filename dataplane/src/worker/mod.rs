@@ -333,7 +333,7 @@ impl<F: NetworkFunction> Worker<F> {
             tx_done_sent: 0,
             last_frame_ns: 0,
             time_offset: 0,
-            tracker: SeqTracker::new(),
+            tracker: SeqTracker::new().joinable(F::STATELESS),
             tx_done_seen: 0,
             last_time_ns: 0,
             shadow: ShadowRing::new(r.settings.shadow),

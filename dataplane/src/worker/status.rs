@@ -34,6 +34,13 @@ pub struct ReplStatus {
     /// Primary: its own. Backup: the highest heard.
     pub tx_done: AtomicU64,
     pub synced: AtomicBool,
+    /// Backup of a stateless function that started after the stream: the
+    /// sequence it joined at (0: it followed from sequence 1, or has not
+    /// joined yet).
+    pub joined_at: AtomicU64,
+    /// Joined, waiting for the primary's `tx_done` to cover what came
+    /// before.
+    pub joining: AtomicBool,
     pub gaps: AtomicU64,
     pub missing: AtomicU64,
     pub old_frames: AtomicU64,
@@ -109,6 +116,8 @@ impl<F: NetworkFunction> Worker<F> {
             }
         }
         r.synced.store(st.tracker.synced(), Relaxed);
+        r.joined_at.store(st.tracker.joined_at, Relaxed);
+        r.joining.store(st.tracker.joining(), Relaxed);
         r.gaps.store(st.tracker.gaps, Relaxed);
         r.missing.store(st.tracker.missing, Relaxed);
         r.old_frames.store(st.tracker.old, Relaxed);

@@ -119,7 +119,10 @@ impl<F: NetworkFunction> Worker<F> {
         if st.mode == Mode::Primary {
             // Continue numbering from where this primary stopped; a fenced
             // primary's state may differ from the new primary's.
-            st.tracker = if diverged {
+            st.tracker = if diverged && F::STATELESS {
+                // Nothing to diverge in: it joins the new primary's stream.
+                SeqTracker::new().joinable(true)
+            } else if diverged {
                 SeqTracker::diverged(st.next_seq)
             } else {
                 SeqTracker::at(st.next_seq)
@@ -129,6 +132,8 @@ impl<F: NetworkFunction> Worker<F> {
             for side in Side::ALL {
                 s.tx[side.index()].clear();
             }
+        } else if diverged && F::STATELESS {
+            st.tracker = SeqTracker::new().joinable(true);
         } else if diverged {
             st.tracker.mark_unsynced();
         }

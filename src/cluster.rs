@@ -278,13 +278,16 @@ impl Cluster {
             match now {
                 ShardSync::Synced => log::info!("shard {}: this backup is synchronized", w.shard),
                 ShardSync::Joined(seq) => log::info!(
-                    "shard {}: this backup is synchronized: it joined the primary's stream at sequence {seq} and the primary has transmitted everything before it ({} keeps no state)",
+                    "shard {}: this backup is synchronized: it joined the primary's stream at sequence {seq} and the primary has transmitted everything before it ({} keeps no state; {} gaps so far)",
                     w.shard,
-                    self.view.function.name()
+                    self.view.function.name(),
+                    r.gaps.load(Relaxed),
                 ),
                 ShardSync::Joining => log::info!(
-                    "shard {}: this backup joins the primary's stream already under way ({} keeps no state): synchronized once the primary has transmitted everything before its first frame",
+                    "shard {}: this backup joins the primary's stream at its first frame after a late start or a gap ({} gaps, {} records missing so far; {} keeps no state): synchronized once the primary has transmitted everything before that frame",
                     w.shard,
+                    r.gaps.load(Relaxed),
+                    r.missing.load(Relaxed),
                     self.view.function.name()
                 ),
                 ShardSync::Lost => log::warn!(

@@ -229,7 +229,7 @@ pub fn sync_text(view: &NodeView) -> String {
     );
     let _ = writeln!(
         out,
-        "  (until the checkpoint protocol lands, a backup is synchronized only if it processed every shard's\n   stream from sequence 1 without a gap (forward, which keeps no state: from the sequence it joined at,\n   once the primary transmitted everything before it); an unsynchronized backup refuses to take over)"
+        "  (until the checkpoint protocol lands, a backup is synchronized only if it processed every shard's\n   stream from sequence 1 without a gap (forward, which keeps no state: from the frame it joined at after a\n   late start or a gap, once the primary transmitted everything before it); an unsynchronized backup\n   refuses to take over)"
     );
     for (p, age) in &c.peers {
         let _ = writeln!(

@@ -521,3 +521,29 @@ fn a_restarted_old_primary_joins_as_a_synchronized_forward_backup_and_takes_over
     assert_eq!(u(&r, "lost"), 0, "no packet lost: {r}");
     assert!(p2.cmd("show sync").contains("takeovers 1  refused 0"));
 }
+
+/// Frames lost on the replication link unsynchronize a backup of a
+/// function with state for good; `forward`'s backup counts the gap and
+/// rejoins the stream after it, and takes over later with nothing lost.
+#[test]
+fn a_forward_backup_that_missed_frames_on_the_replication_link_rejoins_and_takes_over_without_loss() {
+    let bed = TestBed::up("rejoin2", true, "primary backup");
+    let dir = scratch("rejoin2");
+    let (mut p, mut b) = start_pair(&bed, &dir, FORWARD);
+    let stream = Stream::start(&bed, &dir, 10_000, 5.0);
+    std::thread::sleep(Duration::from_millis(1000));
+    bed.run("backup", &["ip", "link", "set", "rep0", "down"]);
+    std::thread::sleep(Duration::from_millis(20));
+    bed.run("backup", &["ip", "link", "set", "rep0", "up"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let sync = b.cmd("show sync");
+    assert!(number_after(&sync, "gaps ") >= 1, "frames were lost: {sync}");
+    assert!(sync.contains("synchronized: yes"), "{sync}");
+    assert!(number_after(&sync, "(joined at ") > 1, "rejoined after the gap: {sync}");
+    assert_eq!(role_of(&mut b).0, "backup");
+    p.kill9();
+    assert_eq!(wait_role(&mut b, "primary", 5), 2);
+    let r = stream.finish();
+    assert!(u(&r, "sent") >= 40_000, "{r}");
+    assert_eq!(u(&r, "lost"), 0, "no packet lost: {r}");
+}

@@ -4,9 +4,9 @@
 //! Until the checkpoint protocol lands, a backup is synchronized on a shard
 //! only if it processed that shard's stream from sequence 1 without a gap
 //! — or, for a function that keeps no state (`forward`), from the first
-//! frame it got, once the primary has transmitted every packet before that
-//! frame: nothing before it shaped any state, and nothing before it can be
-//! owed at a takeover. The primary numbers each shard's ingress 1, 2, 3,
+//! frame it got after a late start or a gap, once the primary has
+//! transmitted every packet before that frame: nothing before it shaped
+//! any state, and nothing before it can be owed at a takeover. The primary numbers each shard's ingress 1, 2, 3,
 //! ...; a KEEPALIVE carries the last number assigned, so an idle shard is
 //! checked too; every frame carries `tx_done`, the primary's transmitted
 //! prefix.
@@ -114,17 +114,16 @@ impl SeqTracker {
             return SeqVerdict::Old;
         }
         let missing = seq - self.last - 1;
-        let may_join = self.may_join();
+        let verdict = if missing == 0 {
+            SeqVerdict::InOrder
+        } else if self.skipped(missing, seq) {
+            SeqVerdict::Gap { missing }
+        } else {
+            SeqVerdict::InOrder
+        };
         self.last = seq;
-        if missing != 0 {
-            if !may_join {
-                self.lost(missing);
-                return SeqVerdict::Gap { missing };
-            }
-            self.join(seq);
-        }
         self.settle_join(tx_done);
-        SeqVerdict::InOrder
+        verdict
     }
 
     /// A KEEPALIVE, SWITCHOVER or AUDIT frame carrying the last sequence the
@@ -133,25 +132,26 @@ impl SeqTracker {
     #[inline]
     pub fn on_marker(&mut self, last_assigned: u64, tx_done: u64) {
         if last_assigned > self.last {
-            if self.may_join() {
-                self.join(last_assigned + 1);
-            } else {
-                self.lost(last_assigned - self.last);
-            }
+            self.skipped(last_assigned - self.last, last_assigned + 1);
             self.last = last_assigned;
         }
         self.settle_join(tx_done);
     }
 
-    /// The first frame of a stream already under way, for a function that
-    /// keeps no state.
-    fn may_join(&self) -> bool {
-        self.joinable && self.last == 0 && self.gaps == 0 && self.joining_from.is_none()
-    }
-
-    fn join(&mut self, first: u64) {
-        self.joining_from = Some(first);
+    /// `missing` frames before `next` never came. A function without state
+    /// (re)joins the stream at `next`: a late start is no gap, a later one
+    /// is counted; either way nothing before `next` matters once the
+    /// primary has transmitted it. With state, the gap is for good. Returns
+    /// whether it counts as a gap.
+    fn skipped(&mut self, missing: u64, next: u64) -> bool {
+        let first = self.last == 0 && self.gaps == 0 && self.joining_from.is_none();
+        if !(first && self.joinable) {
+            self.gaps += 1;
+            self.missing += missing;
+        }
         self.synced = false;
+        self.joining_from = if self.joinable { Some(next) } else { None };
+        !(first && self.joinable)
     }
 
     fn settle_join(&mut self, tx_done: u64) {
@@ -162,13 +162,6 @@ impl SeqTracker {
                 self.synced = true;
             }
         }
-    }
-
-    fn lost(&mut self, missing: u64) {
-        self.gaps += 1;
-        self.missing += missing;
-        self.synced = false;
-        self.joining_from = None;
     }
 }
 
@@ -259,22 +252,27 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_while_joining_ends_the_join_for_good() {
+    fn a_gap_while_joining_restarts_the_join_after_it() {
         let mut t = SeqTracker::new().joinable(true);
         t.on_data(1000, 990);
         assert_eq!(t.on_data(1003, 999), SeqVerdict::Gap { missing: 2 });
-        t.on_data(1004, 1004);
-        assert!(!t.synced() && !t.joining());
-        assert_eq!((t.joined_at, t.gaps, t.missing), (0, 1, 2));
+        assert!(!t.synced() && t.joining());
+        t.on_data(1004, 1001);
+        assert!(!t.synced(), "1001 and 1002 may still be owed");
+        t.on_data(1005, 1002);
+        assert!(t.synced());
+        assert_eq!((t.joined_at, t.gaps, t.missing), (1003, 1, 2));
     }
 
     #[test]
-    fn a_stateless_backup_that_followed_from_one_treats_a_later_gap_as_a_gap() {
+    fn a_stateless_backup_that_followed_from_one_rejoins_after_a_gap_once_tx_done_covers_it() {
         let mut t = SeqTracker::new().joinable(true);
         t.on_data(1, 0);
-        assert_eq!(t.on_data(5, 4), SeqVerdict::Gap { missing: 3 });
-        assert!(!t.synced());
-        assert_eq!(t.joined_at, 0);
+        assert_eq!(t.on_data(5, 1), SeqVerdict::Gap { missing: 3 });
+        assert!(!t.synced() && t.joining());
+        t.on_marker(5, 4);
+        assert!(t.synced());
+        assert_eq!((t.joined_at, t.gaps, t.missing), (5, 1, 3));
     }
 
     #[test]

@@ -92,8 +92,8 @@ pub struct Cluster {
     /// the last tick: the next tick comes then if that is sooner than a
     /// tick period.
     takeover_deadline: Option<u64>,
-    /// Per worker: whether its shard was synchronized at the last tick (a
-    /// backup that loses it is told in the log, once).
+    /// Per worker: its shard's synchronization as last logged (a backup's
+    /// changes are told in the log, once each).
     shard_synced: Vec<ShardSync>,
     /// The epoch of the primary this backup was last said to follow.
     followed_epoch: u32,
@@ -226,7 +226,7 @@ impl Cluster {
         self.link.send_due(&self.machine, now, dp.synced);
         self.follow_takeover();
         self.log_followed_primary();
-        self.log_lost_synchronization();
+        self.log_synchronization();
         self.publish(now);
         self.takeover_deadline = self.machine.takeover_deadline(&dp);
     }
@@ -254,9 +254,10 @@ impl Cluster {
 
     /// A backup's shard that stops being synchronized can no longer take
     /// over (without the checkpoint protocol, only a backup that followed
-    /// the stream from its start is): an operator must hear of it when it
-    /// happens, not at the failure.
-    fn log_lost_synchronization(&mut self) {
+    /// the stream from its start is, or for `forward` one that joined it):
+    /// an operator must hear of it when it happens, not at the failure; and
+    /// of a join, when it completes.
+    fn log_synchronization(&mut self) {
         // Only a backup's flags are followed: a shard that lost it while
         // the node was still listening (the primary's stream began before
         // it was up) is told once the node is a backup.

@@ -34,9 +34,9 @@ pub struct ReplStatus {
     /// Primary: its own. Backup: the highest heard.
     pub tx_done: AtomicU64,
     pub synced: AtomicBool,
-    /// Backup of a stateless function that started after the stream: the
-    /// sequence it joined at (0: it followed from sequence 1, or has not
-    /// joined yet).
+    /// Backup of a stateless function that started late or missed frames:
+    /// the sequence it last joined the stream at (0: it followed from
+    /// sequence 1, or has not joined yet).
     pub joined_at: AtomicU64,
     /// Joined, waiting for the primary's `tx_done` to cover what came
     /// before.

@@ -390,25 +390,13 @@ fn number_after(text: &str, key: &str) -> u64 {
 /// A primary started alone carries three pings (its stream under way: the
 /// returned sequence), then a backup starts and hears it.
 fn primary_then_pings_then_backup(bed: &TestBed, dir: &Path, function: &str) -> (Lockstep, Lockstep, u64, u32) {
-    let mut p = start_cluster_node(
-        bed,
-        dir,
-        "primary",
-        &cluster_config_with("primary", 1, 200, "primary", &["backup"], function),
-        "a",
-    );
+    let mut p = start_pair_node(bed, dir, "primary", function);
     let epoch = wait_role(&mut p, "primary", 10);
     let ping = bed.run("client", &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.10.2.2"]);
     assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
     let before = number_after(&p.cmd("show sync"), "last_seq ");
     assert!(before >= 6, "three echoes and their replies were numbered: {before}");
-    let mut b = start_cluster_node(
-        bed,
-        dir,
-        "backup",
-        &cluster_config_with("backup", 2, 100, "backup", &["primary"], function),
-        "a",
-    );
+    let mut b = start_pair_node(bed, dir, "backup", function);
     wait_following(&mut b, epoch, 10);
     (p, b, before, epoch)
 }
@@ -478,14 +466,7 @@ fn a_forward_backup_started_after_the_primarys_first_packet_joins_the_stream_and
     );
     assert!(!b.stderr().contains("no longer synchronized"), "{}", b.stderr());
 
-    let stream = Stream::start(&bed, &dir, 10_000, 4.0);
-    std::thread::sleep(Duration::from_millis(1500));
-    p.kill9();
-    assert_eq!(wait_role(&mut b, "primary", 5), 2);
-    let r = stream.finish();
-    assert!(u(&r, "sent") >= 30_000, "{r}");
-    assert_eq!(u(&r, "lost"), 0, "no packet lost: {r}");
-    assert!(b.cmd("show sync").contains("takeovers 1  refused 0"));
+    kill_under_a_stream_and_expect_no_loss(&bed, &dir, &mut p, &mut b, 2);
 }
 
 /// The pair is protected again after a failover: the old primary, restarted
@@ -512,14 +493,27 @@ fn a_restarted_old_primary_joins_as_a_synchronized_forward_backup_and_takes_over
     );
     assert!(p2.cmd("show sync").contains("synchronized: yes"));
 
-    let stream = Stream::start(&bed, &dir, 10_000, 4.0);
+    kill_under_a_stream_and_expect_no_loss(&bed, &dir, &mut b, &mut p2, 3);
+}
+
+/// Kills `primary` 1.5 s into a 4 s, 10 kpps stream: `backup` takes over
+/// with `epoch` and the receiver misses nothing.
+fn kill_under_a_stream_and_expect_no_loss(
+    bed: &TestBed,
+    dir: &Path,
+    primary: &mut Lockstep,
+    backup: &mut Lockstep,
+    epoch: u32,
+) {
+    let stream = Stream::start(bed, dir, 10_000, 4.0);
     std::thread::sleep(Duration::from_millis(1500));
-    b.kill9();
-    assert_eq!(wait_role(&mut p2, "primary", 5), 3);
+    primary.kill9();
+    assert_eq!(wait_role(backup, "primary", 5), epoch);
     let r = stream.finish();
     assert!(u(&r, "sent") >= 30_000, "{r}");
     assert_eq!(u(&r, "lost"), 0, "no packet lost: {r}");
-    assert!(p2.cmd("show sync").contains("takeovers 1  refused 0"));
+    let sync = backup.cmd("show sync");
+    assert!(sync.contains("takeovers 1  refused 0"), "{sync}");
 }
 
 /// Frames lost on the replication link unsynchronize a backup of a

@@ -420,24 +420,24 @@ pub fn cluster_config(node: &str, id: u32, priority: u8, role: &str, peers: &[&s
 /// 100), running `function`, each settled in its role.
 pub fn start_pair(bed: &TestBed, dir: &Path, function: &str) -> (Lockstep, Lockstep) {
     // The backup first (see `wait_following`).
-    let mut b = start_cluster_node(
-        bed,
-        dir,
-        "backup",
-        &cluster_config_with("backup", 2, 100, "backup", &["primary"], function),
-        "a",
-    );
+    let mut b = start_pair_node(bed, dir, "backup", function);
     wait_role(&mut b, "backup", 10);
-    let mut p = start_cluster_node(
-        bed,
-        dir,
-        "primary",
-        &cluster_config_with("primary", 1, 200, "primary", &["backup"], function),
-        "a",
-    );
+    let mut p = start_pair_node(bed, dir, "primary", function);
     let epoch = wait_role(&mut p, "primary", 10);
     wait_following(&mut b, epoch, 10);
     (p, b)
+}
+
+/// Node 1 (`primary`, priority 200) or node 2 (`backup`, priority 100) of
+/// a pair running `function`, started, not yet settled in its role.
+pub fn start_pair_node(bed: &TestBed, dir: &Path, node: &str, function: &str) -> Lockstep {
+    let (id, priority, peer) = if node == "primary" {
+        (1, 200, "backup")
+    } else {
+        (2, 100, "primary")
+    };
+    let config = cluster_config_with(node, id, priority, node, &[peer], function);
+    start_cluster_node(bed, dir, node, &config, "a")
 }
 
 /// A replicating node's config with the given `[function]` (and `[router]`) part.

@@ -350,6 +350,9 @@ def main():
             "gap_ms": summary([r["longest_gap_ms"] for r in rs]),
             "lost": summary([r["lost"] for r in rs]),
             "duplicates": summary([r["duplicates"] for r in rs]),
+            # A backup that refused (or failed) to take over is a run the
+            # gap figures alone would not show.
+            "took_over": sum(1 for r in rs if r.get("took_over")) if "took_over" in rs[0] else None,
             "runs": rs,
         })
     if args.soak > 0:
@@ -357,10 +360,11 @@ def main():
         result["soak"] = soak(args)
     with open(f"{args.out}/failover.json", "w") as f:
         json.dump(result, f, indent=2)
-    print(f"\n{'case':<50} {'gap ms min/med/max':>24} {'lost min/med/max':>18} {'dup min/med/max':>18}")
+    print(f"\n{'case':<50} {'gap ms min/med/max':>24} {'lost min/med/max':>18} {'dup min/med/max':>18} {'took over':>10}")
     for c in result["cases"]:
         g, l, d = c["gap_ms"], c["lost"], c["duplicates"]
-        print(f"{c['name']:<50} {g['min']:>7.1f}/{g['median']:>6.1f}/{g['max']:>7.1f} {l['min']:>6}/{l['median']:>5}/{l['max']:>5} {d['min']:>6}/{d['median']:>5}/{d['max']:>5}")
+        took = "" if c["took_over"] is None else f"{c['took_over']}/{len(c['runs'])}"
+        print(f"{c['name']:<50} {g['min']:>7.1f}/{g['median']:>6.1f}/{g['max']:>7.1f} {l['min']:>6}/{l['median']:>5}/{l['max']:>5} {d['min']:>6}/{d['median']:>5}/{d['max']:>5} {took:>10}")
     if "soak" in result:
         s = result["soak"]
         print(f"soak {s['seconds']} s: {s['false_takeovers']} false takeovers, {s['alarms']} alarms, {s['lost']} lost")

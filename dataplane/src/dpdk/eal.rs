@@ -8,6 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::error::DpdkError;
 
 static EAL_TAKEN: AtomicBool = AtomicBool::new(false);
+/// The runtime directory [`Eal::remove_runtime_files_at_exit`] removes.
+static AT_EXIT_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+extern "C" fn remove_runtime_files_now() {
+    if let Some(dir) = AT_EXIT_DIR.get() {
+        remove_runtime_files(dir);
+    }
+}
 
 /// Proof that EAL is up. Dropping it runs `rte_eal_cleanup`, so it must
 /// outlive every port, pool and worker (drop them first).
@@ -51,6 +59,19 @@ impl Eal {
             parsed_args: ret as usize,
             runtime_dir,
         })
+    }
+
+    /// For an EAL kept in a static and so never dropped (test binaries
+    /// keep theirs in a `OnceLock`): removes its runtime files and
+    /// directory when the process exits, as a drop would have.
+    pub fn remove_runtime_files_at_exit(&self) {
+        if let Some(dir) = &self.runtime_dir {
+            if AT_EXIT_DIR.set(dir.clone()).is_ok() {
+                // SAFETY: registers a function without captured state; it
+                // only removes files.
+                unsafe { libc::atexit(remove_runtime_files_now) };
+            }
+        }
     }
 
     /// How many arguments EAL consumed (including the program name).

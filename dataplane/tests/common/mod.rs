@@ -46,7 +46,7 @@ pub fn eal() -> &'static Eal {
             name.split('-').next().unwrap_or("test"),
             std::process::id()
         );
-        Eal::init(&[
+        let eal = Eal::init(&[
             "dataplane-test",
             "-l",
             "0",
@@ -58,7 +58,10 @@ pub fn eal() -> &'static Eal {
             &prefix,
             "--log-level=lib.eal:error",
         ])
-        .expect("EAL init")
+        .expect("EAL init");
+        // Never dropped: its runtime directory goes at exit instead.
+        eal.remove_runtime_files_at_exit();
+        eal
     })
 }
 

@@ -541,3 +541,34 @@ fn a_forward_backup_that_missed_frames_on_the_replication_link_rejoins_and_takes
     assert!(u(&r, "sent") >= 40_000, "{r}");
     assert_eq!(u(&r, "lost"), 0, "no packet lost: {r}");
 }
+
+/// On two workers each shard joins on its own: the backup is synchronized
+/// once both are, and takes over with nothing lost.
+#[test]
+fn a_forward_backup_on_two_workers_started_late_joins_on_every_shard_and_takes_over_without_loss() {
+    let bed = TestBed::up("join2", true, "primary backup");
+    let dir = scratch("join2");
+    let config = |node: &str, id: u32, prio: u8, peer: &str| {
+        cluster_config_with(node, id, prio, node, &[peer], FORWARD)
+            .replace("workers = 1", "workers = 2")
+            .replace("mbufs = 32767", "mbufs = 65535")
+    };
+    let mut p = start_cluster_node_two_workers(&bed, &dir, "primary", &config("primary", 1, 200, "backup"), "a");
+    let epoch = wait_role(&mut p, "primary", 10);
+    // Four TCP flows the fanout spreads over both shards.
+    let tcp = Iperf::start_with(&bed, &dir, &["-t", "1", "-P", "4"]).finish();
+    assert!(tcp.get("error").is_none(), "{}", tcp["error"]);
+    let mut b = start_cluster_node_two_workers(&bed, &dir, "backup", &config("backup", 2, 100, "primary"), "a");
+    wait_following(&mut b, epoch, 10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let sync = loop {
+        let s = b.cmd("show sync");
+        if s.contains("synchronized: yes") || std::time::Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(sync.contains("synchronized: yes"), "{sync}");
+    assert!(sync.contains("(joined at "), "at least one shard joined: {sync}");
+    kill_under_a_stream_and_expect_no_loss(&bed, &dir, &mut p, &mut b, 2);
+}

@@ -536,19 +536,7 @@ pub fn alarm_count(ls: &mut Lockstep, alarm: &str) -> u64 {
 
 /// Waits until `role_of(ls)` is `role`, or panics after `secs`.
 pub fn wait_role(ls: &mut Lockstep, role: &str, secs: u64) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let (r, e) = role_of(ls);
-        if r == role {
-            return e;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node never became {role} (is {r}); stderr:\n{}",
-            ls.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_role_where(ls, secs, &format!("become {role}"), |r, _| r == role)
 }
 
 /// Waits until the backup `ls` follows the primary of `epoch`, or panics
@@ -560,15 +548,23 @@ pub fn wait_role(ls: &mut Lockstep, role: &str, secs: u64) -> u32 {
 /// is up (an ARP, a kernel peer's retransmission) leaves it unsynchronized
 /// for good. A backup takes over only from a primary it has heard.
 pub fn wait_following(ls: &mut Lockstep, epoch: u32, secs: u64) {
+    wait_role_where(ls, secs, &format!("follow the primary of epoch {epoch}"), |r, e| {
+        r == "backup" && e == epoch
+    });
+}
+
+/// Polls `role_of(ls)` until `ok(role, epoch)`; returns the epoch, or
+/// panics after `secs` saying the node never did `what`.
+fn wait_role_where(ls: &mut Lockstep, secs: u64, what: &str, ok: impl Fn(&str, u32) -> bool) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let (r, e) = role_of(ls);
-        if r == "backup" && e == epoch {
-            return;
+        if ok(&r, e) {
+            return e;
         }
         assert!(
             Instant::now() < deadline,
-            "backup never followed the primary of epoch {epoch} (is {r} of epoch {e}); stderr:\n{}",
+            "node never did {what} (is {r} of epoch {e}); stderr:\n{}",
             ls.stderr()
         );
         std::thread::sleep(Duration::from_millis(20));

@@ -6,10 +6,10 @@
 //! — or, for a function that keeps no state (`forward`), from the first
 //! frame it got after a late start or a gap, once the primary has
 //! transmitted every packet before that frame: nothing before it shaped
-//! any state, and nothing before it can be owed at a takeover. The primary numbers each shard's ingress 1, 2, 3,
-//! ...; a KEEPALIVE carries the last number assigned, so an idle shard is
-//! checked too; every frame carries `tx_done`, the primary's transmitted
-//! prefix.
+//! any state, and nothing before it can be owed at a takeover. The primary
+//! numbers each shard's ingress 1, 2, 3, ...; a KEEPALIVE carries the last
+//! number assigned, so an idle shard is checked too; every frame carries
+//! `tx_done`, the primary's transmitted prefix.
 
 /// What to do with a DATA frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,14 +144,15 @@ impl SeqTracker {
     /// primary has transmitted it. With state, the gap is for good. Returns
     /// whether it counts as a gap.
     fn skipped(&mut self, missing: u64, next: u64) -> bool {
-        let first = self.last == 0 && self.gaps == 0 && self.joining_from.is_none();
-        if !(first && self.joinable) {
+        // Nothing processed yet: this is the first frame the backup got.
+        let late_start = self.joinable && self.last == 0;
+        if !late_start {
             self.gaps += 1;
             self.missing += missing;
         }
         self.synced = false;
-        self.joining_from = if self.joinable { Some(next) } else { None };
-        !(first && self.joinable)
+        self.joining_from = self.joinable.then_some(next);
+        !late_start
     }
 
     fn settle_join(&mut self, tx_done: u64) {

@@ -627,6 +627,44 @@ fn a_lost_replication_frame_is_a_counted_gap_and_forward_rejoins_after_it_once_t
     b.stop();
 }
 
+/// A `forward` primary that hands over at a sequence boundary follows the
+/// new primary from there; a later gap is rejoined, as on any `forward`
+/// backup (its tracker is rebuilt at the boundary, still joinable).
+#[test]
+fn a_forward_primary_that_handed_over_rejoins_after_a_gap_in_the_new_primarys_stream() {
+    let (pkts, headers, clones) = pools("ho", 2047);
+    let (a, b) = pair("ho", &pkts, &headers, &clones);
+    let frames = replicas_of(&a, &pkts, 1..=5, 300);
+    assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
+    wait("backup at 5", || b.shared.repl.last_seq.load(Ordering::Relaxed) == 5);
+    a.command(
+        WorkerCmd::BecomeBackup {
+            epoch: 2,
+            diverged: false,
+        },
+        false,
+    );
+    wait("a is a backup", || a.shared.repl.mode() == Some(Mode::Backup));
+    b.command(WorkerCmd::BecomePrimary { epoch: 2 }, true);
+    wait("b is the primary", || b.shared.repl.mode() == Some(Mode::Primary));
+    let _ = a.rep.take_sent(64);
+    let mut frames = replicas_of(&b, &pkts, 6..=10, 300);
+    let lost = frames.remove(2); // seq 8
+    assert_eq!(seq_of(&lost).1.seq, 8);
+    drop(lost);
+    assert!(a.rep.inject(linearized(&pkts, frames)).is_empty());
+    wait("a at 10", || a.shared.repl.last_seq.load(Ordering::Relaxed) == 10);
+    let st = &a.shared.repl;
+    assert_eq!(
+        (st.gaps.load(Ordering::Relaxed), st.missing.load(Ordering::Relaxed)),
+        (1, 1)
+    );
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(a.rep.inject(linearized(&pkts, b.rep.take_sent(64))).is_empty());
+    wait("synchronized again", || st.synced.load(Ordering::Relaxed));
+    assert_eq!(st.joined_at.load(Ordering::Relaxed), 9);
+}
+
 #[test]
 fn a_batch_whose_third_record_runs_past_its_body_gives_two_records_a_malformed_count_and_a_gap() {
     let (pkts, headers, clones) = pools("tb", 2047);

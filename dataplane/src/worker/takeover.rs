@@ -119,23 +119,24 @@ impl<F: NetworkFunction> Worker<F> {
         if st.mode == Mode::Primary {
             // Continue numbering from where this primary stopped; a fenced
             // primary's state may differ from the new primary's.
-            st.tracker = if diverged && F::STATELESS {
-                // Nothing to diverge in: it joins the new primary's stream.
-                SeqTracker::new().joinable(true)
-            } else if diverged {
+            st.tracker = if diverged {
                 SeqTracker::diverged(st.next_seq)
             } else {
                 SeqTracker::at(st.next_seq)
-            };
+            }
+            .joinable(F::STATELESS);
             st.tx_done_seen = st.tx_done;
             st.last_time_ns = 0;
             for side in Side::ALL {
                 s.tx[side.index()].clear();
             }
-        } else if diverged && F::STATELESS {
-            st.tracker = SeqTracker::new().joinable(true);
         } else if diverged {
             st.tracker.mark_unsynced();
+        }
+        if diverged && F::STATELESS {
+            // Nothing of a function without state can diverge: it joins the
+            // new primary's stream at the next frame.
+            st.tracker = SeqTracker::new().joinable(true);
         }
         for w in &mut st.windows {
             w.clear();

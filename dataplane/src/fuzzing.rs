@@ -240,7 +240,8 @@ pub fn nat_router(data: &[u8]) {
 /// even kind for the NAT, an odd one for the neighbours. Beyond no panic:
 /// the NAT never holds more than its limit, a refused chunk of one record
 /// changes nothing, and what was installed snapshots and installs
-/// elsewhere to the same digests.
+/// elsewhere to the same digests; the NAT's copy, layout included, is the
+/// original slot for slot.
 pub fn state_chunk(data: &[u8]) {
     use crate::nf::nat::{Nat, NatConfig, Timeouts};
     use crate::nf::neighbor::Neighbors;
@@ -288,7 +289,20 @@ pub fn state_chunk(data: &[u8]) {
             cursor = from.snapshot_chunk(c, 3, &mut chunk);
             to.install_chunk(&chunk).expect("a snapshot installs");
         }
+        let mut layout = Vec::new();
+        if from.layout_chunk(&mut layout) {
+            to.install_chunk(&layout).expect("a layout installs");
+        }
         to
+    }
+    fn whole<S: SessionState>(s: &S) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut cursor = Some(0);
+        while let Some(c) = cursor {
+            cursor = s.snapshot_chunk(c, 3, &mut out);
+        }
+        s.layout_chunk(&mut out);
+        out
     }
     let digests = |s: &dyn Fn(u32) -> u64| (0..4).map(s).collect::<Vec<_>>();
     let m = copy_of(&n, nat());
@@ -298,6 +312,7 @@ pub fn state_chunk(data: &[u8]) {
         "NAT copy differs"
     );
     assert_eq!(m.len(), n.len());
+    assert_eq!(whole(&m), whole(&n), "NAT copy lies elsewhere");
     let mb = copy_of(&nb, Neighbors::new(4));
     assert_eq!(
         digests(&|i| mb.digest(i, 4)),
@@ -383,7 +398,7 @@ mod tests {
     /// a flipped byte, into both tables.
     #[test]
     fn state_chunks_of_colliding_and_invalid_records_keep_both_tables_consistent() {
-        use crate::nf::nat::SESSION_RECORD;
+        use crate::nf::nat::{SESSION_RECORD, SESSION_RECORD_V1};
         use crate::nf::neighbor::NEIGHBOR_RECORD;
         use crate::nf::state::{StateKind, MAGIC, VERSION};
         let mut c = Corpus::new(79);
@@ -391,14 +406,18 @@ mod tests {
             let mut input = Vec::new();
             for _ in 0..(1 + c.next_u64() % 6) {
                 let nat = !c.next_u64().is_multiple_of(4);
-                let (kind, record) = if nat {
-                    (StateKind::NatSessions, SESSION_RECORD)
-                } else {
-                    (StateKind::Neighbors, NEIGHBOR_RECORD)
+                // Of the NAT's: a layout one in five, version 1 one in six.
+                let layout = nat && c.next_u64().is_multiple_of(5);
+                let v1 = nat && !layout && c.next_u64().is_multiple_of(6);
+                let (kind, record) = match (nat, layout, v1) {
+                    (true, true, _) => (StateKind::NatLayout, 4),
+                    (true, false, true) => (StateKind::NatSessions, SESSION_RECORD_V1),
+                    (true, false, false) => (StateKind::NatSessions, SESSION_RECORD),
+                    _ => (StateKind::Neighbors, NEIGHBOR_RECORD),
                 };
-                let records = c.next_u64() % 4;
+                let records = c.next_u64() % 4 + layout as u64 * 2;
                 let mut chunk = MAGIC.to_vec();
-                chunk.extend_from_slice(&VERSION.to_be_bytes());
+                chunk.extend_from_slice(&(if v1 { 1 } else { VERSION }).to_be_bytes());
                 chunk.push(kind as u8);
                 let count = if c.next_u64().is_multiple_of(8) {
                     records + 1
@@ -408,10 +427,21 @@ mod tests {
                 chunk.extend_from_slice(&(count as u32).to_be_bytes());
                 for _ in 0..records {
                     let mut pick = |of: &[u64]| of[(c.next_u64() % of.len() as u64) as usize];
-                    let r = if nat {
-                        // proto | inside ip, port | remote ip, port | outside
-                        // port | tcp | last_ns | live: few values, to clash.
-                        let mut r = vec![pick(&[0, 1, 6, 17, 17, 17, 47]) as u8];
+                    let r = if layout {
+                        // Length, sweep, free slots: small, to fit sometimes.
+                        (pick(&[0, 1, 2, 3, 4, 9]) as u32).to_be_bytes().to_vec()
+                    } else if nat {
+                        // slot | proto | inside ip, port | remote ip, port |
+                        // outside port | tcp | last_ns | live: few values,
+                        // to clash.
+                        let mut r = if v1 {
+                            Vec::new()
+                        } else {
+                            (pick(&[0, 1, 2, 3, 7, 8, 1 << 20, u32::MAX as u64]) as u32)
+                                .to_be_bytes()
+                                .to_vec()
+                        };
+                        r.push(pick(&[0, 1, 6, 17, 17, 17, 47]) as u8);
                         r.extend_from_slice(&(pick(&[0x0a0a_0102, 0x0a0a_0103]) as u32).to_be_bytes());
                         r.extend_from_slice(&(pick(&[1024, 5000]) as u16).to_be_bytes());
                         r.extend_from_slice(&0x0808_0808u32.to_be_bytes());

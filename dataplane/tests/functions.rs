@@ -503,10 +503,10 @@ fn a_session_record_of_a_protocol_the_nat_keeps_no_sessions_of_is_rejected() {
     }
     let mut chunk = Vec::new();
     a.nat().unwrap().snapshot_chunk(0, 1, &mut chunk);
-    // The record's first byte is its protocol.
+    // The record's first byte after its slot is its protocol.
     for bad in [0u8, 47] {
         let mut c = chunk.clone();
-        c[CHUNK_HEADER] = bad;
+        c[CHUNK_HEADER + 4] = bad;
         let mut b = router_knowing_server(true);
         assert_eq!(
             b.nat_mut().unwrap().install_chunk(&c),
@@ -520,8 +520,10 @@ fn a_session_record_of_a_protocol_the_nat_keeps_no_sessions_of_is_rejected() {
     assert_eq!(b.nat().unwrap().len(), 1);
 }
 
+/// Version 1 records (no slot) still install, into free slots, and a
+/// record that would take another session's outside port is refused.
 #[test]
-fn a_refused_session_record_leaves_the_session_it_would_have_replaced() {
+fn a_refused_version_1_session_record_leaves_the_session_it_would_have_replaced() {
     use dataplane::nf::nat::SESSION_RECORD;
     use dataplane::nf::state::{StateError, CHUNK_HEADER};
     let mut r = router_knowing_server(true);
@@ -532,9 +534,11 @@ fn a_refused_session_record_leaves_the_session_it_would_have_replaced() {
     assert_eq!(before.len(), 2);
     let mut snap = Vec::new();
     r.nat().unwrap().snapshot_chunk(0, 2, &mut snap);
-    let record = |i: usize| snap[CHUNK_HEADER + i * SESSION_RECORD..][..SESSION_RECORD].to_vec();
+    // Version 1's record: version 2's without its slot.
+    let record = |i: usize| snap[CHUNK_HEADER + i * SESSION_RECORD + 4..][..SESSION_RECORD - 4].to_vec();
     let one_record = |rec: &[u8]| {
         let mut c = snap[..CHUNK_HEADER].to_vec();
+        c[4..6].copy_from_slice(&1u16.to_be_bytes());
         c[7..11].copy_from_slice(&1u32.to_be_bytes());
         c.extend_from_slice(rec);
         c
@@ -552,6 +556,112 @@ fn a_refused_session_record_leaves_the_session_it_would_have_replaced() {
     let mut ports: Vec<u16> = nat.sessions().map(|s| s.ext_port).collect();
     ports.sort();
     assert_eq!(ports, vec![before[1].ext_port, 60000]);
+}
+
+/// Records of a router's NAT with two UDP sessions (slots 0 and 1).
+fn two_session_records() -> (Router<RustLpm>, Vec<u8>) {
+    let mut r = router_knowing_server(true);
+    run(&mut r, &udp_from(2, 40000, 1), Side::Inside, SEC);
+    run(&mut r, &udp_from(3, 40001, 2), Side::Inside, SEC);
+    let mut snap = Vec::new();
+    assert_eq!(r.nat().unwrap().snapshot_chunk(0, 2, &mut snap), None);
+    (r, snap)
+}
+
+/// One record of `snap` as a chunk of its own, changed by `edit`.
+fn one_record_of(snap: &[u8], i: usize, edit: impl Fn(&mut [u8])) -> Vec<u8> {
+    use dataplane::nf::nat::SESSION_RECORD;
+    use dataplane::nf::state::CHUNK_HEADER;
+    let mut c = snap[..CHUNK_HEADER].to_vec();
+    c[7..11].copy_from_slice(&1u32.to_be_bytes());
+    let mut rec = snap[CHUNK_HEADER + i * SESSION_RECORD..][..SESSION_RECORD].to_vec();
+    edit(&mut rec);
+    c.extend_from_slice(&rec);
+    c
+}
+
+/// A checkpointed session is the primary's word on its slot and its keys:
+/// what held either here is gone there, and goes.
+#[test]
+fn a_placed_session_record_takes_its_slot_and_keys_from_whatever_held_them() {
+    let (mut r, snap) = two_session_records();
+    let before: Vec<_> = r.nat().unwrap().sessions().copied().collect();
+    let nat = r.nat_mut().unwrap();
+    // The first session, in the second's slot, with the second's port.
+    let moved = one_record_of(&snap, 0, |rec| {
+        rec[..4].copy_from_slice(&1u32.to_be_bytes());
+        rec[17..19].copy_from_slice(&before[1].ext_port.to_be_bytes());
+    });
+    assert_eq!(nat.install_chunk(&moved), Ok(1));
+    let after: Vec<_> = nat.sessions().copied().collect();
+    assert_eq!(after.len(), 1, "both others gone");
+    assert_eq!(
+        (after[0].inside_ip, after[0].ext_port),
+        (before[0].inside_ip, before[1].ext_port)
+    );
+    let mut layout = Vec::new();
+    assert!(nat.layout_chunk(&mut layout));
+    assert_eq!(
+        &layout[11..],
+        &[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0][..],
+        "slab of 2, sweep at 0, slot 0 free"
+    );
+}
+
+#[test]
+fn a_session_record_for_a_slot_past_the_table_limit_is_refused_and_changes_nothing() {
+    use dataplane::nf::state::StateError;
+    let (mut r, snap) = two_session_records();
+    let before: Vec<_> = r.nat().unwrap().sessions().copied().collect();
+    let nat = r.nat_mut().unwrap();
+    let far = one_record_of(&snap, 0, |rec| rec[..4].copy_from_slice(&65536u32.to_be_bytes()));
+    assert_eq!(nat.install_chunk(&far), Err(StateError::Rejected));
+    assert_eq!(nat.sessions().copied().collect::<Vec<_>>(), before);
+}
+
+/// A layout must fit the sessions installed before it: any free slot
+/// that holds a session, is listed twice or lies past the length, an
+/// empty slot not listed, or a session past the length is refused, and
+/// the table is left as it was.
+#[test]
+fn a_layout_that_does_not_fit_the_installed_sessions_is_refused_and_changes_nothing() {
+    use dataplane::nf::state::{StateError, StateKind, MAGIC, VERSION};
+    let (mut r, _) = two_session_records();
+    let nat = r.nat_mut().unwrap();
+    // Slots 0 and 1 hold sessions; slot 2 and 3 are made free by a layout.
+    let layout = |words: &[u32]| {
+        let mut c = MAGIC.to_vec();
+        c.extend_from_slice(&VERSION.to_be_bytes());
+        c.push(StateKind::NatLayout as u8);
+        c.extend_from_slice(&(words.len() as u32).to_be_bytes());
+        for w in words {
+            c.extend_from_slice(&w.to_be_bytes());
+        }
+        c
+    };
+    let mut good = Vec::new();
+    nat.layout_chunk(&mut good);
+    for (bad, why) in [
+        (layout(&[4, 0, 3]), "slot 2 empty, not listed"),
+        (layout(&[4, 0, 3, 2, 1]), "slot 1 holds a session"),
+        (layout(&[4, 0, 3, 2, 3]), "slot 3 twice"),
+        (layout(&[4, 0, 3, 2, 4]), "slot 4 past the length"),
+        (layout(&[1, 0]), "a session past the length"),
+        (layout(&[4]), "no sweep"),
+    ] {
+        assert!(nat.install_chunk(&bad).is_err(), "{why}");
+        let mut now = Vec::new();
+        nat.layout_chunk(&mut now);
+        assert_eq!(now, good, "{why}: nothing changed");
+    }
+    assert_eq!(nat.install_chunk(&layout(&[4, 1, 3, 2])), Ok(4));
+    let mut now = Vec::new();
+    nat.layout_chunk(&mut now);
+    assert_eq!(now, layout(&[4, 1, 3, 2]), "installed as given");
+    assert_eq!(
+        nat.install_chunk(&layout(&[4, 1, 3, 2])[..14]),
+        Err(StateError::Truncated)
+    );
 }
 
 #[test]
@@ -727,5 +837,122 @@ fn audit_digests_agree_slice_by_slice_until_one_session_differs() {
         da.iter().zip(&db).filter(|(x, y)| x != y).count(),
         1,
         "exactly one slice differs"
+    );
+}
+
+/// Port pressure with expiry: 40 clients, each from inside port 7000 to
+/// the same server port, share a block of 16 external ports; UDP sessions
+/// idle out after 2 s and the table holds 12. Client `i % 40` sends every
+/// 50 ms (some clients pause, so sessions expire, free ports and slab
+/// slots, and are made again elsewhere), 1 000 packets.
+fn churn() -> Vec<(u64, Vec<u8>)> {
+    (0..1000u32)
+        .map(|i| {
+            let c = 2 + ((i * 7 + i / 90) % 40) as u8;
+            (SEC + i as u64 * 50_000_000, udp_from(c, 7000, i as u16)[14..].to_vec())
+        })
+        .collect()
+}
+
+fn churn_nat() -> Nat {
+    let mut cfg = nat_config(5000, 5015);
+    cfg.max_sessions = 12;
+    cfg.timeouts.udp = 2 * SEC;
+    Nat::new(cfg)
+}
+
+/// The whole state of `nat` as a checkpoint carries it: every session, then
+/// where they lie (slab, free slots, the expiry sweep's place).
+fn full_snapshot(nat: &Nat) -> Vec<Vec<u8>> {
+    let mut chunks = Vec::new();
+    let mut cursor = Some(0);
+    while let Some(c) = cursor {
+        let mut chunk = Vec::new();
+        cursor = nat.snapshot_chunk(c, 5, &mut chunk);
+        chunks.push(chunk);
+    }
+    let mut layout = Vec::new();
+    if nat.layout_chunk(&mut layout) {
+        chunks.push(layout);
+    }
+    chunks
+}
+
+fn translate(nat: &mut Nat, t: u64, ip: &[u8]) -> (Result<(), DropReason>, Vec<u8>) {
+    let mut ip = ip.to_vec();
+    let r = nat.outbound(&mut ip, t);
+    (r, ip)
+}
+
+/// Feeds `rest` to both NATs: every verdict and every byte the same, and
+/// the same whole state at the end; returns (refused, ports searched) so
+/// a caller can check the packets exercised expiry and the port search.
+fn translate_alike(a: &mut Nat, b: &mut Nat, rest: &[(u64, Vec<u8>)]) -> (u32, u32) {
+    let (mut refused, mut other_port) = (0, 0);
+    for (t, ip) in rest {
+        let (ra, ba) = translate(a, *t, ip);
+        let (rb, bb) = translate(b, *t, ip);
+        assert_eq!((&rb, &bb), (&ra, &ba), "t = {t} ns");
+        refused += ra.is_err() as u32;
+        other_port += (ra.is_ok() && ba[20..22] != ip[20..22]) as u32;
+    }
+    assert_eq!(full_snapshot(b), full_snapshot(a), "the same state after");
+    (refused, other_port)
+}
+
+#[test]
+fn a_nat_installed_from_a_snapshot_then_translates_exactly_as_its_original() {
+    let w = churn();
+    let mut a = churn_nat();
+    for (t, ip) in &w[..500] {
+        let _ = translate(&mut a, *t, ip);
+    }
+    assert!(a.expired > 20, "sessions expired before the snapshot ({})", a.expired);
+    let mut b = churn_nat();
+    for chunk in full_snapshot(&a) {
+        b.install_chunk(&chunk).expect("a snapshot installs");
+    }
+    assert_eq!(full_snapshot(&b), full_snapshot(&a), "installed: the same state");
+    let (refused, other_port) = translate_alike(&mut a, &mut b, &w[500..]);
+    assert!(
+        refused > 0 && other_port > 0,
+        "the table filled ({refused}) and ports were searched ({other_port})"
+    );
+}
+
+/// A checkpoint's rounds: a snapshot taken while the NAT keeps working
+/// (chunks between packets), then what changed since the snapshot began,
+/// then the layout, at one point: from there the copy is the original.
+#[test]
+fn a_nat_brought_up_to_date_by_a_delta_then_translates_exactly_as_its_original() {
+    let w = churn();
+    let mut a = churn_nat();
+    for (t, ip) in &w[..300] {
+        let _ = translate(&mut a, *t, ip);
+    }
+    let mut b = churn_nat();
+    let mark = a.generation();
+    let (mut cursor, mut next) = (Some(0), 300);
+    while let Some(c) = cursor {
+        let mut chunk = Vec::new();
+        cursor = a.snapshot_chunk(c, 2, &mut chunk);
+        b.install_chunk(&chunk).expect("a chunk installs");
+        for (t, ip) in &w[next..next + 20] {
+            let _ = translate(&mut a, *t, ip);
+        }
+        next += 20;
+    }
+    let mut delta = Vec::new();
+    let changed = a.changed_since(mark, &mut delta).expect("every deletion is in the log");
+    assert!(changed > 10, "{changed} changed during the snapshot");
+    b.install_chunk(&delta).expect("the delta installs");
+    let mut layout = Vec::new();
+    assert!(a.layout_chunk(&mut layout));
+    b.install_chunk(&layout).expect("the layout installs");
+    assert_eq!(full_snapshot(&b), full_snapshot(&a), "up to date: the same state");
+    let (refused, other_port) = translate_alike(&mut a, &mut b, &w[next..]);
+    assert!(
+        refused > 0 && other_port > 0,
+        "{refused} refused, {other_port} searched"
     );
 }

@@ -18,7 +18,7 @@ use std::num::NonZeroU8;
 
 use super::flow_table::{FlowKey, FlowTable};
 use super::hash::{fx, mix2};
-use super::state::{begin_chunk, open_chunk, set_count, SessionState, StateError, StateKind};
+use super::state::{begin_chunk, chunk_kind, open_chunk, set_count, SessionState, StateError, StateKind};
 use super::{DropReason, Side};
 use crate::dpdk::huge::reserve_huge;
 use crate::wire::checksum::{self, Delta};
@@ -534,14 +534,19 @@ impl Nat {
     }
 
     fn insert(&mut self, s: Session) -> u32 {
-        let idx = match self.free.pop() {
-            Some(i) => {
-                self.slab[i as usize] = Some(s);
-                i
-            }
-            None => {
-                self.slab.push(Some(s));
-                (self.slab.len() - 1) as u32
+        // A slot a checkpoint filled may still be listed free until its
+        // layout comes ([`Nat::place`]): skipped.
+        let idx = loop {
+            match self.free.pop() {
+                Some(i) if self.slab.get(i as usize).is_some_and(Option::is_none) => {
+                    self.slab[i as usize] = Some(s);
+                    break i;
+                }
+                Some(_) => continue,
+                None => {
+                    self.slab.push(Some(s));
+                    break (self.slab.len() - 1) as u32;
+                }
             }
         };
         self.out_map.insert(s.out_key(), idx);
@@ -594,6 +599,95 @@ impl Nat {
             }
         }
         (None, probes)
+    }
+
+    /// Installs a checkpointed session in the slot it held on the primary.
+    /// Whatever holds the slot or either of its keys here goes: the
+    /// primary no longer has it, as it cannot hold two sessions in one
+    /// slot or under one key (its deletion is in the same checkpoint).
+    /// Refused, with nothing changed, when the slot lies past the table's
+    /// limit or the table would outgrow it.
+    fn place(&mut self, slot: u32, mut s: Session) -> Result<(), StateError> {
+        let i = slot as usize;
+        if i >= self.cfg.max_sessions {
+            return Err(StateError::Rejected);
+        }
+        let occupant = self.slab.get(i).copied().flatten().map(|_| slot);
+        let mut gone = [self.out_map.get(&s.out_key()), self.in_map.get(&s.in_key()), occupant];
+        gone.sort_unstable();
+        let mut last = None;
+        let mut going = 0;
+        for g in gone.iter().flatten() {
+            going += (last != Some(*g)) as usize;
+            last = Some(*g);
+        }
+        if self.out_map.len() - going >= self.cfg.max_sessions {
+            return Err(StateError::Rejected);
+        }
+        for g in gone.iter().flatten() {
+            // A repeat was removed the first time: a no-op.
+            self.remove(*g);
+        }
+        while self.slab.len() <= i {
+            self.free.push(self.slab.len() as u32);
+            self.slab.push(None);
+        }
+        s.gen = self.next_gen();
+        self.slab[i] = Some(s);
+        self.out_map.insert(s.out_key(), slot);
+        self.in_map.insert(s.in_key(), slot);
+        Ok(())
+    }
+
+    /// The free slots in reuse order (the last one first), without the
+    /// stale entries a checkpoint's placed sessions left: what
+    /// [`Nat::insert`] will take, in the order it will take it.
+    fn free_slots(&self) -> Vec<u32> {
+        let mut seen = vec![false; self.slab.len()];
+        let mut out: Vec<u32> = Vec::with_capacity(self.free.len());
+        for &f in self.free.iter().rev() {
+            let i = f as usize;
+            if self.slab.get(i).is_some_and(Option::is_none) && !std::mem::replace(&mut seen[i], true) {
+                out.push(f);
+            }
+        }
+        out.reverse();
+        out
+    }
+
+    /// A layout chunk: the slab's length, the sweep's place and the free
+    /// slots, all checked against the sessions installed before anything
+    /// changes (every slot past the length empty, each free slot empty and
+    /// listed once, every empty slot listed).
+    fn install_layout(&mut self, chunk: &[u8]) -> Result<usize, StateError> {
+        let (_, n, body) = open_chunk(chunk, StateKind::NatLayout, |v| (v >= 2).then_some(4))?;
+        let mut words = body
+            .chunks_exact(4)
+            .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]) as usize);
+        let (Some(len), Some(sweep)) = (words.next(), words.next()) else {
+            return Err(StateError::Truncated);
+        };
+        if len > self.cfg.max_sessions || self.slab.iter().skip(len).any(Option::is_some) {
+            return Err(StateError::Rejected);
+        }
+        let mut listed = vec![false; len];
+        let mut free = Vec::with_capacity(n - 2);
+        for f in words {
+            if f >= len || std::mem::replace(&mut listed[f], true) || self.slab.get(f).is_some_and(Option::is_some) {
+                return Err(StateError::Rejected);
+            }
+            free.push(f as u32);
+        }
+        let empty = (0..len)
+            .filter(|&i| self.slab.get(i).is_none_or(Option::is_none))
+            .count();
+        if empty != free.len() {
+            return Err(StateError::Rejected);
+        }
+        self.slab.resize(len, None);
+        self.free = free;
+        self.sweep = sweep;
+        Ok(n)
     }
 
     fn l4(ip: &Ipv4Packet<&mut [u8]>) -> Result<L4, DropReason> {
@@ -1101,11 +1195,16 @@ fn rewrite_l4(p: &mut [u8], proto: u8, source: bool, old_port: u16, new_port: u1
     }
 }
 
-/// Session record: proto 1 | inside ip 4 | inside port 2 | remote ip 4 |
-/// remote port 2 | ext port 2 | tcp 1 | last_ns 8 | live 1 = 25 bytes.
-pub const SESSION_RECORD: usize = 25;
+/// Session record (version 2): slot 4 | proto 1 | inside ip 4 | inside
+/// port 2 | remote ip 4 | remote port 2 | ext port 2 | tcp 1 | last_ns 8 |
+/// live 1 = 29 bytes. A tombstone's slot is [`NO_SLOT`].
+pub const SESSION_RECORD: usize = 29;
+/// Version 1's record: the same without the slot.
+pub const SESSION_RECORD_V1: usize = 25;
+pub const NO_SLOT: u32 = u32::MAX;
 
-fn put_session(out: &mut Vec<u8>, s: &Session, live: bool) {
+fn put_session(out: &mut Vec<u8>, slot: u32, s: &Session, live: bool) {
+    out.extend_from_slice(&slot.to_be_bytes());
     out.push(s.proto());
     out.extend_from_slice(&s.inside_ip.to_be_bytes());
     out.extend_from_slice(&s.inside_port.to_be_bytes());
@@ -1150,7 +1249,7 @@ impl SessionState for Nat {
         let mut i = cursor;
         while i < self.slab.len() && (n as usize) < max_records {
             if let Some(s) = &self.slab[i] {
-                put_session(out, s, true);
+                put_session(out, i as u32, s, true);
                 n += 1;
             }
             i += 1;
@@ -1160,25 +1259,45 @@ impl SessionState for Nat {
     }
 
     fn install_chunk(&mut self, chunk: &[u8]) -> Result<usize, StateError> {
-        let (n, body) = open_chunk(chunk, StateKind::NatSessions, SESSION_RECORD)?;
-        for r in body.chunks_exact(SESSION_RECORD) {
+        if chunk_kind(chunk) == Some(StateKind::NatLayout as u8) {
+            return self.install_layout(chunk);
+        }
+        let (version, n, body) = open_chunk(chunk, StateKind::NatSessions, |v| {
+            Some(if v == 1 { SESSION_RECORD_V1 } else { SESSION_RECORD })
+        })?;
+        let len = if version == 1 {
+            SESSION_RECORD_V1
+        } else {
+            SESSION_RECORD
+        };
+        for r in body.chunks_exact(len) {
+            let (slot, r) = if version == 1 {
+                (None, r)
+            } else {
+                (Some(u32::from_be_bytes([r[0], r[1], r[2], r[3]])), &r[4..])
+            };
             let (mut s, live) = get_session(r).ok_or(StateError::Rejected)?;
-            // Checked before anything changes: a refused record leaves the
-            // session it would have replaced.
-            let existing = self.out_map.get(&s.out_key());
-            if live {
-                let clash = self.in_map.get(&s.in_key()).is_some_and(|j| Some(j) != existing);
-                let full = existing.is_none() && self.out_map.len() >= self.cfg.max_sessions;
-                if clash || full {
-                    return Err(StateError::Rejected);
+            match slot {
+                Some(slot) if live => self.place(slot, s)?,
+                _ => {
+                    // Checked before anything changes: a refused record
+                    // leaves the session it would have replaced.
+                    let existing = self.out_map.get(&s.out_key());
+                    if live {
+                        let clash = self.in_map.get(&s.in_key()).is_some_and(|j| Some(j) != existing);
+                        let full = existing.is_none() && self.out_map.len() >= self.cfg.max_sessions;
+                        if clash || full {
+                            return Err(StateError::Rejected);
+                        }
+                    }
+                    if let Some(i) = existing {
+                        self.remove(i);
+                    }
+                    if live {
+                        s.gen = self.next_gen();
+                        self.insert(s);
+                    }
                 }
-            }
-            if let Some(i) = existing {
-                self.remove(i);
-            }
-            if live {
-                s.gen = self.next_gen();
-                self.insert(s);
             }
         }
         Ok(n)
@@ -1186,6 +1305,19 @@ impl SessionState for Nat {
 
     fn generation(&self) -> u64 {
         self.gen
+    }
+
+    fn layout_chunk(&self, out: &mut Vec<u8>) -> bool {
+        let at = begin_chunk(out, StateKind::NatLayout);
+        let free = self.free_slots();
+        for v in [self.slab.len() as u32, self.sweep as u32]
+            .into_iter()
+            .chain(free.iter().copied())
+        {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        set_count(out, at, 2 + free.len() as u32);
+        true
     }
 
     fn changed_since(&self, generation: u64, out: &mut Vec<u8>) -> Option<usize> {
@@ -1212,13 +1344,15 @@ impl SessionState for Nat {
                     last_ns: 0,
                     gen: 0,
                 };
-                put_session(out, &tomb, false);
+                put_session(out, NO_SLOT, &tomb, false);
                 n += 1;
             }
         }
-        for s in self.sessions().filter(|s| s.gen > generation) {
-            put_session(out, s, true);
-            n += 1;
+        for (i, s) in self.slab.iter().enumerate() {
+            if let Some(s) = s.as_ref().filter(|s| s.gen > generation) {
+                put_session(out, i as u32, s, true);
+                n += 1;
+            }
         }
         set_count(out, at, n as u32);
         Some(n)
@@ -1226,12 +1360,13 @@ impl SessionState for Nat {
 
     fn digest(&self, slice: u32, of: u32) -> u64 {
         let of = of.max(1) as u64;
-        // XOR of per-session hashes: independent of slab order.
+        // XOR of per-session hashes: independent of slab order (a slot
+        // out of place shows in the next sessions' ports and expiries).
         self.sessions()
             .filter(|s| fx(&s.out_key()) % of == slice as u64)
             .fold(0u64, |d, s| {
                 let mut rec = Vec::with_capacity(SESSION_RECORD);
-                put_session(&mut rec, s, true);
+                put_session(&mut rec, NO_SLOT, s, true);
                 d ^ fx(&rec)
             })
     }
@@ -1274,7 +1409,7 @@ mod tests {
                     last_ns: 0,
                     gen: 0,
                 };
-                put_session(&mut c, &s, live);
+                put_session(&mut c, if live { i } else { NO_SLOT }, &s, live);
             }
             set_count(&mut c, at, n as u32);
             c

@@ -116,7 +116,7 @@ impl SessionState for Neighbors {
     }
 
     fn install_chunk(&mut self, chunk: &[u8]) -> Result<usize, StateError> {
-        let (n, body) = open_chunk(chunk, StateKind::Neighbors, NEIGHBOR_RECORD)?;
+        let (_, n, body) = open_chunk(chunk, StateKind::Neighbors, |_| Some(NEIGHBOR_RECORD))?;
         for r in body.chunks_exact(NEIGHBOR_RECORD) {
             let ip = u32::from_be_bytes([r[0], r[1], r[2], r[3]]);
             let mut mac = [0u8; 6];

@@ -10,11 +10,22 @@
 //! ```
 //! A record whose payload is all-zero after its key is a tombstone (the
 //! session was deleted) in a delta.
+//!
+//! Version 2 (this build writes it; it still reads 1): a NAT session
+//! record starts with the slab slot the session lies in, and a layout
+//! chunk ([`StateKind::NatLayout`]) carries the slab's length, the expiry
+//! sweep's place and the free slots in the order they are reused. With
+//! both, an installed NAT is the original slot for slot, so it expires
+//! sessions at the same packets and hands out the same ports (from version
+//! 1 records it held the same sessions but could diverge at the first
+//! session that expired).
 
 use std::fmt;
 
 pub const MAGIC: [u8; 4] = *b"LSST";
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// The oldest version this build installs.
+pub const OLDEST_VERSION: u16 = 1;
 pub const CHUNK_HEADER: usize = 11;
 
 /// What a chunk carries.
@@ -23,6 +34,9 @@ pub const CHUNK_HEADER: usize = 11;
 pub enum StateKind {
     NatSessions = 1,
     Neighbors = 2,
+    /// A u32 record each: the slab's length, the sweep's place, then the
+    /// free slots, the one reused last first (version 2 only).
+    NatLayout = 3,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +83,15 @@ pub trait SessionState {
     /// A digest of the entries whose key falls in slice `slice` of `of`,
     /// independent of insertion order.
     fn digest(&self, slice: u32, of: u32) -> u64;
+    /// Appends a chunk of where the records lie, when what the function
+    /// does next depends on it (a NAT's slab: which slots are free and in
+    /// what order they are reused, and where the expiry sweep stands);
+    /// false, with nothing appended, when it does not. A checkpoint sends
+    /// it after the records (a snapshot's or a delta's), taken at the same
+    /// sequence point as the last of them.
+    fn layout_chunk(&self, _out: &mut Vec<u8>) -> bool {
+        false
+    }
 }
 
 /// Writes a chunk header; returns the offset of its count for later patching.
@@ -85,8 +108,19 @@ pub fn set_count(out: &mut [u8], at: usize, n: u32) {
     out[at..at + 4].copy_from_slice(&n.to_be_bytes());
 }
 
-/// Validates a chunk header; returns (count, records).
-pub fn open_chunk(chunk: &[u8], kind: StateKind, record_len: usize) -> Result<(usize, &[u8]), StateError> {
+/// The kind byte of a chunk, if it has one.
+pub fn chunk_kind(chunk: &[u8]) -> Option<u8> {
+    chunk.get(6).copied()
+}
+
+/// Validates a chunk header; returns (version, count, records), the
+/// records `record_len(version)` bytes each (None: a version this kind
+/// does not exist in).
+pub fn open_chunk(
+    chunk: &[u8],
+    kind: StateKind,
+    record_len: impl Fn(u16) -> Option<usize>,
+) -> Result<(u16, usize, &[u8]), StateError> {
     if chunk.len() < CHUNK_HEADER {
         return Err(StateError::Truncated);
     }
@@ -94,9 +128,11 @@ pub fn open_chunk(chunk: &[u8], kind: StateKind, record_len: usize) -> Result<(u
         return Err(StateError::BadMagic);
     }
     let v = u16::from_be_bytes([chunk[4], chunk[5]]);
-    if v != VERSION {
-        return Err(StateError::Version(v));
-    }
+    let record_len = (OLDEST_VERSION..=VERSION)
+        .contains(&v)
+        .then(|| record_len(v))
+        .flatten()
+        .ok_or(StateError::Version(v))?;
     if chunk[6] != kind as u8 {
         return Err(StateError::WrongKind(chunk[6]));
     }
@@ -105,5 +141,5 @@ pub fn open_chunk(chunk: &[u8], kind: StateKind, record_len: usize) -> Result<(u
     if body.len() < n.saturating_mul(record_len) {
         return Err(StateError::Truncated);
     }
-    Ok((n, &body[..n * record_len]))
+    Ok((v, n, &body[..n * record_len]))
 }

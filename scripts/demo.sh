@@ -73,8 +73,9 @@ if [ "$FUNCTION" = forward ]; then
 else
     scripts/testbed.sh up          # lockstep is the gateway of both segments
 fi
-# The backup first: until the checkpoint protocol lands, a backup is
-# synchronized only if it saw the primary's stream from its first packet.
+# The backup first, so it follows the stream from its first packet (one
+# started later is brought into sync by the primary's checkpoint, or for
+# forward joins the stream: the restarted old primary below does that).
 start backup "$OUT/backup.toml" backup 6
 wait_role "$OUT/backup.log" backup
 start primary "$OUT/primary.toml" primary 5
@@ -155,11 +156,12 @@ report = {
     },
     "old_primary_rejoined_as": "backup" if "is backup" in rlog else "unknown",
     # forward keeps no state: the restarted node joins the new primary's
-    # stream; a router's or a NAT's needs the checkpoint protocol (not built).
+    # stream; a router's or a NAT's installs the new primary's checkpoint.
     "old_primary_synchronized": bool(re.search(r"shard \d+: this backup is synchronized", rlog))
         and "no longer synchronized" not in rlog,
 }
 joined = re.search(r"joined the primary's stream at sequence (\d+)", rlog)
+checkpointed = re.search(r"installed the primary's state checkpointed at sequence (\d+)", rlog)
 json.dump(report, open(f"{out}/report.json", "w"), indent=2)
 print(f"\n==================== what the receiver saw ({sys.argv[2]}) ====================")
 print(f"  UDP stream : {udp['sent']} sent, {udp['unique']} received, {udp['lost']} lost, "
@@ -172,9 +174,12 @@ print(f"  takeover   : detected {t['detection_ms_after_last_heartbeat']} ms afte
       f"{t['detection_ms_after_last_replication_frame']} ms after the last replication frame; first egress "
       f"{t['first_egress_ms_after_detection']} ms after detection; "
       f"{t['shadow_resent']} packets resent from the shadow ring, {t['unreplicated_processed']} unreplicated packets processed")
-sync = ("synchronized" + (f" (joined the stream at sequence {joined.group(1)})" if joined else "")
-        if report["old_primary_synchronized"]
-        else "not synchronized (a function with state needs the checkpoint protocol, not built yet)")
+how = (f" (joined the stream at sequence {joined.group(1)})" if joined
+       else f" (installed the new primary's checkpoint of sequence {checkpointed.group(1)})" if checkpointed else "")
+sync = "synchronized" + how if report["old_primary_synchronized"] else "not synchronized"
+if checkpointed:
+    report["old_primary_checkpointed_at"] = int(checkpointed.group(1))
+    json.dump(report, open(f"{out}/report.json", "w"), indent=2)
 print(f"  old primary: rejoined as {report['old_primary_rejoined_as']}, {sync}")
 print(f"  report     : {out}/report.json")
 PY

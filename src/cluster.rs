@@ -253,8 +253,8 @@ impl Cluster {
     }
 
     /// A backup's shard that stops being synchronized can no longer take
-    /// over (without the checkpoint protocol, only a backup that followed
-    /// the stream from its start is, or for `forward` one that joined it):
+    /// over (until a checkpoint brings it back, or for `forward` until it
+    /// joins the stream again):
     /// an operator must hear of it when it happens, not at the failure; and
     /// of a join, when it completes.
     fn log_synchronization(&mut self) {
@@ -278,6 +278,13 @@ impl Cluster {
             }
             match now {
                 ShardSync::Synced => log::info!("shard {}: this backup is synchronized", w.shard),
+                ShardSync::Joined(seq) if r.checkpoints_installed.load(Relaxed) > 0 => log::info!(
+                    "shard {}: this backup is synchronized: it installed the primary's state checkpointed at sequence {} and follows the stream from {seq}, and the primary has transmitted everything up to it ({} checkpoints installed, {} gaps so far)",
+                    w.shard,
+                    seq - 1,
+                    r.checkpoints_installed.load(Relaxed),
+                    r.gaps.load(Relaxed),
+                ),
                 ShardSync::Joined(seq) => log::info!(
                     "shard {}: this backup is synchronized: it joined the primary's stream at sequence {seq} and the primary has transmitted everything before it ({} keeps no state; {} gaps so far)",
                     w.shard,
@@ -292,7 +299,7 @@ impl Cluster {
                     self.view.function.name()
                 ),
                 ShardSync::Lost => log::warn!(
-                    "shard {}: this backup is no longer synchronized ({} gaps, {} records missing, {} audit mismatches, last sequence {}): it will refuse to take over",
+                    "shard {}: this backup is no longer synchronized ({} gaps, {} records missing, {} audit mismatches, last sequence {}): it will refuse to take over until the primary's checkpoint (or, for a function without state, its next frame) brings it back",
                     w.shard,
                     r.gaps.load(Relaxed),
                     r.missing.load(Relaxed),
@@ -387,7 +394,7 @@ impl Cluster {
             ),
             Action::Paused { .. } => {}
             Action::TakeoverRefused => log::error!(
-                "TAKEOVER REFUSED: the primary is gone but this backup is not synchronized (it did not process every shard's stream from sequence 1, or for a function without state from the sequence it joined at, without a gap)"
+                "TAKEOVER REFUSED: the primary is gone but this backup is not synchronized (on some shard it neither followed the stream from sequence 1 nor from a checkpoint installed, or for a function without state from the sequence it joined at, without a gap since)"
             ),
         }
     }

@@ -229,7 +229,7 @@ pub fn sync_text(view: &NodeView) -> String {
     );
     let _ = writeln!(
         out,
-        "  (until the checkpoint protocol lands, a backup is synchronized only if it processed every shard's\n   stream from sequence 1 without a gap (forward, which keeps no state: from the frame it joined at after a\n   late start or a gap, once the primary transmitted everything before it); an unsynchronized backup\n   refuses to take over)"
+        "  (a backup is synchronized on a shard when it followed the stream without a gap since sequence 1, or\n   since it joined it: router and nat by the primary's checkpoint (its state, sent in band up to a\n   SYNC_MARK at sequence S: the backup follows from S + 1), forward, which keeps no state, at its first\n   frame after a late start or a gap; either once the primary transmitted everything before; an\n   unsynchronized backup refuses to take over)"
     );
     for (p, age) in &c.peers {
         let _ = writeln!(
@@ -263,7 +263,7 @@ pub fn sync_text(view: &NodeView) -> String {
         let r = &w.repl;
         let _ = writeln!(
             out,
-            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {}{} gaps {} (missing {}) shadow {} (in {} frames, overflow {}) window {} (evicted {} unmatched {}) frames tx {} rx {} keepalives tx {} rx {} stale {} audits {} (mismatched {}) acks tx {} rx {} backup lag {} held {:.1} ms",
+            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {}{} gaps {} (missing {}) shadow {} (in {} frames, overflow {}) window {} (evicted {} unmatched {}) frames tx {} rx {} keepalives tx {} rx {} stale {} audits {} (mismatched {}) checkpoints sent {}/{} (abandoned {}, pieces {}) installed {} (lost pieces {}, refused {}) acks tx {} rx {} backup lag {} held {:.1} ms",
             w.shard,
             r.mode().map(|m| m.name()).unwrap_or("standalone"),
             r.epoch.load(Relaxed),
@@ -290,6 +290,13 @@ pub fn sync_text(view: &NodeView) -> String {
             r.stale_epoch.load(Relaxed),
             r.audits.load(Relaxed),
             r.audit_mismatches.load(Relaxed),
+            r.checkpoints_sent.load(Relaxed),
+            r.checkpoints_started.load(Relaxed),
+            r.checkpoints_abandoned.load(Relaxed),
+            r.checkpoint_pieces.load(Relaxed),
+            r.checkpoints_installed.load(Relaxed),
+            r.checkpoint_pieces_lost.load(Relaxed),
+            r.checkpoint_refused.load(Relaxed),
             r.acks_tx.load(Relaxed),
             r.acks_rx.load(Relaxed),
             r.flow_lag.load(Relaxed),

@@ -150,10 +150,9 @@ def lockstep_runs(args, hb_ms):
     results = []
     try:
         for i in range(args.runs):
-            # The backup first: until the checkpoint protocol lands, a backup
-            # is synchronized only if it saw the primary's stream from
-            # sequence 1, and a packet the primary takes before the backup's
-            # replication port is up (an ARP, a late retransmission) is a gap.
+            # The backup first, so each run measures a backup that followed
+            # the stream from sequence 1 (forward would join a stream under
+            # way; the measurement is the takeover, not the join).
             b = Node(args.out, "backup", config("backup", 2, 100, "backup", "primary", hb_ms), f"hb{hb_ms}-{i}", args.lockstep)
             if not b.wait_for("is backup"):
                 raise RuntimeError(f"backup did not start: {b.text()[-2000:]}")

@@ -1419,3 +1419,149 @@ fn an_ack_read_by_another_worker_of_the_node_paces_the_shard_it_names() {
     assert!(w0.rep.inject(vec![ack_of_shard(&headers, 2, 1, 100, true)]).is_empty());
     wait("shard 1 a window past the next", || replicated(w1) == 164);
 }
+
+/// A UDP reply from the server to what the NAT sent out (`out`, as it
+/// left the outside port): addresses and ports swapped, to the virtual MAC.
+fn reply_to(p: &Mempool, out: &[u8], server: MacAddr) -> Mbuf {
+    let mut f = out.to_vec();
+    f[0..6].copy_from_slice(&[2, 0, 0x5e, 0, 1, 1]);
+    f[6..12].copy_from_slice(&server.0);
+    let (src, dst) = (f[26..30].to_vec(), f[30..34].to_vec());
+    f[26..30].copy_from_slice(&dst);
+    f[30..34].copy_from_slice(&src);
+    f[22] = 64;
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = dataplane::wire::checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    let (sport, dport) = (f[34..36].to_vec(), f[36..38].to_vec());
+    f[34..36].copy_from_slice(&dport);
+    f[36..38].copy_from_slice(&sport);
+    f[40..42].copy_from_slice(&[0, 0]);
+    common::mbuf_of(p, &f)
+}
+
+/// The IPv4 frames a port sent (announcements left out).
+fn ipv4_sent(port: &RingPort) -> Vec<Vec<u8>> {
+    port.take_sent(256)
+        .iter()
+        .map(|m| m.copy_to_vec())
+        .filter(|f| f[12..14] == [0x08, 0x00])
+        .collect()
+}
+
+#[test]
+fn a_nat_backup_started_after_the_stream_is_checkpointed_and_takes_over_every_session() {
+    let (pkts, headers, clones) = pools("ck", 4095);
+    let server = MacAddr([2, 0, 0, 0, 2, 2]);
+    let client = [2, 0, 0, 0, 1, 2];
+    let cfg = common::router_config(
+        Some(common::nat_config(1024)),
+        vec![
+            (Ipv4Addr::new(10, 10, 2, 2), server, Side::Outside),
+            (Ipv4Addr::new(10, 10, 1, 2), MacAddr(client), Side::Inside),
+        ],
+    );
+    let opts = Opts {
+        flow_window: 256,
+        flow_hold_ns: 60_000_000_000,
+        ..Opts::default()
+    };
+    let start = |tag: &str, node| {
+        let nat = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes)));
+        let signals = Arc::new(NodeSignals::default());
+        Node::start_nf(tag, node, [&pkts, &headers, &clones], opts, signals, nat)
+    };
+    // UDP from the client's port `port`.
+    let flow = |port: u16, id: u32| {
+        let mut f = common::udp_to_vmac(client, id);
+        f[34..36].copy_from_slice(&port.to_be_bytes());
+        common::mbuf_of(&pkts, &f)
+    };
+    let sent_out = |n: &Node| n.shared.counters.snapshot().tx[Side::Outside.index()];
+
+    // 40 sessions made before any backup is there.
+    let mut p = start("cka", 1);
+    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
+    wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
+    assert!(p
+        .inside
+        .inject((0..40).map(|i| flow(4000 + i, i as u32)).collect())
+        .is_empty());
+    wait("40 translated", || sent_out(&p) == 40);
+    let first = ipv4_sent(&p.outside);
+    assert_eq!(first.len(), 40);
+    drop(p.rep.take_sent(256));
+
+    // The backup comes up now: its stream starts at sequence 41.
+    let b = start("ckb", 2);
+    b.command(
+        WorkerCmd::BecomeBackup {
+            epoch: 1,
+            diverged: false,
+        },
+        false,
+    );
+    let link = || {
+        let frames = p.rep.take_sent(256);
+        assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
+        let acks = b.rep.take_sent(256);
+        drop(p.rep.inject(linearized(&pkts, acks)));
+        drop(p.outside.take_sent(256));
+    };
+    // Traffic goes on while it is brought into sync: old flows and new.
+    assert!(p
+        .inside
+        .inject((0..20).map(|i| flow(4000 + i * 3, 100 + i as u32)).collect())
+        .is_empty());
+    // (A backup counts as synchronized until its first frame shows the
+    // gap: wait for the checkpoint itself.)
+    wait("synchronized by a checkpoint", || {
+        link();
+        b.shared.repl.checkpoints_installed.load(Ordering::Relaxed) > 0 && b.shared.repl.synced.load(Ordering::Relaxed)
+    });
+    let (pr, br) = (&p.shared.repl, &b.shared.repl);
+    assert_eq!(pr.checkpoints_sent.load(Ordering::Relaxed), 1);
+    assert_eq!(br.checkpoints_installed.load(Ordering::Relaxed), 1);
+    assert_eq!(br.checkpoint_pieces_lost.load(Ordering::Relaxed), 0);
+    let joined = br.joined_at.load(Ordering::Relaxed);
+    assert!(joined > 40, "joined after the sessions were made (at {joined})");
+    assert!(br.gaps.load(Ordering::Relaxed) >= 1, "it started with a gap");
+    // Then the stream: new flows, processed on the installed state.
+    assert!(p
+        .inside
+        .inject((0..10).map(|i| flow(5000 + i, 200 + i as u32)).collect())
+        .is_empty());
+    wait("the backup caught up", || {
+        link();
+        b.shared.repl.last_seq.load(Ordering::Relaxed) == p.shared.repl.last_seq.load(Ordering::Relaxed)
+            && p.shared.repl.last_seq.load(Ordering::Relaxed) == 70
+    });
+    assert!(b.shared.repl.synced.load(Ordering::Relaxed));
+
+    // The primary dies; the backup takes over and answers for every
+    // session, those made before it existed included, with the same port.
+    p.stop();
+    b.command(WorkerCmd::BecomePrimary { epoch: 2 }, true);
+    wait("takeover", || {
+        b.shared.repl.takeover_done_ns.load(Ordering::Relaxed) > 0
+    });
+    drop(b.inside.take_sent(256));
+    drop(b.outside.take_sent(256));
+    assert!(b
+        .outside
+        .inject(first.iter().map(|f| reply_to(&pkts, f, server)).collect())
+        .is_empty());
+    let sent_in = || b.shared.counters.snapshot().tx[Side::Inside.index()];
+    let before = sent_in();
+    wait("40 replies translated back", || sent_in() >= before + 40);
+    let back = ipv4_sent(&b.inside);
+    assert_eq!(back.len(), 40);
+    for (i, f) in back.iter().enumerate() {
+        assert_eq!(
+            (&f[30..34], u16::from_be_bytes([f[36], f[37]])),
+            (&[10u8, 10, 1, 2][..], 4000 + i as u16),
+            "reply {i} to the client's own port"
+        );
+    }
+    assert_eq!(b.shared.counters.snapshot().drops[DropReason::NoSession as usize], 0);
+}

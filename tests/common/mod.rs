@@ -542,11 +542,10 @@ pub fn wait_role(ls: &mut Lockstep, role: &str, secs: u64) -> u32 {
 /// Waits until the backup `ls` follows the primary of `epoch`, or panics
 /// after `secs`.
 ///
-/// Tests start a pair backup first: until the checkpoint protocol lands, a
-/// backup is synchronized only if it saw the primary's stream from sequence
-/// 1, and a packet the primary takes before the backup's replication port
-/// is up (an ARP, a kernel peer's retransmission) leaves it unsynchronized
-/// for good. A backup takes over only from a primary it has heard.
+/// Tests start a pair backup first, so it follows the stream from sequence
+/// 1 (a backup started later must first be checkpointed, or for `forward`
+/// join the stream: tests of those say so). A backup takes over only from
+/// a primary it has heard.
 pub fn wait_following(ls: &mut Lockstep, epoch: u32, secs: u64) {
     wait_role_where(ls, secs, &format!("follow the primary of epoch {epoch}"), |r, e| {
         r == "backup" && e == epoch

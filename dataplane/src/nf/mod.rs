@@ -25,6 +25,7 @@ pub use forward::Forward;
 pub use router::{Router, RouterConfig};
 
 use crate::frame::Frame;
+use state::{SessionState, StateError};
 
 /// The two data ports of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -185,6 +186,22 @@ pub trait NetworkFunction: Send + 'static {
     fn audit_digest(&self, _slice: u32, _of: u32) -> u64 {
         0
     }
+
+    /// The function's flow state, table by table in a fixed order, as the
+    /// checkpoint protocol takes it (`worker::checkpoint`); none for a
+    /// function without state.
+    fn state_tables(&self) -> Vec<&dyn SessionState> {
+        Vec::new()
+    }
+
+    /// Installs a checkpoint's chunk into the table of its kind.
+    fn install_state(&mut self, chunk: &[u8]) -> Result<usize, StateError> {
+        Err(StateError::WrongKind(state::chunk_kind(chunk).unwrap_or(0)))
+    }
+
+    /// Forgets every flow state (a checkpoint is about to install the
+    /// primary's); the configuration stays.
+    fn clear_state(&mut self) {}
 
     /// Which shard owns `frame`, received on `ingress`. Called only when the
     /// node has several shards, on packets from the data ports, before they

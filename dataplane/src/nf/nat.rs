@@ -382,6 +382,20 @@ impl Nat {
         Ok(self)
     }
 
+    /// Forgets every session (a checkpoint is about to install the
+    /// primary's); tables made up front stay made. A delta from before
+    /// this is refused.
+    pub fn clear(&mut self) {
+        self.slab.clear();
+        self.free.clear();
+        self.out_map.clear();
+        self.in_map.clear();
+        self.sweep = 0;
+        self.deleted.clear();
+        self.gen += 1;
+        self.deleted_floor = self.gen;
+    }
+
     /// Whether the tables were made for `max_sessions` up front.
     pub fn is_preallocated(&self) -> bool {
         self.preallocated

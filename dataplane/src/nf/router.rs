@@ -25,6 +25,7 @@ use super::nat::{Nat, NatConfig};
 use super::neighbor::Neighbors;
 use super::ratelimit::TokenBucket;
 use super::route::{mask, Route, RouteLookup};
+use super::state::{chunk_kind, SessionState, StateError, StateKind};
 use super::{DropReason, NetworkFunction, Owner, PacketCtx, Side, Verdict};
 use crate::frame::Frame;
 use crate::wire::arp::{ArpOp, ArpPacket, PACKET_LEN as ARP_LEN};
@@ -108,14 +109,19 @@ impl<L: RouteLookup> Router<L> {
     /// first 20 bytes of TCP (ports and checksum), or an ICMP error's quote.
     pub const REWRITE_SPAN: usize = ETH_LEN + super::nat::IP_SPAN;
 
-    pub fn new(cfg: Arc<RouterConfig>, lpm: Arc<L>) -> Router<L> {
+    /// The neighbour table as configured: the static neighbours only.
+    fn configured_neighbors(cfg: &RouterConfig) -> Neighbors {
         let mut neighbors = Neighbors::new(cfg.max_neighbors);
         for (ip, mac, side) in &cfg.static_neighbors {
             // Confirmed at the end of time: the last to be evicted.
             neighbors.learn(u32::from(*ip), *mac, *side, u64::MAX);
         }
+        neighbors
+    }
+
+    pub fn new(cfg: Arc<RouterConfig>, lpm: Arc<L>) -> Router<L> {
         Router {
-            neighbors,
+            neighbors: Self::configured_neighbors(&cfg),
             icmp: TokenBucket::new(cfg.icmp_rate),
             arp: TokenBucket::new(cfg.arp_rate),
             nat: cfg.nat.map(Nat::new),
@@ -591,6 +597,36 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
         let nat = self.nat.as_ref().map_or(0, |n| n.audit_digest(slice, of));
         let neighbors = if slice == 0 { self.neighbors.digest(0, 1) } else { 0 };
         nat ^ neighbors.rotate_left(17)
+    }
+
+    /// The neighbours, then the NAT's sessions.
+    fn state_tables(&self) -> Vec<&dyn SessionState> {
+        let mut t: Vec<&dyn SessionState> = vec![&self.neighbors];
+        if let Some(nat) = &self.nat {
+            t.push(nat);
+        }
+        t
+    }
+
+    fn install_state(&mut self, chunk: &[u8]) -> Result<usize, StateError> {
+        let kind = chunk_kind(chunk).unwrap_or(0);
+        match (kind, self.nat.as_mut()) {
+            (k, _) if k == StateKind::Neighbors as u8 => self.neighbors.install_chunk(chunk),
+            (k, Some(nat)) if k == StateKind::NatSessions as u8 || k == StateKind::NatLayout as u8 => {
+                nat.install_chunk(chunk)
+            }
+            _ => Err(StateError::WrongKind(kind)),
+        }
+    }
+
+    /// Learned neighbours, sessions and packets held for a next hop go;
+    /// the static neighbours stay.
+    fn clear_state(&mut self) {
+        self.neighbors = Self::configured_neighbors(&self.cfg);
+        if let Some(nat) = self.nat.as_mut() {
+            nat.clear();
+        }
+        self.held = HeldPackets::new(HOLD_MAX);
     }
 
     /// ARP teaches neighbours, which every shard needs: every shard sees

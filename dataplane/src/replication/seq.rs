@@ -1,12 +1,14 @@
 //! Sequence continuity of one shard's replication stream, as seen by a
 //! backup, and whether the backup is synchronized with it.
 //!
-//! Until the checkpoint protocol lands, a backup is synchronized on a shard
-//! only if it processed that shard's stream from sequence 1 without a gap
-//! — or, for a function that keeps no state (`forward`), from the first
-//! frame it got after a late start or a gap, once the primary has
-//! transmitted every packet before that frame: nothing before it shaped
-//! any state, and nothing before it can be owed at a takeover. The primary
+//! A backup is synchronized on a shard if it processed that shard's stream
+//! without a gap from sequence 1, or from where it joined it: after a
+//! checkpoint that installed the primary's state at sequence S, from S + 1
+//! ([`SeqTracker::join_at`], `worker::checkpoint`); for a function that
+//! keeps no state (`forward`), from the first frame it got after a late
+//! start or a gap. Either join counts once the primary has transmitted
+//! every packet before it: nothing before it can then be owed at a
+//! takeover. The primary
 //! numbers each shard's ingress 1, 2, 3, ...; a KEEPALIVE carries the last
 //! number assigned, so an idle shard is checked too; every frame carries
 //! `tx_done`, the primary's transmitted prefix.
@@ -153,6 +155,23 @@ impl SeqTracker {
         self.synced = false;
         self.joining_from = self.joinable.then_some(next);
         !late_start
+    }
+
+    /// A checkpoint installed the primary's state as of sequence
+    /// `boundary`: the stream goes on from the next frame, and the shard is
+    /// synchronized once the primary's `tx_done` covers `boundary` (nothing
+    /// before it can then be owed at a takeover). False, with nothing
+    /// changed, when frames past the boundary were already taken (the mark
+    /// came out of order).
+    pub fn join_at(&mut self, boundary: u64, tx_done: u64) -> bool {
+        if self.last > boundary {
+            return false;
+        }
+        self.last = boundary;
+        self.synced = false;
+        self.joining_from = Some(boundary + 1);
+        self.settle_join(tx_done);
+        true
     }
 
     fn settle_join(&mut self, tx_done: u64) {

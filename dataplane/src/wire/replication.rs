@@ -33,6 +33,14 @@
 //! [`MAX_BATCH_RECORDS`]; a node of this version that predates BATCH refuses
 //! the type as malformed, as with ACK.
 //!
+//! CHECKPOINT brings a backup that is not synchronized into sync (the
+//! checkpoint protocol, `worker::checkpoint`): its body is a
+//! [`CheckpointBody`] then a piece of the function's state chunks
+//! (`nf::state`); the pieces of checkpoint `id`, numbered from 0, put end
+//! to end, are the chunks. SYNC_MARK closes it: its body a [`SyncMarkBody`],
+//! its `seq` the sequence boundary the state was taken at. A node of this
+//! version that predates CHECKPOINT refuses the type as malformed.
+//!
 //! ACK goes the other way, from a backup to the primary: `seq` is the last
 //! sequence of `shard` the backup processed in `epoch`, the body an
 //! [`AckBody`] (flow control, `replication::flow`). A node of this version
@@ -126,6 +134,67 @@ impl AuditBody {
     }
 }
 
+/// The head of a CHECKPOINT's body (big-endian, 9 bytes): the checkpoint,
+/// this piece's number in it, and whether the piece ends a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointBody {
+    pub id: u32,
+    pub index: u32,
+    pub ends_chunk: bool,
+}
+
+impl CheckpointBody {
+    pub const LEN: usize = 9;
+
+    pub fn emit(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        set_u32(&mut b, 0, self.id);
+        set_u32(&mut b, 4, self.index);
+        b[8] = self.ends_chunk as u8;
+        b
+    }
+
+    /// The head and the piece after it; `None` when shorter than the head
+    /// or with a flag this version does not know.
+    pub fn parse(b: &[u8]) -> Option<(CheckpointBody, &[u8])> {
+        if b.len() < Self::LEN || b[8] > 1 {
+            return None;
+        }
+        let c = CheckpointBody {
+            id: get_u32(b, 0),
+            index: get_u32(b, 4),
+            ends_chunk: b[8] == 1,
+        };
+        Some((c, &b[Self::LEN..]))
+    }
+}
+
+/// The body of a SYNC_MARK (big-endian, 8 bytes): the checkpoint it closes
+/// and how many CHECKPOINT pieces it had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncMarkBody {
+    pub id: u32,
+    pub pieces: u32,
+}
+
+impl SyncMarkBody {
+    pub const LEN: usize = 8;
+
+    pub fn emit(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        set_u32(&mut b, 0, self.id);
+        set_u32(&mut b, 4, self.pieces);
+        b
+    }
+
+    pub fn parse(b: &[u8]) -> Option<SyncMarkBody> {
+        (b.len() >= Self::LEN).then(|| SyncMarkBody {
+            id: get_u32(b, 0),
+            pieces: get_u32(b, 4),
+        })
+    }
+}
+
 /// The body of an ACK: which backup, and whether its shard is
 /// synchronized (big-endian, 8 bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,6 +247,8 @@ pub enum FrameType {
     Ack = 6,
     /// Several DATA records from `seq` on (see the module's header).
     Batch = 7,
+    /// A piece of a checkpoint's state, taken at sequence `seq`.
+    Checkpoint = 8,
 }
 
 impl FrameType {
@@ -190,6 +261,7 @@ impl FrameType {
             5 => FrameType::Switchover,
             6 => FrameType::Ack,
             7 => FrameType::Batch,
+            8 => FrameType::Checkpoint,
             _ => return None,
         })
     }

@@ -158,6 +158,16 @@ impl<F: NetworkFunction> Worker<F> {
             self.steer(head.shard, m);
             return;
         }
+        if t == FrameType::Checkpoint {
+            // Its body is longer than a marker's: taken here, in order.
+            if self.follows(&head, st, now) {
+                let d = m.data();
+                let body = &d[(ETH_LEN + HEADER_LEN).min(d.len())..];
+                let body = &body[..(head.length as usize).min(body.len())];
+                self.on_checkpoint_piece(body, st);
+            }
+            return;
+        }
         if t != FrameType::Batch {
             // One record: its frame is this mbuf, past the encapsulation
             // (no copy: the payload stays where the NIC put it).
@@ -271,18 +281,10 @@ impl<F: NetworkFunction> Worker<F> {
         st: &mut ReplState,
         now: u64,
     ) -> bool {
-        let r = &self.shared.repl;
-        if h.epoch < st.epoch {
-            bump(&r.stale_epoch, 1);
+        if !self.follows(&h, st, now) {
             return false;
         }
-        if h.epoch > st.epoch {
-            st.epoch = h.epoch;
-            r.epoch_seen.fetch_max(h.epoch, Relaxed);
-        }
-        r.last_rx_ns.store(now, Relaxed);
-        st.tx_done_seen = st.tx_done_seen.max(h.tx_done);
-        st.last_time_ns = h.time_ns;
+        let r = &self.shared.repl;
         match t {
             FrameType::Data => {
                 bump(&r.frames_rx, 1);
@@ -346,6 +348,11 @@ impl<F: NetworkFunction> Worker<F> {
                 } else {
                     bump(&self.shared.counters.steered_in, 1);
                 }
+                if st.ckpt.installing() {
+                    // The state it would change is being replaced by the
+                    // primary's as of a later boundary.
+                    return false;
+                }
                 let ctx = PacketCtx::with_flags(side, h.time_ns, flags);
                 let mut m = match (body, batch) {
                     (Body::Own(mut m), _) => {
@@ -395,14 +402,35 @@ impl<F: NetworkFunction> Worker<F> {
                 self.audit(&marker, h.seq, st);
                 false
             }
-            // The checkpoint protocol's frame: not built yet.
             FrameType::SyncMark => {
                 st.tracker.on_marker(h.seq, h.tx_done);
+                self.on_sync_mark(&marker, h.seq, h.tx_done, st);
                 false
             }
-            // Taken out (ACK) or taken apart (BATCH) in `backup_frame`.
-            FrameType::Ack | FrameType::Batch => false,
+            // Taken out (ACK, CHECKPOINT) or taken apart (BATCH) in
+            // `backup_frame`.
+            FrameType::Ack | FrameType::Batch | FrameType::Checkpoint => false,
         }
+    }
+
+    /// What every record of the stream followed tells: its epoch (an older
+    /// one is refused: false), that the link is alive, the primary's
+    /// `tx_done` and time.
+    #[inline]
+    fn follows(&mut self, h: &ReplHeader, st: &mut ReplState, now: u64) -> bool {
+        let r = &self.shared.repl;
+        if h.epoch < st.epoch {
+            bump(&r.stale_epoch, 1);
+            return false;
+        }
+        if h.epoch > st.epoch {
+            st.epoch = h.epoch;
+            r.epoch_seen.fetch_max(h.epoch, Relaxed);
+        }
+        r.last_rx_ns.store(now, Relaxed);
+        st.tx_done_seen = st.tx_done_seen.max(h.tx_done);
+        st.last_time_ns = h.time_ns;
+        true
     }
 
     /// Keeps a record's egress in the shadow ring, or counts why there is

@@ -20,6 +20,7 @@
 
 pub mod announce;
 pub mod backup;
+mod checkpoint;
 mod held;
 pub mod primary;
 pub mod status;
@@ -51,6 +52,7 @@ use crate::replication::shadow::ShadowRing;
 use crate::replication::window::IngressWindow;
 use crate::stats::{bump, new_latency_histogram, LatencyShared, WorkerCounters};
 use crate::wire::MacAddr;
+use checkpoint::CheckpointState;
 use held::{Egress, HeldBatches};
 
 pub use status::{Mode, ReplStatus};
@@ -302,6 +304,8 @@ pub(crate) struct ReplState {
     /// Backup: when to acknowledge, and how many ACKs left.
     pub ack: AckPacer,
     pub acks_tx: u64,
+    /// The checkpoint protocol's state, either side.
+    pub ckpt: CheckpointState,
     /// Primary after a takeover: its first egress is still to be stamped
     /// (`takeover_first_egress_ns`), whatever it is: a shadow entry
     /// resent, an unreplicated packet, or new ingress.
@@ -356,6 +360,7 @@ impl<F: NetworkFunction> Worker<F> {
             ack: AckPacer::new((r.settings.flow_window / 4).max(1), r.settings.keepalive_ns),
             acks_tx: 0,
             first_egress_due: false,
+            ckpt: CheckpointState::default(),
         });
         let publish_ticks = clock.ticks(LATENCY_PUBLISH_NS);
         let idle = Duration::from_micros(self.idle_sleep_us);

@@ -87,6 +87,7 @@ impl<F: NetworkFunction> Worker<F> {
             self.send_marker(FrameType::Keepalive, &[], st, now);
         }
         self.audit_if_due(st, now);
+        self.checkpoint_step(st, now);
         busy
     }
 

@@ -79,6 +79,17 @@ pub struct ReplStatus {
     /// this shard's state different from the primary's.
     pub audits: AtomicU64,
     pub audit_mismatches: AtomicU64,
+    /// The checkpoint protocol (`worker::checkpoint`). Primary: started,
+    /// sent whole (up to their SYNC_MARK), abandoned, pieces sent. Backup:
+    /// installed, abandoned for a lost piece (or a mark that did not close
+    /// them), chunks refused.
+    pub checkpoints_started: AtomicU64,
+    pub checkpoints_sent: AtomicU64,
+    pub checkpoints_abandoned: AtomicU64,
+    pub checkpoint_pieces: AtomicU64,
+    pub checkpoints_installed: AtomicU64,
+    pub checkpoint_pieces_lost: AtomicU64,
+    pub checkpoint_refused: AtomicU64,
     /// Flow control. Primary: ACKs read, records the slowest fresh
     /// synchronized backup is behind, time its data ports were held back
     /// (the backups were a window behind). Backup: ACKs sent, and other

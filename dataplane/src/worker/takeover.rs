@@ -71,6 +71,8 @@ impl<F: NetworkFunction> Worker<F> {
         }
         st.epoch = epoch;
         st.mode = Mode::Primary;
+        // A checkpoint under way, either side, belonged to the old roles.
+        st.ckpt.reset();
         self.process_unreplicated(st, s, clock);
         self.announce(st, s);
         r.takeover_done_ns.store(clock.now_ns(), Relaxed);
@@ -157,6 +159,8 @@ impl<F: NetworkFunction> Worker<F> {
             crate::stats::bump(&self.shared.counters.ignored_not_owner, n as u64);
         }
         st.mode = Mode::Backup;
+        // A checkpoint under way, either side, belonged to the old roles.
+        st.ckpt.reset();
         st.first_egress_due = false;
         st.epoch = st.epoch.max(epoch);
         st.ack.reset();

@@ -1,0 +1,360 @@
+//! The checkpoint protocol, in band (DESIGN.md §5): how a primary shard
+//! brings a backup that is not synchronized (started after the stream, or
+//! a restarted old primary, or one that lost frames) into sync, for a
+//! function with state.
+//!
+//! The primary's worker sends the state in CHECKPOINT frames on the
+//! replication link, between its DATA frames, so each piece lies at an
+//! exact place in the shard's sequence:
+//!
+//! 1. Round 1: every table in chunks, a few per iteration, while the shard
+//!    keeps working.
+//! 2. Then what changed since the round began (`changed_since`). If that
+//!    is small, it goes at once, with the tables' layout and a SYNC_MARK
+//!    at the current sequence boundary S — one iteration, so nothing of
+//!    the shard happens in between: the state sent is the state at S. If
+//!    not, it is the next round's content, sent over iterations, and the
+//!    question is asked again at the end of that round.
+//! 3. The backup, from the first piece on, forgets its state, installs
+//!    every chunk in order and processes no DATA until the SYNC_MARK; there
+//!    it holds the primary's state at S, and follows the stream from S + 1.
+//!    It is synchronized once the primary's `tx_done` covers S (nothing
+//!    before S can then be owed at a takeover), and says so in its ACKs,
+//!    which is how the primary learns that it is done.
+//!
+//! A lost piece (a gap in their numbers) or a chunk the backup cannot
+//! install abandons that checkpoint on the backup; it stays unsynchronized
+//! and the primary, still hearing so in its ACKs, starts another after
+//! [`RETRY_NS`]. The pieces carry no acknowledgment of their own: the
+//! replication link keeps their order, the numbering shows a loss, and the
+//! SYNC_MARK names how many pieces there were. One checkpoint serves every
+//! backup that is not synchronized; a synchronized one ignores it.
+
+use std::collections::VecDeque;
+
+use super::{ReplState, Worker};
+use crate::nf::{DropReason, NetworkFunction};
+use crate::replication::builder::build_marker;
+use crate::replication::{FrameType, ReplHeader};
+use crate::stats::bump;
+use crate::wire::replication::{CheckpointBody, SyncMarkBody};
+
+/// Bytes of state per CHECKPOINT frame (with its headers, well within a
+/// 1500-byte link).
+pub const PIECE: usize = 1024;
+/// Records per chunk of round 1 (a NAT session's record is 29 bytes: one
+/// chunk, one piece).
+const RECORDS_PER_CHUNK: usize = 32;
+/// Pieces a shard sends per iteration while a round runs (the data ports'
+/// work goes on between).
+const PIECES_PER_POLL: usize = 8;
+/// What changed during a round goes at once, with the SYNC_MARK, when it
+/// is at most this many bytes; else it makes another round.
+const FINAL_BYTES: usize = 32 * PIECE;
+/// Rounds before a checkpoint gives up (the state changes faster than it
+/// can be sent).
+const MAX_ROUNDS: u32 = 16;
+/// After a checkpoint (sent or abandoned), the next one waits this long:
+/// the backups' ACKs must say whether the last one took.
+pub const RETRY_NS: u64 = 200_000_000;
+/// An unsynchronized backup's ACK counts as a request for this long.
+const REQUEST_FRESH_NS: u64 = 1_000_000_000;
+
+/// The primary's side of a checkpoint under way.
+pub(crate) struct Sending {
+    id: u32,
+    /// Pieces sent so far (the next one's number).
+    pieces: u32,
+    round: u32,
+    /// Each table's generation when the round began.
+    marks: Vec<u64>,
+    /// Round 1: the table and cursor to snapshot next (None: done).
+    next: Option<(usize, usize)>,
+    /// Chunks still to send, the first from `offset` on.
+    queue: VecDeque<Vec<u8>>,
+    offset: usize,
+}
+
+/// The backup's side of a checkpoint it is installing.
+pub(crate) struct Installing {
+    id: u32,
+    /// The next piece's number.
+    next: u32,
+    /// The chunk being put together from its pieces.
+    partial: Vec<u8>,
+}
+
+/// A worker's checkpoint state, either side.
+#[derive(Default)]
+pub(crate) struct CheckpointState {
+    pub sending: Option<Sending>,
+    pub installing: Option<Installing>,
+    /// Primary: the next checkpoint's id, and not before when (local ns).
+    pub next_id: u32,
+    pub not_before_ns: u64,
+}
+
+impl CheckpointState {
+    /// Backup: a checkpoint is being installed (DATA is not processed).
+    #[inline]
+    pub fn installing(&self) -> bool {
+        self.installing.is_some()
+    }
+
+    /// Drops any checkpoint under way (the ids go on).
+    pub fn reset(&mut self) {
+        self.sending = None;
+        self.installing = None;
+        self.not_before_ns = 0;
+    }
+}
+
+/// Why a piece was refused (each has its counter).
+enum PieceRefused {
+    /// Not the piece that was due: one was lost.
+    OutOfOrder,
+    /// Its chunk did not install.
+    Install,
+}
+
+impl<F: NetworkFunction> Worker<F> {
+    /// Primary, once per iteration: starts a checkpoint when a backup says
+    /// this shard is not synchronized there, and moves one under way on.
+    pub(crate) fn checkpoint_step(&mut self, st: &mut ReplState, now: u64) {
+        if F::STATELESS {
+            return;
+        }
+        if st.ckpt.sending.is_none() {
+            if now < st.ckpt.not_before_ns || !self.a_backup_asks(now) {
+                return;
+            }
+            st.ckpt.next_id = st.ckpt.next_id.wrapping_add(1);
+            st.ckpt.sending = Some(Sending {
+                id: st.ckpt.next_id,
+                pieces: 0,
+                round: 1,
+                marks: self.nf.state_tables().iter().map(|t| t.generation()).collect(),
+                next: Some((0, 0)),
+                queue: VecDeque::new(),
+                offset: 0,
+            });
+            bump(&self.shared.repl.checkpoints_started, 1);
+        }
+        if !self.checkpoint_round(st, now) {
+            st.ckpt.sending = None;
+            st.ckpt.not_before_ns = now.saturating_add(RETRY_NS);
+            bump(&self.shared.repl.checkpoints_abandoned, 1);
+        }
+    }
+
+    /// Whether a backup's fresh ACK says this shard is not synchronized
+    /// there.
+    fn a_backup_asks(&self, now: u64) -> bool {
+        self.repl.as_ref().is_some_and(|r| {
+            r.signals
+                .acks
+                .heard(self.shard)
+                .iter()
+                .any(|a| !a.synced && now.saturating_sub(a.at_ns) <= REQUEST_FRESH_NS)
+        })
+    }
+
+    /// One iteration's share of the checkpoint under way. Returns false
+    /// when it must be abandoned.
+    fn checkpoint_round(&mut self, st: &mut ReplState, now: u64) -> bool {
+        let Some(mut c) = st.ckpt.sending.take() else {
+            return true;
+        };
+        let mut sent = 0;
+        while sent < PIECES_PER_POLL {
+            if c.queue.is_empty() {
+                // Round 1 takes the tables chunk by chunk, as it goes.
+                let Some((t, cursor)) = c.next else { break };
+                let tables = self.nf.state_tables();
+                let Some(table) = tables.get(t) else {
+                    c.next = None;
+                    continue;
+                };
+                let mut chunk = Vec::new();
+                c.next = match table.snapshot_chunk(cursor, RECORDS_PER_CHUNK, &mut chunk) {
+                    Some(at) => Some((t, at)),
+                    None => Some((t + 1, 0)),
+                };
+                c.queue.push_back(chunk);
+            }
+            if !self.send_piece(&mut c, st, now) {
+                return false;
+            }
+            sent += 1;
+        }
+        if !c.queue.is_empty() || c.next.is_some() {
+            st.ckpt.sending = Some(c);
+            return true;
+        }
+        // The round is sent: what changed since it began?
+        let tables = self.nf.state_tables();
+        let mut changes = Vec::with_capacity(tables.len());
+        for (t, mark) in tables.iter().zip(&c.marks) {
+            let mut delta = Vec::new();
+            if t.changed_since(*mark, &mut delta).is_none() {
+                // A deletion fell out of the log: start again.
+                return false;
+            }
+            changes.push(delta);
+        }
+        let marks: Vec<u64> = tables.iter().map(|t| t.generation()).collect();
+        let bytes: usize = changes.iter().map(Vec::len).sum();
+        if bytes > FINAL_BYTES {
+            c.round += 1;
+            if c.round > MAX_ROUNDS {
+                return false;
+            }
+            c.marks = marks;
+            c.queue.extend(changes);
+            st.ckpt.sending = Some(c);
+            return true;
+        }
+        // The last of it, the layouts and the mark, all at this boundary.
+        for t in &tables {
+            let mut layout = Vec::new();
+            if t.layout_chunk(&mut layout) {
+                changes.push(layout);
+            }
+        }
+        drop(tables);
+        c.queue.extend(changes);
+        while !c.queue.is_empty() {
+            if !self.send_piece(&mut c, st, now) {
+                return false;
+            }
+        }
+        let body = SyncMarkBody {
+            id: c.id,
+            pieces: c.pieces,
+        };
+        if !self.send_checkpoint_frame(FrameType::SyncMark, &body.emit(), &[], st, now) {
+            return false;
+        }
+        bump(&self.shared.repl.checkpoints_sent, 1);
+        st.ckpt.not_before_ns = now.saturating_add(RETRY_NS);
+        true
+    }
+
+    /// Sends the next piece of the first queued chunk.
+    fn send_piece(&mut self, c: &mut Sending, st: &mut ReplState, now: u64) -> bool {
+        let Some(chunk) = c.queue.front() else {
+            return true;
+        };
+        let end = (c.offset + PIECE).min(chunk.len());
+        let ends_chunk = end == chunk.len();
+        let head = CheckpointBody {
+            id: c.id,
+            index: c.pieces,
+            ends_chunk,
+        };
+        let piece = chunk[c.offset..end].to_vec();
+        if !self.send_checkpoint_frame(FrameType::Checkpoint, &head.emit(), &piece, st, now) {
+            return false;
+        }
+        c.pieces += 1;
+        if ends_chunk {
+            c.queue.pop_front();
+            c.offset = 0;
+        } else {
+            c.offset = end;
+        }
+        true
+    }
+
+    /// A CHECKPOINT or SYNC_MARK frame at the current sequence boundary.
+    fn send_checkpoint_frame(&mut self, t: FrameType, head: &[u8], piece: &[u8], st: &mut ReplState, now: u64) -> bool {
+        let Some(repl) = self.repl.as_mut() else {
+            return false;
+        };
+        let h = ReplHeader {
+            shard: self.shard,
+            epoch: st.epoch,
+            seq: st.next_seq,
+            tx_done: st.tx_done,
+            time_ns: now.wrapping_add(st.time_offset),
+            ingress: 0,
+            length: 0,
+        };
+        let mut body = Vec::with_capacity(head.len() + piece.len());
+        body.extend_from_slice(head);
+        body.extend_from_slice(piece);
+        // From the packet pool: a piece does not fit a header mbuf.
+        let Some(m) = build_marker(t, &h, &body, &repl.encap, &repl.pool) else {
+            self.shared.counters.drop(DropReason::NoMbuf, 1);
+            return false;
+        };
+        if !repl.tx.send_one(m) {
+            return false;
+        }
+        st.last_frame_ns = now;
+        st.tx_done_sent = st.tx_done;
+        bump(&self.shared.repl.checkpoint_pieces, 1);
+        true
+    }
+
+    /// Backup: a CHECKPOINT piece (`body` after the replication header).
+    /// A synchronized shard ignores it (it is for another backup).
+    pub(crate) fn on_checkpoint_piece(&mut self, body: &[u8], st: &mut ReplState) {
+        let r = &self.shared.repl;
+        let Some((head, piece)) = CheckpointBody::parse(body) else {
+            bump(&r.malformed, 1);
+            return;
+        };
+        if head.index == 0 {
+            if st.tracker.synced() {
+                return;
+            }
+            // A new checkpoint: whatever this shard held goes.
+            self.nf.clear_state();
+            st.ckpt.installing = Some(Installing {
+                id: head.id,
+                next: 0,
+                partial: Vec::new(),
+            });
+        }
+        let Some(inst) = st.ckpt.installing.as_mut() else {
+            return;
+        };
+        let refused = if inst.id != head.id || inst.next != head.index {
+            Some(PieceRefused::OutOfOrder)
+        } else {
+            inst.next += 1;
+            inst.partial.extend_from_slice(piece);
+            if head.ends_chunk {
+                let chunk = std::mem::take(&mut inst.partial);
+                self.nf.install_state(&chunk).err().map(|_| PieceRefused::Install)
+            } else {
+                None
+            }
+        };
+        if let Some(why) = refused {
+            st.ckpt.installing = None;
+            let counter = match why {
+                PieceRefused::OutOfOrder => &r.checkpoint_pieces_lost,
+                PieceRefused::Install => &r.checkpoint_refused,
+            };
+            bump(counter, 1);
+        }
+    }
+
+    /// Backup: a SYNC_MARK at sequence `boundary`. When it closes the
+    /// checkpoint being installed, with every piece there, the shard holds
+    /// the primary's state at `boundary` and follows the stream from the
+    /// next frame.
+    pub(crate) fn on_sync_mark(&mut self, body: &[u8], boundary: u64, tx_done: u64, st: &mut ReplState) {
+        let Some(inst) = st.ckpt.installing.take() else {
+            return;
+        };
+        let closes = SyncMarkBody::parse(body).is_some_and(|m| m.id == inst.id && m.pieces == inst.next);
+        if closes && inst.partial.is_empty() && st.tracker.join_at(boundary, tx_done) {
+            bump(&self.shared.repl.checkpoints_installed, 1);
+        } else {
+            bump(&self.shared.repl.checkpoint_pieces_lost, 1);
+        }
+    }
+}

@@ -1451,7 +1451,7 @@ fn ipv4_sent(port: &RingPort) -> Vec<Vec<u8>> {
 
 #[test]
 fn a_nat_backup_started_after_the_stream_is_checkpointed_and_takes_over_every_session() {
-    let (pkts, headers, clones) = pools("ck", 4095);
+    let (pkts, headers, clones) = pools("kp", 4095);
     let server = MacAddr([2, 0, 0, 0, 2, 2]);
     let client = [2, 0, 0, 0, 1, 2];
     let cfg = common::router_config(
@@ -1480,7 +1480,7 @@ fn a_nat_backup_started_after_the_stream_is_checkpointed_and_takes_over_every_se
     let sent_out = |n: &Node| n.shared.counters.snapshot().tx[Side::Outside.index()];
 
     // 40 sessions made before any backup is there.
-    let mut p = start("cka", 1);
+    let mut p = start("kpa", 1);
     p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
     wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
     assert!(p
@@ -1493,7 +1493,7 @@ fn a_nat_backup_started_after_the_stream_is_checkpointed_and_takes_over_every_se
     drop(p.rep.take_sent(256));
 
     // The backup comes up now: its stream starts at sequence 41.
-    let b = start("ckb", 2);
+    let b = start("kpb", 2);
     b.command(
         WorkerCmd::BecomeBackup {
             epoch: 1,

@@ -57,6 +57,10 @@ const MAX_ROUNDS: u32 = 16;
 /// After a checkpoint (sent or abandoned), the next one waits this long:
 /// the backups' ACKs must say whether the last one took.
 pub const RETRY_NS: u64 = 200_000_000;
+/// The closing pieces wait at most this long for room on the replication
+/// port (the data ports are held meanwhile); then the checkpoint is
+/// abandoned.
+const CLOSING_MAX_NS: u64 = 10_000_000;
 /// An unsynchronized backup's ACK counts as a request for this long.
 const REQUEST_FRESH_NS: u64 = 1_000_000_000;
 
@@ -73,6 +77,11 @@ pub(crate) struct Sending {
     /// Chunks still to send, the first from `offset` on.
     queue: VecDeque<Vec<u8>>,
     offset: usize,
+    /// Closing since (local ns; 0: not yet): the last changes, the layout
+    /// and the mark are queued at the sequence boundary the mark names, and
+    /// the data ports are held until they are all out (a full replication
+    /// port delays them; no DATA may come between).
+    closing_since: u64,
 }
 
 /// The backup's side of a checkpoint it is installing.
@@ -99,6 +108,13 @@ impl CheckpointState {
     #[inline]
     pub fn installing(&self) -> bool {
         self.installing.is_some()
+    }
+
+    /// Primary: the checkpoint's closing pieces are not all out, so no new
+    /// ingress may take a sequence number yet.
+    #[inline]
+    pub fn holds_ingress(&self) -> bool {
+        self.sending.as_ref().is_some_and(|c| c.closing_since != 0)
     }
 
     /// Drops any checkpoint under way (the ids go on).
@@ -137,6 +153,7 @@ impl<F: NetworkFunction> Worker<F> {
                 next: Some((0, 0)),
                 queue: VecDeque::new(),
                 offset: 0,
+                closing_since: 0,
             });
             bump(&self.shared.repl.checkpoints_started, 1);
         }
@@ -165,6 +182,9 @@ impl<F: NetworkFunction> Worker<F> {
         let Some(mut c) = st.ckpt.sending.take() else {
             return true;
         };
+        if c.closing_since != 0 {
+            return self.close_checkpoint(c, st, now);
+        }
         let mut sent = 0;
         while sent < PIECES_PER_POLL {
             if c.queue.is_empty() {
@@ -223,9 +243,17 @@ impl<F: NetworkFunction> Worker<F> {
         }
         drop(tables);
         c.queue.extend(changes);
+        c.closing_since = now.max(1);
+        self.close_checkpoint(c, st, now)
+    }
+
+    /// Sends what closes the checkpoint — the last changes, the layouts,
+    /// the SYNC_MARK — as far as the replication port takes them; the rest
+    /// waits for the next iteration, the data ports held.
+    fn close_checkpoint(&mut self, mut c: Sending, st: &mut ReplState, now: u64) -> bool {
         while !c.queue.is_empty() {
             if !self.send_piece(&mut c, st, now) {
-                return false;
+                return self.closing_waits(c, st, now);
             }
         }
         let body = SyncMarkBody {
@@ -233,10 +261,20 @@ impl<F: NetworkFunction> Worker<F> {
             pieces: c.pieces,
         };
         if !self.send_checkpoint_frame(FrameType::SyncMark, &body.emit(), &[], st, now) {
-            return false;
+            return self.closing_waits(c, st, now);
         }
         bump(&self.shared.repl.checkpoints_sent, 1);
         st.ckpt.not_before_ns = now.saturating_add(RETRY_NS);
+        true
+    }
+
+    /// The replication port is full: the closing goes on next iteration,
+    /// unless it has waited too long (false: abandoned).
+    fn closing_waits(&mut self, c: Sending, st: &mut ReplState, now: u64) -> bool {
+        if now.saturating_sub(c.closing_since) > CLOSING_MAX_NS {
+            return false;
+        }
+        st.ckpt.sending = Some(c);
         true
     }
 

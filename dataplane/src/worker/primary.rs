@@ -31,6 +31,11 @@ impl<F: NetworkFunction> Worker<F> {
             self.read_replication_port(st, s, clock.ns(t));
             credit = st.flow.credit(st.next_seq);
         }
+        // A checkpoint closing at this sequence boundary holds new ingress
+        // until its last pieces are out (module `checkpoint`).
+        if st.ckpt.holds_ingress() {
+            credit = 0;
+        }
         // Time held back: each held iteration adds the time since the
         // previous one.
         if credit == 0 {
@@ -59,11 +64,13 @@ impl<F: NetworkFunction> Worker<F> {
             s.latency.saturating_record(clock.ns(end.wrapping_sub(t)).max(1));
             t = end;
         }
-        if self.take_parked(s) > 0 {
+        // (Packets steered here take sequence numbers too.)
+        let held = st.ckpt.holds_ingress();
+        if !held && self.take_parked(s) > 0 {
             busy = true;
             self.ingest_inbox(st, s, clock.ns(t));
         }
-        if self.take_inbox(s) > 0 {
+        if !held && self.take_inbox(s) > 0 {
             busy = true;
             self.ingest_inbox(st, s, clock.ns(t));
         }

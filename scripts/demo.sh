@@ -157,8 +157,10 @@ report = {
     "old_primary_rejoined_as": "backup" if "is backup" in rlog else "unknown",
     # forward keeps no state: the restarted node joins the new primary's
     # stream; a router's or a NAT's installs the new primary's checkpoint.
-    "old_primary_synchronized": bool(re.search(r"shard \d+: this backup is synchronized", rlog))
-        and "no longer synchronized" not in rlog,
+    # Its last word on it counts: a late node first logs the gap, then the
+    # checkpoint (or the join) that brought it back.
+    "old_primary_synchronized": (re.findall(r"this backup is (synchronized|no longer synchronized)", rlog)
+                                 or ["none"])[-1] == "synchronized",
 }
 joined = re.search(r"joined the primary's stream at sequence (\d+)", rlog)
 checkpointed = re.search(r"installed the primary's state checkpointed at sequence (\d+)", rlog)

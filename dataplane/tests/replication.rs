@@ -1451,7 +1451,21 @@ fn ipv4_sent(port: &RingPort) -> Vec<Vec<u8>> {
 
 #[test]
 fn a_nat_backup_started_after_the_stream_is_checkpointed_and_takes_over_every_session() {
-    let (pkts, headers, clones) = pools("kp", 4095);
+    nat_backup_started_late_is_checkpointed("kp", 256);
+}
+
+/// Without flow control a backup sends ACKs only to say it is not
+/// synchronized: enough to be checkpointed.
+#[test]
+fn without_flow_control_a_late_nat_backup_still_asks_for_and_gets_its_checkpoint() {
+    nat_backup_started_late_is_checkpointed("kq", 0);
+}
+
+/// A NAT primary makes 40 sessions, then a backup (node 2) starts: it is
+/// checkpointed while traffic goes on, follows the stream, and after a
+/// takeover translates the replies of all 40 back to the client's ports.
+fn nat_backup_started_late_is_checkpointed(tag: &str, flow_window: u64) {
+    let (pkts, headers, clones) = pools(tag, 4095);
     let server = MacAddr([2, 0, 0, 0, 2, 2]);
     let client = [2, 0, 0, 0, 1, 2];
     let cfg = common::router_config(
@@ -1462,7 +1476,7 @@ fn a_nat_backup_started_after_the_stream_is_checkpointed_and_takes_over_every_se
         ],
     );
     let opts = Opts {
-        flow_window: 256,
+        flow_window,
         flow_hold_ns: 60_000_000_000,
         ..Opts::default()
     };
@@ -1480,7 +1494,7 @@ fn a_nat_backup_started_after_the_stream_is_checkpointed_and_takes_over_every_se
     let sent_out = |n: &Node| n.shared.counters.snapshot().tx[Side::Outside.index()];
 
     // 40 sessions made before any backup is there.
-    let mut p = start("kpa", 1);
+    let mut p = start(&format!("{tag}a"), 1);
     p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
     wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
     assert!(p
@@ -1493,7 +1507,7 @@ fn a_nat_backup_started_after_the_stream_is_checkpointed_and_takes_over_every_se
     drop(p.rep.take_sent(256));
 
     // The backup comes up now: its stream starts at sequence 41.
-    let b = start("kpb", 2);
+    let b = start(&format!("{tag}b"), 2);
     b.command(
         WorkerCmd::BecomeBackup {
             epoch: 1,

@@ -230,6 +230,12 @@ impl AckPacer {
         behind >= self.every || (drained && behind > 0) || now_ns.saturating_sub(self.at_ns) >= self.refresh_ns
     }
 
+    /// Whether `refresh_ns` passed since the last acknowledgment.
+    #[inline]
+    pub fn refresh_due(&self, now_ns: u64) -> bool {
+        now_ns.saturating_sub(self.at_ns) >= self.refresh_ns
+    }
+
     /// An acknowledgment of `last` left at `now_ns`.
     pub fn sent(&mut self, last: u64, now_ns: u64) {
         self.acked = last;

@@ -39,9 +39,17 @@ impl<F: NetworkFunction> Worker<F> {
             return;
         };
         let last = st.tracker.last();
+        // Without flow control a backup still says, at the refresh pace,
+        // that a shard is not synchronized: it is how it asks for the
+        // checkpoint (`worker::checkpoint`).
+        let due = if repl.settings.flow_window != 0 {
+            st.ack.due(last, drained, now)
+        } else {
+            !st.tracker.synced() && st.ack.refresh_due(now)
+        };
         // Only once the primary was heard: a backup that joins a running
         // primary must not make it wait for sequence 0.
-        if repl.settings.flow_window == 0 || st.last_time_ns == 0 || !st.ack.due(last, drained, now) {
+        if st.last_time_ns == 0 || !due {
             return;
         }
         let h = ReplHeader {

@@ -526,6 +526,50 @@ fn a_restarted_old_primary_joins_as_a_synchronized_forward_backup_and_takes_over
     kill_under_a_stream_and_expect_no_loss(&bed, &dir, &mut b, &mut p2, 3);
 }
 
+/// A NAT pair is protected again after a failover too: the old primary,
+/// restarted as it was, rejoins as a backup, installs the new primary's
+/// checkpoint (sessions made before and after the first failure), and takes
+/// over at the next failure with a TCP connection that lived through both
+/// failures still alive and nothing of a UDP stream lost.
+#[test]
+fn a_restarted_old_nat_primary_is_checkpointed_and_takes_over_the_next_failure_with_every_session() {
+    let bed = TestBed::up("natagain", false, "primary backup");
+    let dir = scratch("natagain");
+    let nat = gateway_function("nat");
+    let (mut p, mut b) = start_pair(&bed, &dir, &nat);
+    let ping = bed.run("client", &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.10.2.2"]);
+    assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
+    let tcp = Iperf::start_with(&bed, &dir, &["-t", "9", "-b", "2M"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    p.kill9();
+    assert_eq!(wait_role(&mut b, "primary", 5), 2);
+
+    let primary_cfg = cluster_config_with("primary", 1, 200, "primary", &["backup"], &nat);
+    let mut p2 = start_cluster_node(&bed, &dir, "primary", &primary_cfg, "b");
+    assert_eq!(wait_role(&mut p2, "backup", 10), 2);
+    wait_stderr(
+        &p2,
+        "shard 0: this backup is synchronized: it installed the primary's state checkpointed at sequence",
+        10,
+    );
+    assert!(p2.cmd("show sync").contains("synchronized: yes"));
+
+    let stream = Stream::start(&bed, &dir, 5_000, 3.0);
+    std::thread::sleep(Duration::from_millis(1000));
+    b.kill9();
+    assert_eq!(wait_role(&mut p2, "primary", 5), 3);
+    let r = stream.finish();
+    let tcp = tcp.finish();
+    assert!(
+        tcp.get("error").is_none(),
+        "iperf3 through both failures: {}",
+        tcp["error"]
+    );
+    assert!(u(&r, "sent") >= 14_000, "{r}");
+    assert_eq!(u(&r, "lost"), 0, "no packet lost: {r}");
+    assert!(p2.cmd("show sync").contains("takeovers 1  refused 0"));
+}
+
 /// Kills `primary` 1.5 s into a 4 s, 10 kpps stream: `backup` takes over
 /// with `epoch` and the receiver misses nothing.
 fn kill_under_a_stream_and_expect_no_loss(

@@ -20,7 +20,7 @@ use dataplane::nf::{DropReason, Forward, NetworkFunction, Router, Side};
 use dataplane::ownership::TxOwnership;
 use dataplane::replication::builder::{build_data, build_marker, Batch, HEADER_DATA_ROOM};
 use dataplane::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN, HEADER_LEN};
-use dataplane::wire::replication::{ingress, AckBody, BatchRecords, MAX_BATCH_RECORDS, RECORD_HEADER_LEN};
+use dataplane::wire::replication::{ingress, AckBody, AuditBody, BatchRecords, MAX_BATCH_RECORDS, RECORD_HEADER_LEN};
 use dataplane::wire::MacAddr;
 use dataplane::worker::{
     Announce, Mode, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
@@ -1578,4 +1578,92 @@ fn nat_backup_started_late_is_checkpointed(tag: &str, flow_window: u64) {
         );
     }
     assert_eq!(b.shared.counters.snapshot().drops[DropReason::NoSession as usize], 0);
+}
+
+/// A backup whose state an AUDIT finds different from the primary's loses
+/// its synchronization, asks for a checkpoint in its next ACK, and gets it.
+#[test]
+fn a_failed_audit_unsynchronizes_a_nat_backup_until_the_primarys_next_checkpoint() {
+    let (pkts, headers, clones) = pools("au", 4095);
+    let cfg = common::router_config(
+        Some(common::nat_config(1024)),
+        vec![(Ipv4Addr::new(10, 10, 2, 2), MacAddr([2, 0, 0, 0, 2, 2]), Side::Outside)],
+    );
+    let opts = Opts {
+        flow_window: 256,
+        flow_hold_ns: 60_000_000_000,
+        ..Opts::default()
+    };
+    let start = |tag: &str, node| {
+        let nat = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes)));
+        Node::start_nf(
+            tag,
+            node,
+            [&pkts, &headers, &clones],
+            opts,
+            Arc::new(NodeSignals::default()),
+            nat,
+        )
+    };
+    let (p, b) = (start("aua", 1), start("aub", 2));
+    into_modes(&p, &b);
+    let link = || {
+        let frames = p.rep.take_sent(256);
+        assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
+        drop(p.rep.inject(linearized(&pkts, b.rep.take_sent(256))));
+        drop(p.outside.take_sent(256));
+    };
+    assert!(p
+        .inside
+        .inject((1..=20).map(|i| routed_udp(&pkts, i)).collect())
+        .is_empty());
+    let (pr, br) = (&p.shared.repl, &b.shared.repl);
+    wait("the backup followed 20", || {
+        link();
+        br.last_seq.load(Ordering::Relaxed) == 20
+    });
+    assert!(br.synced.load(Ordering::Relaxed), "followed from sequence 1");
+    assert_eq!(
+        pr.checkpoints_started.load(Ordering::Relaxed),
+        0,
+        "no checkpoint needed"
+    );
+
+    // An AUDIT at its last sequence whose digest is not its state's.
+    let h = ReplHeader {
+        shard: 0,
+        epoch: 1,
+        seq: 20,
+        tx_done: 20,
+        ..Default::default()
+    };
+    let wrong = AuditBody {
+        slice: 0,
+        of: 64,
+        digest: 0x5eed,
+    };
+    let audit = build_marker(FrameType::Audit, &h, &wrong.emit(), &ENC, &headers).expect("audit");
+    assert!(b.rep.inject(vec![audit]).is_empty());
+    wait("the mismatch", || br.audit_mismatches.load(Ordering::Relaxed) == 1);
+    wait("checkpointed again", || {
+        link();
+        br.checkpoints_installed.load(Ordering::Relaxed) == 1 && br.synced.load(Ordering::Relaxed)
+    });
+    assert_eq!(pr.checkpoints_sent.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        br.joined_at.load(Ordering::Relaxed),
+        21,
+        "from the boundary it was taken at on"
+    );
+    // It follows on from there.
+    assert!(p
+        .inside
+        .inject((21..=30).map(|i| routed_udp(&pkts, i)).collect())
+        .is_empty());
+    wait("the backup followed 30", || {
+        link();
+        br.last_seq.load(Ordering::Relaxed) == 30
+    });
+    assert!(br.synced.load(Ordering::Relaxed));
+    assert_eq!(br.gaps.load(Ordering::Relaxed), 0);
 }

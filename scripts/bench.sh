@@ -53,6 +53,11 @@ BD_ARGS=()
 echo "bench: a primary and its backup on the two cores (net_pcap source, net_ring link)"
 "$ROOT/target/release/pair" "$OUT/udp64.pcap" 3 "${BENCH_RUNS:-5}" "${BD_ARGS[@]}" 2>/dev/null | tee "$OUT/pair.json"
 
+echo "bench: how long a checkpoint brings a late NAT backup into sync (100 000 and 1 000 000 sessions)"
+for n in 100000 1000000; do
+    "$ROOT/target/release/checkpoint" "$OUT/udp64.pcap" "$n" "${BENCH_RUNS:-5}" "${BD_ARGS[@]}" 2>/dev/null
+done | tee "$OUT/checkpoint.json"
+
 # DPDK's own router on the same vdevs: what a router's ratio can be here.
 # Optional: without dpdk-doc (no package mirror) the rest still runs.
 L3FWD=()

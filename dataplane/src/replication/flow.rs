@@ -38,6 +38,9 @@ struct AckCell {
     seq: AtomicU64,
     /// Local ns when it arrived (0: never).
     at_ns: AtomicU64,
+    /// The checkpoint the backup installs (high 32 bits) and the pieces of
+    /// it installed (low 32).
+    ckpt: AtomicU64,
 }
 
 /// The backups' acknowledgments per shard, as the primary received them.
@@ -92,6 +95,30 @@ impl AckBoard {
         // A reader that sees this time sees the sequence stored before it.
         cell.at_ns.store(now_ns.max(1), Ordering::Release);
         Ok(())
+    }
+
+    /// Backup `node` installed `pieces` pieces of checkpoint `id` of
+    /// `shard` (after [`Self::record`] of the same ACK).
+    pub fn record_progress(&self, node: u32, shard: u16, id: u32, pieces: u32) {
+        if let Some(slot) = self.slot_of(node).filter(|_| (shard as usize) < MAX_SHARDS) {
+            let v = ((id as u64) << 32) | pieces as u64;
+            self.cells[slot * MAX_SHARDS + shard as usize]
+                .ckpt
+                .store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// The fewest pieces of checkpoint `id` of `shard` any backup installing
+    /// it has reported; None when none has.
+    pub fn progress(&self, shard: u16, id: u32) -> Option<u32> {
+        let shard = shard as usize;
+        let slots = if shard < MAX_SHARDS { MAX_BACKUPS } else { 0 };
+        (0..slots)
+            .filter(|slot| self.nodes[*slot].load(Ordering::Relaxed) != 0)
+            .map(|slot| self.cells[slot * MAX_SHARDS + shard].ckpt.load(Ordering::Relaxed))
+            .filter(|v| (v >> 32) as u32 == id)
+            .map(|v| v as u32)
+            .min()
     }
 
     /// The lowest sequence acknowledged for `shard` by a synchronized backup
@@ -254,6 +281,26 @@ mod tests {
     use super::*;
 
     const MS: u64 = 1_000_000;
+
+    #[test]
+    fn a_checkpoints_progress_is_the_slowest_of_the_backups_installing_it() {
+        let b = AckBoard::default();
+        for node in [2, 3, 4] {
+            b.record(node, 0, 0, false, MS).unwrap();
+        }
+        assert_eq!(b.progress(0, 7), None, "nobody installs 7 yet");
+        b.record_progress(2, 0, 7, 300);
+        b.record_progress(3, 0, 7, 128);
+        b.record_progress(4, 0, 6, 10);
+        b.record_progress(4, 1, 7, 5);
+        assert_eq!(
+            b.progress(0, 7),
+            Some(128),
+            "node 4 installs another checkpoint, and shard 1 is not 0"
+        );
+        assert_eq!(b.progress(1, 7), Some(5));
+        assert_eq!(b.progress(MAX_SHARDS as u16, 7), None);
+    }
 
     #[test]
     fn the_lowest_fresh_synchronized_acknowledgment_of_a_shard_wins() {

@@ -195,6 +195,36 @@ impl SyncMarkBody {
     }
 }
 
+/// What follows an [`AckBody`] from a backup installing a checkpoint
+/// (big-endian, 8 bytes): which checkpoint, and how many of its pieces it
+/// installed — the primary keeps at most a window of pieces in flight.
+/// A node that predates it reads the ACK's first 8 bytes only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointProgress {
+    pub id: u32,
+    pub pieces: u32,
+}
+
+impl CheckpointProgress {
+    pub const LEN: usize = 8;
+
+    pub fn emit(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        set_u32(&mut b, 0, self.id);
+        set_u32(&mut b, 4, self.pieces);
+        b
+    }
+
+    /// From the ACK's whole body: None when it carries none.
+    pub fn parse_after_ack(body: &[u8]) -> Option<CheckpointProgress> {
+        let b = body.get(AckBody::LEN..AckBody::LEN + Self::LEN)?;
+        Some(CheckpointProgress {
+            id: get_u32(b, 0),
+            pieces: get_u32(b, 4),
+        })
+    }
+}
+
 /// The body of an ACK: which backup, and whether its shard is
 /// synchronized (big-endian, 8 bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -513,6 +543,39 @@ mod tests {
         let mut b = [0u8; HEADER_LEN + 2];
         ReplicationFrame::new_unchecked(&mut b[..]).emit(FrameType::Data, &header());
         assert_eq!(ReplicationFrame::new_checked(&b[..]).unwrap_err(), WireError::Truncated);
+    }
+
+    #[test]
+    fn checkpoint_bodies_decode_back_and_short_or_flagged_ones_are_refused() {
+        let c = CheckpointBody {
+            id: 7,
+            index: 0x0102_0304,
+            ends_chunk: true,
+        };
+        let mut b = c.emit().to_vec();
+        b.extend_from_slice(b"chunk");
+        assert_eq!(CheckpointBody::parse(&b), Some((c, &b"chunk"[..])));
+        assert_eq!(&b[4..9], &[1, 2, 3, 4, 1], "index big-endian, then the flag");
+        b[8] = 2;
+        assert_eq!(CheckpointBody::parse(&b), None, "a flag this version does not know");
+        assert_eq!(CheckpointBody::parse(&c.emit()[..8]), None);
+        let m = SyncMarkBody { id: 7, pieces: 3130 };
+        assert_eq!(SyncMarkBody::parse(&m.emit()), Some(m));
+        assert_eq!(SyncMarkBody::parse(&m.emit()[..7]), None);
+        let ack = AckBody { node: 2, synced: false }.emit();
+        assert_eq!(
+            CheckpointProgress::parse_after_ack(&ack),
+            None,
+            "a plain ACK carries none"
+        );
+        let p = CheckpointProgress { id: 7, pieces: 64 };
+        let with = [&ack[..], &p.emit()[..]].concat();
+        assert_eq!(
+            AckBody::parse(&with),
+            Some(AckBody { node: 2, synced: false }),
+            "what an older node reads"
+        );
+        assert_eq!(CheckpointProgress::parse_after_ack(&with), Some(p));
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl<F: NetworkFunction> Worker<F> {
             st.ack.due(last, drained, now)
         } else {
             !st.tracker.synced() && st.ack.refresh_due(now)
-        };
+        } || st.ckpt.progress_due();
         // Only once the primary was heard: a backup that joins a running
         // primary must not make it wait for sequence 0.
         if st.last_time_ns == 0 || !due {
@@ -61,11 +61,17 @@ impl<F: NetworkFunction> Worker<F> {
             ingress: 0,
             length: 0,
         };
-        let body = AckBody {
+        let mut body = AckBody {
             node: repl.settings.node_id,
             synced: st.tracker.synced(),
-        };
-        let Some(m) = build_marker(FrameType::Ack, &h, &body.emit(), &repl.encap, &repl.headers) else {
+        }
+        .emit()
+        .to_vec();
+        let progress = st.ckpt.progress();
+        if let Some(p) = progress {
+            body.extend_from_slice(&p.emit());
+        }
+        let Some(m) = build_marker(FrameType::Ack, &h, &body, &repl.encap, &repl.headers) else {
             self.shared.counters.drop(DropReason::NoMbuf, 1);
             return;
         };
@@ -73,6 +79,9 @@ impl<F: NetworkFunction> Worker<F> {
         if repl.tx.send_one(m) {
             st.ack.sent(last, now);
             st.acks_tx += 1;
+            if let Some(p) = progress {
+                st.ckpt.acked_pieces = p.pieces;
+            }
         }
     }
 

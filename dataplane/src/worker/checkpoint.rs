@@ -37,17 +37,26 @@ use crate::nf::{DropReason, NetworkFunction};
 use crate::replication::builder::build_marker;
 use crate::replication::{FrameType, ReplHeader};
 use crate::stats::bump;
-use crate::wire::replication::{CheckpointBody, SyncMarkBody};
+use crate::wire::replication::{CheckpointBody, CheckpointProgress, SyncMarkBody};
 
 /// Bytes of state per CHECKPOINT frame (with its headers, well within a
 /// 1500-byte link).
 pub const PIECE: usize = 1024;
+/// Pieces in flight: the primary sends a round's pieces only this far ahead
+/// of the slowest installing backup's ACKs (a backup installs slower than a
+/// primary sends: unpaced, the pieces of a big table would overflow its
+/// replication RX ring and the checkpoint would never complete).
+const PIECE_WINDOW: u32 = 256;
+/// A backup installing a checkpoint ACKs after this many pieces.
+const PIECES_ACK_EVERY: u32 = 64;
 /// Records per chunk of round 1 (a NAT session's record is 29 bytes: one
 /// chunk, one piece).
 const RECORDS_PER_CHUNK: usize = 32;
-/// Pieces a shard sends per iteration while a round runs (the data ports'
-/// work goes on between).
-const PIECES_PER_POLL: usize = 8;
+/// Pieces a shard sends per iteration while a round runs: one when the
+/// iteration had packets (the data ports' work comes first), more when it
+/// was idle.
+const PIECES_PER_BUSY_POLL: usize = 1;
+const PIECES_PER_IDLE_POLL: usize = 8;
 /// What changed during a round goes at once, with the SYNC_MARK, when it
 /// is at most this many bytes; else it makes another round.
 const FINAL_BYTES: usize = 32 * PIECE;
@@ -61,6 +70,9 @@ pub const RETRY_NS: u64 = 200_000_000;
 /// port (the data ports are held meanwhile); then the checkpoint is
 /// abandoned.
 const CLOSING_MAX_NS: u64 = 10_000_000;
+/// A round's pieces wait at most this long for room on the replication
+/// port; then the checkpoint is abandoned.
+const STALLED_MAX_NS: u64 = 1_000_000_000;
 /// An unsynchronized backup's ACK counts as a request for this long.
 const REQUEST_FRESH_NS: u64 = 1_000_000_000;
 
@@ -82,6 +94,9 @@ pub(crate) struct Sending {
     /// the data ports are held until they are all out (a full replication
     /// port delays them; no DATA may come between).
     closing_since: u64,
+    /// Since when the replication port has refused the next piece (local
+    /// ns; 0: it took the last one).
+    refused_since: u64,
 }
 
 /// The backup's side of a checkpoint it is installing.
@@ -98,6 +113,8 @@ pub(crate) struct Installing {
 pub(crate) struct CheckpointState {
     pub sending: Option<Sending>,
     pub installing: Option<Installing>,
+    /// Backup: the pieces installed as last told in an ACK.
+    pub acked_pieces: u32,
     /// Primary: the next checkpoint's id, and not before when (local ns).
     pub next_id: u32,
     pub not_before_ns: u64,
@@ -117,6 +134,22 @@ impl CheckpointState {
         self.sending.as_ref().is_some_and(|c| c.closing_since != 0)
     }
 
+    /// Backup: what its next ACK says of the checkpoint it installs.
+    pub fn progress(&self) -> Option<CheckpointProgress> {
+        self.installing.as_ref().map(|i| CheckpointProgress {
+            id: i.id,
+            pieces: i.next,
+        })
+    }
+
+    /// Backup: an ACK is due to move the primary's window of pieces on.
+    #[inline]
+    pub fn progress_due(&self) -> bool {
+        self.installing
+            .as_ref()
+            .is_some_and(|i| i.next >= self.acked_pieces.saturating_add(PIECES_ACK_EVERY))
+    }
+
     /// Drops any checkpoint under way (the ids go on).
     pub fn reset(&mut self) {
         self.sending = None;
@@ -134,9 +167,10 @@ enum PieceRefused {
 }
 
 impl<F: NetworkFunction> Worker<F> {
-    /// Primary, once per iteration: starts a checkpoint when a backup says
-    /// this shard is not synchronized there, and moves one under way on.
-    pub(crate) fn checkpoint_step(&mut self, st: &mut ReplState, now: u64) {
+    /// Primary, once per iteration (`busy`: it had packets): starts a
+    /// checkpoint when a backup says this shard is not synchronized there,
+    /// and moves one under way on.
+    pub(crate) fn checkpoint_step(&mut self, st: &mut ReplState, now: u64, busy: bool) {
         if F::STATELESS {
             return;
         }
@@ -154,10 +188,16 @@ impl<F: NetworkFunction> Worker<F> {
                 queue: VecDeque::new(),
                 offset: 0,
                 closing_since: 0,
+                refused_since: 0,
             });
             bump(&self.shared.repl.checkpoints_started, 1);
         }
-        if !self.checkpoint_round(st, now) {
+        let budget = if busy {
+            PIECES_PER_BUSY_POLL
+        } else {
+            PIECES_PER_IDLE_POLL
+        };
+        if !self.checkpoint_round(st, now, budget) {
             st.ckpt.sending = None;
             st.ckpt.not_before_ns = now.saturating_add(RETRY_NS);
             bump(&self.shared.repl.checkpoints_abandoned, 1);
@@ -178,7 +218,7 @@ impl<F: NetworkFunction> Worker<F> {
 
     /// One iteration's share of the checkpoint under way. Returns false
     /// when it must be abandoned.
-    fn checkpoint_round(&mut self, st: &mut ReplState, now: u64) -> bool {
+    fn checkpoint_round(&mut self, st: &mut ReplState, now: u64, budget: usize) -> bool {
         let Some(mut c) = st.ckpt.sending.take() else {
             return true;
         };
@@ -186,7 +226,23 @@ impl<F: NetworkFunction> Worker<F> {
             return self.close_checkpoint(c, st, now);
         }
         let mut sent = 0;
-        while sent < PIECES_PER_POLL {
+        let acked = self
+            .repl
+            .as_ref()
+            .and_then(|r| r.signals.acks.progress(self.shard, c.id))
+            .unwrap_or(0);
+        while sent < budget {
+            if c.pieces >= acked.saturating_add(PIECE_WINDOW) {
+                // A window ahead of the backups: wait for their ACKs (as
+                // long as a full port would be waited for).
+                if c.refused_since == 0 {
+                    c.refused_since = now.max(1);
+                } else if now.saturating_sub(c.refused_since) > STALLED_MAX_NS {
+                    return false;
+                }
+                st.ckpt.sending = Some(c);
+                return true;
+            }
             if c.queue.is_empty() {
                 // Round 1 takes the tables chunk by chunk, as it goes.
                 let Some((t, cursor)) = c.next else { break };
@@ -203,8 +259,18 @@ impl<F: NetworkFunction> Worker<F> {
                 c.queue.push_back(chunk);
             }
             if !self.send_piece(&mut c, st, now) {
-                return false;
+                // The replication port is full (the backups install slower
+                // than the primary sends): the piece waits for the next
+                // iteration, unless the port has refused for too long.
+                if c.refused_since == 0 {
+                    c.refused_since = now.max(1);
+                } else if now.saturating_sub(c.refused_since) > STALLED_MAX_NS {
+                    return false;
+                }
+                st.ckpt.sending = Some(c);
+                return true;
             }
+            c.refused_since = 0;
             sent += 1;
         }
         if !c.queue.is_empty() || c.next.is_some() {
@@ -354,6 +420,7 @@ impl<F: NetworkFunction> Worker<F> {
                 next: 0,
                 partial: Vec::new(),
             });
+            st.ckpt.acked_pieces = 0;
         }
         let Some(inst) = st.ckpt.installing.as_mut() else {
             return;

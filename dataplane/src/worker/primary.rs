@@ -14,7 +14,7 @@ use crate::replication::builder::{build_data, build_marker, Batch, COPY_MAX};
 use crate::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN};
 use crate::stats::bump;
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_LEN};
-use crate::wire::replication::{ingress, AckBody, AuditBody};
+use crate::wire::replication::{ingress, AckBody, AuditBody, CheckpointProgress};
 
 impl<F: NetworkFunction> Worker<F> {
     /// One primary iteration. Returns whether anything arrived.
@@ -94,7 +94,7 @@ impl<F: NetworkFunction> Worker<F> {
             self.send_marker(FrameType::Keepalive, &[], st, now);
         }
         self.audit_if_due(st, now);
-        self.checkpoint_step(st, now);
+        self.checkpoint_step(st, now, busy);
         busy
     }
 
@@ -351,8 +351,13 @@ impl<F: NetworkFunction> Worker<F> {
                 bump(&r.stale_epoch, 1);
             } else {
                 bump(&r.acks_rx, 1);
-                let recorded = AckBody::parse(f.body())
-                    .map(|a| repl.signals.acks.record(a.node, h.shard, h.seq, a.synced, now).is_ok());
+                let recorded = AckBody::parse(f.body()).map(|a| {
+                    let ok = repl.signals.acks.record(a.node, h.shard, h.seq, a.synced, now).is_ok();
+                    if let Some(c) = CheckpointProgress::parse_after_ack(f.body()) {
+                        repl.signals.acks.record_progress(a.node, h.shard, c.id, c.pieces);
+                    }
+                    ok
+                });
                 if recorded != Some(true) {
                     bump(&r.malformed, 1);
                 }

@@ -937,12 +937,7 @@ fn takeover_resends(p: &mut Node, b: &Node) -> Vec<Vec<u8>> {
     wait("takeover", || {
         b.shared.repl.takeover_done_ns.load(Ordering::Relaxed) > 0
     });
-    b.outside
-        .take_sent(64)
-        .iter()
-        .map(|m| m.copy_to_vec())
-        .filter(|f| f[12..14] == [0x08, 0x00])
-        .collect()
+    ipv4_sent(&b.outside)
 }
 
 #[test]

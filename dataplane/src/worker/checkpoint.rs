@@ -35,7 +35,7 @@ use std::collections::VecDeque;
 use super::{ReplState, Worker};
 use crate::nf::{DropReason, NetworkFunction};
 use crate::replication::builder::build_marker;
-use crate::replication::{FrameType, ReplHeader};
+use crate::replication::FrameType;
 use crate::stats::bump;
 use crate::wire::replication::{CheckpointBody, CheckpointProgress, SyncMarkBody};
 
@@ -94,9 +94,25 @@ pub(crate) struct Sending {
     /// the data ports are held until they are all out (a full replication
     /// port delays them; no DATA may come between).
     closing_since: u64,
-    /// Since when the replication port has refused the next piece (local
-    /// ns; 0: it took the last one).
+    /// Since when the round has waited (for room on the replication port,
+    /// or for the backups' ACKs) to send its next piece (local ns; 0: it
+    /// sent the last one).
     refused_since: u64,
+}
+
+impl Sending {
+    /// The round cannot go on this iteration: it waits for the next (kept
+    /// in `st`), unless it has waited [`STALLED_MAX_NS`] already (false:
+    /// abandon it).
+    fn wait(mut self, st: &mut ReplState, now: u64) -> bool {
+        if self.refused_since == 0 {
+            self.refused_since = now.max(1);
+        } else if now.saturating_sub(self.refused_since) > STALLED_MAX_NS {
+            return false;
+        }
+        st.ckpt.sending = Some(self);
+        true
+    }
 }
 
 /// The backup's side of a checkpoint it is installing.
@@ -235,13 +251,7 @@ impl<F: NetworkFunction> Worker<F> {
             if c.pieces >= acked.saturating_add(PIECE_WINDOW) {
                 // A window ahead of the backups: wait for their ACKs (as
                 // long as a full port would be waited for).
-                if c.refused_since == 0 {
-                    c.refused_since = now.max(1);
-                } else if now.saturating_sub(c.refused_since) > STALLED_MAX_NS {
-                    return false;
-                }
-                st.ckpt.sending = Some(c);
-                return true;
+                return c.wait(st, now);
             }
             if c.queue.is_empty() {
                 // Round 1 takes the tables chunk by chunk, as it goes.
@@ -261,14 +271,8 @@ impl<F: NetworkFunction> Worker<F> {
             if !self.send_piece(&mut c, st, now) {
                 // The replication port is full (the backups install slower
                 // than the primary sends): the piece waits for the next
-                // iteration, unless the port has refused for too long.
-                if c.refused_since == 0 {
-                    c.refused_since = now.max(1);
-                } else if now.saturating_sub(c.refused_since) > STALLED_MAX_NS {
-                    return false;
-                }
-                st.ckpt.sending = Some(c);
-                return true;
+                // iteration.
+                return c.wait(st, now);
             }
             c.refused_since = 0;
             sent += 1;
@@ -372,17 +376,9 @@ impl<F: NetworkFunction> Worker<F> {
 
     /// A CHECKPOINT or SYNC_MARK frame at the current sequence boundary.
     fn send_checkpoint_frame(&mut self, t: FrameType, head: &[u8], piece: &[u8], st: &mut ReplState, now: u64) -> bool {
+        let h = self.boundary_header(st, now);
         let Some(repl) = self.repl.as_mut() else {
             return false;
-        };
-        let h = ReplHeader {
-            shard: self.shard,
-            epoch: st.epoch,
-            seq: st.next_seq,
-            tx_done: st.tx_done,
-            time_ns: now.wrapping_add(st.time_offset),
-            ingress: 0,
-            length: 0,
         };
         let mut body = Vec::with_capacity(head.len() + piece.len());
         body.extend_from_slice(head);

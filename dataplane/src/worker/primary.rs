@@ -298,17 +298,9 @@ impl<F: NetworkFunction> Worker<F> {
     /// Sends a KEEPALIVE / SWITCHOVER marker carrying the last sequence and
     /// `tx_done`.
     pub(crate) fn send_marker(&mut self, t: FrameType, body: &[u8], st: &mut ReplState, local_ns: u64) -> bool {
+        let h = self.boundary_header(st, local_ns);
         let Some(repl) = self.repl.as_mut() else {
             return false;
-        };
-        let h = ReplHeader {
-            shard: self.shard,
-            epoch: st.epoch,
-            seq: st.next_seq,
-            tx_done: st.tx_done,
-            time_ns: local_ns.wrapping_add(st.time_offset),
-            ingress: 0,
-            length: 0,
         };
         let Some(m) = build_marker(t, &h, body, &repl.encap, &repl.headers) else {
             self.shared.counters.drop(DropReason::NoMbuf, 1);
@@ -321,6 +313,20 @@ impl<F: NetworkFunction> Worker<F> {
             bump(&self.shared.repl.keepalives_tx, 1);
         }
         true
+    }
+
+    /// The header of a marker at the current sequence boundary: the last
+    /// sequence assigned, `tx_done`, the time.
+    pub(crate) fn boundary_header(&self, st: &ReplState, local_ns: u64) -> ReplHeader {
+        ReplHeader {
+            shard: self.shard,
+            epoch: st.epoch,
+            seq: st.next_seq,
+            tx_done: st.tx_done,
+            time_ns: local_ns.wrapping_add(st.time_offset),
+            ingress: 0,
+            length: 0,
+        }
     }
 
     /// A primary still reads the replication port: a frame with a higher

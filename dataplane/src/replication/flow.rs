@@ -130,6 +130,13 @@ impl AckBoard {
             .min()
     }
 
+    /// Whether a backup heard within `fresh_ns` of `now_ns` says `shard` is
+    /// not synchronized there (no allocation: asked on a primary's loop).
+    pub fn unsynced_fresh(&self, shard: u16, now_ns: u64, fresh_ns: u64) -> bool {
+        self.entries(shard)
+            .any(|e| !e.synced && now_ns.saturating_sub(e.at_ns) <= fresh_ns)
+    }
+
     /// Every backup's last acknowledgment of `shard`, as heard (for
     /// `show sync`): whether it is waited for is [`Self::lowest_fresh`]'s
     /// business.

@@ -73,6 +73,9 @@ const CLOSING_MAX_NS: u64 = 10_000_000;
 /// A round's pieces wait at most this long for room on the replication
 /// port; then the checkpoint is abandoned.
 const STALLED_MAX_NS: u64 = 1_000_000_000;
+/// How often a primary without a checkpoint under way looks for a backup
+/// asking for one.
+const ASK_EVERY_NS: u64 = 1_000_000;
 /// An unsynchronized backup's ACK counts as a request for this long.
 const REQUEST_FRESH_NS: u64 = 1_000_000_000;
 
@@ -191,7 +194,12 @@ impl<F: NetworkFunction> Worker<F> {
             return;
         }
         if st.ckpt.sending.is_none() {
-            if now < st.ckpt.not_before_ns || !self.a_backup_asks(now) {
+            if now < st.ckpt.not_before_ns {
+                return;
+            }
+            if !self.a_backup_asks(now) {
+                // Asked again in a millisecond, not on every iteration.
+                st.ckpt.not_before_ns = now.saturating_add(ASK_EVERY_NS);
                 return;
             }
             st.ckpt.next_id = st.ckpt.next_id.wrapping_add(1);
@@ -223,13 +231,9 @@ impl<F: NetworkFunction> Worker<F> {
     /// Whether a backup's fresh ACK says this shard is not synchronized
     /// there.
     fn a_backup_asks(&self, now: u64) -> bool {
-        self.repl.as_ref().is_some_and(|r| {
-            r.signals
-                .acks
-                .heard(self.shard)
-                .iter()
-                .any(|a| !a.synced && now.saturating_sub(a.at_ns) <= REQUEST_FRESH_NS)
-        })
+        self.repl
+            .as_ref()
+            .is_some_and(|r| r.signals.acks.unsynced_fresh(self.shard, now, REQUEST_FRESH_NS))
     }
 
     /// One iteration's share of the checkpoint under way. Returns false

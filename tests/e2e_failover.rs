@@ -430,7 +430,10 @@ fn a_nat_backup_started_after_the_primarys_first_packet_is_checkpointed_and_take
     let sync = b.cmd("show sync");
     assert!(sync.contains("synchronized: yes"), "{sync}");
     // One checkpoint, unless a frame lost on the link made it ask again.
-    assert!(number_after(&sync, ") installed ") >= 1, "a checkpoint installed: {sync}");
+    assert!(
+        number_after(&sync, ") installed ") >= 1,
+        "a checkpoint installed: {sync}"
+    );
     let p_sync = p.cmd("show sync");
     assert!(number_after(&p_sync, "checkpoints sent ") >= 1, "{p_sync}");
     // The same translations on both, the connection made before the backup

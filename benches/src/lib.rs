@@ -21,11 +21,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crossbeam::channel::Sender;
+use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
+use dataplane::dpdk::ring::vdev_create;
 use dataplane::dpdk::{Eal, Mempool, Port, PortConfig};
 use dataplane::nf::nat::{NatConfig, Timeouts};
 use dataplane::nf::{NetworkFunction, RouterConfig, Side};
 use dataplane::ownership::TxOwnership;
-use dataplane::replication::builder::Encap;
+use dataplane::replication::builder::{Encap, HEADER_DATA_ROOM};
 use dataplane::wire::MacAddr;
 use dataplane::worker::{
     Announce, DataQueues, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
@@ -94,6 +96,36 @@ pub struct ReplPools {
     pub pkt: Arc<Mempool>,
     pub headers: Arc<Mempool>,
     pub clones: Arc<Mempool>,
+}
+
+impl ReplPools {
+    /// A node's pools for the two-core benchmarks (`pair`, `checkpoint`):
+    /// 32 K packet mbufs, 4 K header and clone mbufs, named `{prefix}_*`.
+    pub fn for_node(prefix: &str) -> ReplPools {
+        ReplPools {
+            pkt: bench_pool(&format!("{prefix}_pkt"), 32767, DEFAULT_DATA_ROOM),
+            headers: bench_pool(&format!("{prefix}_hdr"), 4095, HEADER_DATA_ROOM),
+            clones: bench_pool(&format!("{prefix}_cln"), 4095, 0),
+        }
+    }
+}
+
+/// `p` configured with [`port_config`] and started.
+pub fn started(mut p: Port, pool: &Mempool) -> Port {
+    p.configure_and_start(&port_config(), pool)
+        .expect("configure and start");
+    p
+}
+
+/// A started `net_pcap` port replaying `pcap` without end.
+pub fn pcap_source(name: &str, pcap: &str, pool: &Mempool) -> Port {
+    let args = format!("rx_pcap={pcap},infinite_rx=1");
+    started(vdev_create(name, &args).expect("net_pcap"), pool)
+}
+
+/// A started `net_null` port that receives nothing and drops what it sends.
+pub fn null_sink(name: &str, pool: &Mempool) -> Port {
+    started(vdev_create(name, "no-rx=1").expect("net_null"), pool)
 }
 
 /// A benchmark's replicating worker, before it runs, and its handles.

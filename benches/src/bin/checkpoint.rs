@@ -17,24 +17,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use benches::{port_config, replicating_worker, BenchNode, ReplPools};
+use benches::{null_sink, pcap_source, port_config, replicating_worker, BenchNode, ReplPools};
 use dataplane::dpdk::lpm::DpdkLpm;
-use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
-use dataplane::dpdk::ring::{vdev_create, RingPort};
-use dataplane::dpdk::{lcore, Eal, Mbuf, Mempool, Port, RxBurst};
+use dataplane::dpdk::ring::RingPort;
+use dataplane::dpdk::{lcore, Eal, Mbuf, Mempool, RxBurst};
 use dataplane::nf::nat::{NatConfig, Timeouts};
 use dataplane::nf::{Router, RouterConfig, Side};
-use dataplane::replication::builder::HEADER_DATA_ROOM;
 use dataplane::wire::checksum;
 use dataplane::worker::{Mode, WorkerCmd};
 
 const FLOW_WINDOW: u64 = 512;
-
-fn started(mut p: Port, pool: &Mempool) -> Port {
-    p.configure_and_start(&port_config(), pool)
-        .expect("configure and start");
-    p
-}
 
 /// The benchmark router's configuration with a NAT for `sessions` more
 /// than the pcap's flows, whose sessions never time out in a run.
@@ -101,23 +93,12 @@ fn run(bed: &Bed, tag: &str, lpm: &Arc<DpdkLpm>, loaded: bool) -> Run {
     // Idle: a ring the benchmark puts one packet into (a stream under way,
     // if only just: state without a sequence number would need no
     // checkpoint).
-    let pcap = loaded.then(|| {
-        let args = format!("rx_pcap={},infinite_rx=1", bed.pcap);
-        started(
-            vdev_create(&format!("net_pcap_{tag}"), &args).expect("net_pcap"),
-            &bed.primary.pkt,
-        )
-    });
+    let pcap = loaded.then(|| pcap_source(&format!("net_pcap_{tag}"), &bed.pcap, &bed.primary.pkt));
     let ring = RingPort::create_split(&format!("{tag}_src"), 1024, 1024)
         .and_then(|r| r.started(&port_config(), &bed.primary.pkt))
         .expect("ring");
     let src = pcap.as_ref().unwrap_or(&ring.port);
-    let null = |name: &str, pool: &Mempool| {
-        started(
-            vdev_create(&format!("net_null_{tag}{name}"), "no-rx=1").expect("net_null"),
-            pool,
-        )
-    };
+    let null = |name: &str, pool: &Mempool| null_sink(&format!("net_null_{tag}{name}"), pool);
     let sink = null("s", &bed.primary.pkt);
     let (b_in, b_out) = (null("bi", &bed.backup.pkt), null("bo", &bed.backup.pkt));
     let link = RingPort::create_split(&format!("{tag}_link"), 1024, 1024)
@@ -180,7 +161,7 @@ fn run(bed: &Bed, tag: &str, lpm: &Arc<DpdkLpm>, loaded: bool) -> Run {
             if Instant::now() > deadline {
                 let pr = &p_shared.repl;
                 panic!(
-                    "no checkpoint in 60 s: backup last {} synced {} gaps {} acks tx {} installed {} lost {} refused {}; primary last {} acks rx {} started {} sent {} abandoned {} pieces {}",
+                    "no checkpoint in 20 s: backup last {} synced {} gaps {} acks tx {} installed {} lost {} refused {}; primary last {} acks rx {} started {} sent {} abandoned {} pieces {}",
                     r.last_seq.load(Ordering::Relaxed),
                     r.synced.load(Ordering::Relaxed),
                     r.gaps.load(Ordering::Relaxed),
@@ -231,15 +212,9 @@ fn main() {
     let runs: u32 = benches::arg(3, 3);
     let huge = !args.iter().any(|a| a == "--no-huge");
     let (eal, lcore) = benches::two_lcore_eal("checkpoint", huge);
-    let pool = benches::bench_pool;
-    let pools = |tag: &str| ReplPools {
-        pkt: pool(&format!("ck_{tag}_pkt"), 32767, DEFAULT_DATA_ROOM),
-        headers: pool(&format!("ck_{tag}_hdr"), 4095, HEADER_DATA_ROOM),
-        clones: pool(&format!("ck_{tag}_cln"), 4095, 0),
-    };
     let bed = Bed {
-        primary: pools("p"),
-        backup: pools("b"),
+        primary: ReplPools::for_node("ck_p"),
+        backup: ReplPools::for_node("ck_b"),
         pcap,
         sessions,
         lcore,

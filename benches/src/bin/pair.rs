@@ -24,13 +24,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use benches::{port_config, replicating_worker, BenchNode, ReplPools};
+use benches::{null_sink, pcap_source, port_config, replicating_worker, BenchNode, ReplPools};
 use dataplane::dpdk::lpm::DpdkLpm;
-use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
-use dataplane::dpdk::ring::{vdev_create, RingPort};
-use dataplane::dpdk::{lcore, Eal, Mempool, Port};
+use dataplane::dpdk::ring::RingPort;
+use dataplane::dpdk::{lcore, Eal, Mempool};
 use dataplane::nf::{DropReason, Forward, NetworkFunction, Router, Side};
-use dataplane::replication::builder::HEADER_DATA_ROOM;
 use dataplane::worker::{Mode, WorkerCmd};
 
 /// The flow window of a node with the default configuration (half its
@@ -46,12 +44,6 @@ struct Bed {
     seconds: f64,
     lcore: u32,
     eal: Eal,
-}
-
-fn started(mut p: Port, pool: &Mempool) -> Port {
-    p.configure_and_start(&port_config(), pool)
-        .expect("configure and start");
-    p
 }
 
 /// What one run measured.
@@ -71,17 +63,8 @@ struct Run {
 /// One run of `make()`'s function with flow control on or off.
 fn run<F: NetworkFunction + 'static>(bed: &Bed, tag: &str, make: impl Fn() -> F, flow: bool) -> Run {
     let window = if flow { bed.window } else { 0 };
-    let pcap_args = format!("rx_pcap={},infinite_rx=1", bed.pcap);
-    let src = started(
-        vdev_create(&format!("net_pcap_{tag}"), &pcap_args).expect("net_pcap"),
-        &bed.primary.pkt,
-    );
-    let null = |name: &str, pool: &Mempool| {
-        started(
-            vdev_create(&format!("net_null_{tag}{name}"), "no-rx=1").expect("net_null"),
-            pool,
-        )
-    };
+    let src = pcap_source(&format!("net_pcap_{tag}"), &bed.pcap, &bed.primary.pkt);
+    let null = |name: &str, pool: &Mempool| null_sink(&format!("net_null_{tag}{name}"), pool);
     let sink = null("s", &bed.primary.pkt);
     let (b_in, b_out) = (null("bi", &bed.backup.pkt), null("bo", &bed.backup.pkt));
     let link = RingPort::create_split(&format!("{tag}_link"), 1024, 1024)
@@ -166,19 +149,13 @@ fn main() {
     let runs: u32 = benches::arg(3, 3);
     let huge = !args.iter().any(|a| a == "--no-huge");
     let (eal, lcore) = benches::two_lcore_eal("pair", huge);
-    let pool = benches::bench_pool;
-    let pools = |tag: &str| ReplPools {
-        pkt: pool(&format!("pr_{tag}_pkt"), 32767, DEFAULT_DATA_ROOM),
-        headers: pool(&format!("pr_{tag}_hdr"), 4095, HEADER_DATA_ROOM),
-        clones: pool(&format!("pr_{tag}_cln"), 4095, 0),
-    };
     let bed = Bed {
         window: std::env::var("PAIR_WINDOW")
             .ok()
             .and_then(|w| w.parse().ok())
             .unwrap_or(FLOW_WINDOW),
-        primary: pools("p"),
-        backup: pools("b"),
+        primary: ReplPools::for_node("pr_p"),
+        backup: ReplPools::for_node("pr_b"),
         pcap,
         seconds,
         lcore,

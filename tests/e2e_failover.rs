@@ -590,8 +590,9 @@ fn kill_under_a_stream_and_expect_no_loss(
 }
 
 /// Frames lost on the replication link unsynchronize a backup of a
-/// function with state for good; `forward`'s backup counts the gap and
-/// rejoins the stream after it, and takes over later with nothing lost.
+/// function with state until the primary's checkpoint; `forward`'s backup
+/// counts the gap and rejoins the stream after it, and takes over later
+/// with nothing lost.
 #[test]
 fn a_forward_backup_that_missed_frames_on_the_replication_link_rejoins_and_takes_over_without_loss() {
     let bed = TestBed::up("rejoin2", true, "primary backup");

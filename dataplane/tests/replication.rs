@@ -16,7 +16,7 @@ use dataplane::dpdk::mempool::DEFAULT_DATA_ROOM;
 use dataplane::dpdk::ring::RingPort;
 use dataplane::dpdk::{Mbuf, Mempool};
 use dataplane::nf::route::RustLpm;
-use dataplane::nf::{DropReason, Forward, NetworkFunction, Router, Side};
+use dataplane::nf::{DropReason, Forward, NetworkFunction, Router, RouterConfig, Side};
 use dataplane::ownership::TxOwnership;
 use dataplane::replication::builder::{build_data, build_marker, Batch, HEADER_DATA_ROOM};
 use dataplane::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN, HEADER_LEN};
@@ -372,6 +372,13 @@ impl Node {
         }
     }
 
+    /// A node of its own (signals not shared) running the router of `cfg`
+    /// (a NAT when `cfg.nat` is set).
+    fn start_router(tag: &str, node_id: u32, pools: [&Arc<Mempool>; 3], opts: Opts, cfg: &Arc<RouterConfig>) -> Node {
+        let router = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes)));
+        Node::start_nf(tag, node_id, pools, opts, Arc::new(NodeSignals::default()), router)
+    }
+
     fn command(&self, c: WorkerCmd, owned: bool) {
         self.ownership.set_all(owned);
         self.cmd.send(c).unwrap();
@@ -404,6 +411,18 @@ fn replicas_of(p: &Node, pkts: &Mempool, ids: std::ops::RangeInclusive<u32>, len
     wait("forwarded", || tx() == until);
     std::thread::sleep(Duration::from_millis(20));
     data_frames(p.rep.take_sent(64))
+}
+
+/// The link between primary `p` and backup `b`, once: `p`'s replication
+/// frames to `b` (as a NIC delivers them), `b`'s ACKs to `p`; what `p`
+/// sent on its outside port is dropped. Returns the frames `b`'s full RX
+/// ring refused (lost, as on a NIC).
+fn relay(p: &Node, b: &Node, pkts: &Mempool) -> usize {
+    let frames = p.rep.take_sent(256);
+    let lost = b.rep.inject(linearized(pkts, frames)).len();
+    drop(p.rep.inject(linearized(pkts, b.rep.take_sent(256))));
+    drop(p.outside.take_sent(256));
+    lost
 }
 
 /// A primary (node 1) and a backup (node 2) in their modes.
@@ -597,32 +616,51 @@ fn primary_replicates_in_order_and_a_backup_takeover_resends_exactly_what_tx_don
     b.stop();
 }
 
+/// `frames` (one record each) into `to`'s replication port, all but the one
+/// at `at`, whose sequence is `seq`: `to` reaches `last` having counted one
+/// gap of one record.
+fn deliver_all_but(to: &Node, pkts: &Mempool, mut frames: Vec<Mbuf>, at: usize, seq: u64, last: u64) {
+    let lost = frames.remove(at);
+    assert_eq!(seq_of(&lost).1.seq, seq);
+    drop(lost);
+    assert!(to.rep.inject(linearized(pkts, frames)).is_empty());
+    wait("the backup at the last", || {
+        to.shared.repl.last_seq.load(Ordering::Relaxed) == last
+    });
+    let st = &to.shared.repl;
+    assert_eq!(
+        (st.gaps.load(Ordering::Relaxed), st.missing.load(Ordering::Relaxed)),
+        (1, 1)
+    );
+}
+
+/// The idle primary `from`'s next marker (its `tx_done` covers what came
+/// before) into `to`, a `forward` backup that rejoined after a gap: it is
+/// synchronized again. Returns the sequence it joined at.
+fn rejoin_on_next_marker(from: &Node, to: &Node, pkts: &Mempool) -> u64 {
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(to.rep.inject(linearized(pkts, from.rep.take_sent(64))).is_empty());
+    let st = &to.shared.repl;
+    wait("synchronized again", || st.synced.load(Ordering::Relaxed));
+    st.joined_at.load(Ordering::Relaxed)
+}
+
 /// `forward` keeps no state: its backup rejoins at the frame after the gap
 /// and is synchronized again once the primary's tx_done covers the lost
-/// one (a function with state stays unsynchronized: `replication::seq`'s
-/// tests and the end-to-end router test).
+/// one (a function with state waits for the primary's checkpoint: the
+/// checkpoint tests below).
 #[test]
 fn a_lost_replication_frame_is_a_counted_gap_and_forward_rejoins_after_it_once_tx_done_covers_it() {
     // 300-byte packets travel one per frame (small ones would be batched).
     let (pkts, headers, clones) = pools("gap", 2047);
     let (mut p, mut b) = pair("g", &pkts, &headers, &clones);
-    let mut frames = replicas_of(&p, &pkts, 1..=10, 300);
-    let lost = frames.remove(4); // seq 5
-    assert_eq!(seq_of(&lost).1.seq, 5);
-    drop(lost);
-    assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
-    wait("backup at 10", || b.shared.repl.last_seq.load(Ordering::Relaxed) == 10);
-    let st = &b.shared.repl;
-    assert_eq!(
-        (st.gaps.load(Ordering::Relaxed), st.missing.load(Ordering::Relaxed)),
-        (1, 1)
+    let frames = replicas_of(&p, &pkts, 1..=10, 300);
+    deliver_all_but(&b, &pkts, frames, 4, 5, 10);
+    assert!(
+        !b.shared.repl.synced.load(Ordering::Relaxed),
+        "tx_done 0 covers nothing"
     );
-    assert!(!st.synced.load(Ordering::Relaxed), "tx_done 0 covers nothing");
-    // The idle primary's next marker carries tx_done 10.
-    std::thread::sleep(Duration::from_millis(30));
-    assert!(b.rep.inject(linearized(&pkts, p.rep.take_sent(64))).is_empty());
-    wait("synchronized again", || st.synced.load(Ordering::Relaxed));
-    assert_eq!(st.joined_at.load(Ordering::Relaxed), 6);
+    assert_eq!(rejoin_on_next_marker(&p, &b, &pkts), 6);
     p.stop();
     b.stop();
 }
@@ -648,21 +686,9 @@ fn a_forward_primary_that_handed_over_rejoins_after_a_gap_in_the_new_primarys_st
     b.command(WorkerCmd::BecomePrimary { epoch: 2 }, true);
     wait("b is the primary", || b.shared.repl.mode() == Some(Mode::Primary));
     let _ = a.rep.take_sent(64);
-    let mut frames = replicas_of(&b, &pkts, 6..=10, 300);
-    let lost = frames.remove(2); // seq 8
-    assert_eq!(seq_of(&lost).1.seq, 8);
-    drop(lost);
-    assert!(a.rep.inject(linearized(&pkts, frames)).is_empty());
-    wait("a at 10", || a.shared.repl.last_seq.load(Ordering::Relaxed) == 10);
-    let st = &a.shared.repl;
-    assert_eq!(
-        (st.gaps.load(Ordering::Relaxed), st.missing.load(Ordering::Relaxed)),
-        (1, 1)
-    );
-    std::thread::sleep(Duration::from_millis(30));
-    assert!(a.rep.inject(linearized(&pkts, b.rep.take_sent(64))).is_empty());
-    wait("synchronized again", || st.synced.load(Ordering::Relaxed));
-    assert_eq!(st.joined_at.load(Ordering::Relaxed), 9);
+    let frames = replicas_of(&b, &pkts, 6..=10, 300);
+    deliver_all_but(&a, &pkts, frames, 2, 8, 10);
+    assert_eq!(rejoin_on_next_marker(&b, &a, &pkts), 9);
 }
 
 #[test]
@@ -945,11 +971,7 @@ fn a_backup_router_rewrites_batched_records_where_they_lie_and_a_takeover_resend
     let (pkts, headers, clones) = pools("hb", 4095);
     let server = MacAddr([2, 0, 0, 0, 2, 2]);
     let cfg = common::router_config(None, vec![(Ipv4Addr::new(10, 10, 2, 2), server, Side::Outside)]);
-    let start = |tag: &str, node| {
-        let router = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes)));
-        let signals = Arc::new(NodeSignals::default());
-        Node::start_nf(tag, node, [&pkts, &headers, &clones], Opts::default(), signals, router)
-    };
+    let start = |tag: &str, node| Node::start_router(tag, node, [&pkts, &headers, &clones], Opts::default(), &cfg);
     let (mut p, b) = (start("hba", 1), start("hbb", 2));
     into_modes(&p, &b);
 
@@ -1028,17 +1050,7 @@ fn the_nics_checksum_verdict_travels_with_the_replica_and_the_backup_decides_as_
     let (pkts, headers, clones) = pools("ck", 2047);
     let server = MacAddr([2, 0, 0, 0, 2, 2]);
     let cfg = common::router_config(None, vec![(Ipv4Addr::new(10, 10, 2, 2), server, Side::Outside)]);
-    let start = |tag: &str, node, opts| {
-        let router = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes)));
-        Node::start_nf(
-            tag,
-            node,
-            [&pkts, &headers, &clones],
-            opts,
-            Arc::new(NodeSignals::default()),
-            router,
-        )
-    };
+    let start = |tag: &str, node, opts| Node::start_router(tag, node, [&pkts, &headers, &clones], opts, &cfg);
     let nic = Opts {
         nic_checksum: true,
         ..Opts::default()
@@ -1325,13 +1337,7 @@ fn with_flow_control_a_backup_behind_a_small_rx_ring_follows_a_fast_primary_with
     // The link: frames one way, ACKs the other; what a full RX ring
     // refuses is lost, as on a NIC.
     let lost = std::cell::Cell::new(0usize);
-    let link = || {
-        let frames = p.rep.take_sent(256);
-        lost.set(lost.get() + b.rep.inject(linearized(&pkts, frames)).len());
-        let acks = b.rep.take_sent(256);
-        drop(p.rep.inject(linearized(&pkts, acks)));
-        drop(p.outside.take_sent(256));
-    };
+    let link = || lost.set(lost.get() + relay(&p, &b, &pkts));
     // The primary hears the backup before the stream starts (a pair that
     // has been up for a while).
     wait("the backup's first ack", || {
@@ -1475,11 +1481,7 @@ fn nat_backup_started_late_is_checkpointed(tag: &str, flow_window: u64) {
         flow_hold_ns: 60_000_000_000,
         ..Opts::default()
     };
-    let start = |tag: &str, node| {
-        let nat = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes)));
-        let signals = Arc::new(NodeSignals::default());
-        Node::start_nf(tag, node, [&pkts, &headers, &clones], opts, signals, nat)
-    };
+    let start = |tag: &str, node| Node::start_router(tag, node, [&pkts, &headers, &clones], opts, &cfg);
     // UDP from the client's port `port`.
     let flow = |port: u16, id: u32| {
         let mut f = common::udp_to_vmac(client, id);
@@ -1510,13 +1512,7 @@ fn nat_backup_started_late_is_checkpointed(tag: &str, flow_window: u64) {
         },
         false,
     );
-    let link = || {
-        let frames = p.rep.take_sent(256);
-        assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
-        let acks = b.rep.take_sent(256);
-        drop(p.rep.inject(linearized(&pkts, acks)));
-        drop(p.outside.take_sent(256));
-    };
+    let link = || assert_eq!(relay(&p, &b, &pkts), 0, "no frame lost");
     // Traffic goes on while it is brought into sync: old flows and new.
     assert!(p
         .inside
@@ -1589,25 +1585,10 @@ fn a_failed_audit_unsynchronizes_a_nat_backup_until_the_primarys_next_checkpoint
         flow_hold_ns: 60_000_000_000,
         ..Opts::default()
     };
-    let start = |tag: &str, node| {
-        let nat = Router::new(cfg.clone(), Arc::new(RustLpm::new(&cfg.routes)));
-        Node::start_nf(
-            tag,
-            node,
-            [&pkts, &headers, &clones],
-            opts,
-            Arc::new(NodeSignals::default()),
-            nat,
-        )
-    };
+    let start = |tag: &str, node| Node::start_router(tag, node, [&pkts, &headers, &clones], opts, &cfg);
     let (p, b) = (start("aua", 1), start("aub", 2));
     into_modes(&p, &b);
-    let link = || {
-        let frames = p.rep.take_sent(256);
-        assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
-        drop(p.rep.inject(linearized(&pkts, b.rep.take_sent(256))));
-        drop(p.outside.take_sent(256));
-    };
+    let link = || assert_eq!(relay(&p, &b, &pkts), 0, "no frame lost");
     assert!(p
         .inside
         .inject((1..=20).map(|i| routed_udp(&pkts, i)).collect())

@@ -161,10 +161,10 @@ pub trait NetworkFunction: Send + 'static {
 
     /// True for functions that keep no state from one packet to the next
     /// (`forward`): a backup that starts after the primary's stream began,
-    /// or misses frames of it, joins it again instead of staying
-    /// unsynchronized for good (see `replication::seq`). The MACs a
-    /// transparent function learns are not counted as state: they only aim
-    /// the announcements after a takeover.
+    /// or misses frames of it, joins it again at the next frame instead of
+    /// waiting for the primary's checkpoint (see `replication::seq`). The
+    /// MACs a transparent function learns are not counted as state: they
+    /// only aim the announcements after a takeover.
     const STATELESS: bool = false;
 
     /// True for functions that pass frames on with their MAC addresses

@@ -143,7 +143,8 @@ impl SeqTracker {
     /// `missing` frames before `next` never came. A function without state
     /// (re)joins the stream at `next`: a late start is no gap, a later one
     /// is counted; either way nothing before `next` matters once the
-    /// primary has transmitted it. With state, the gap is for good. Returns
+    /// primary has transmitted it. With state, the shard stays out of sync
+    /// until a checkpoint joins it again ([`Self::join_at`]). Returns
     /// whether it counts as a gap.
     fn skipped(&mut self, missing: u64, next: u64) -> bool {
         // Nothing processed yet: this is the first frame the backup got.

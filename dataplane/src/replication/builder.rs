@@ -71,10 +71,22 @@ pub fn build_data(orig: &Mbuf, h: &ReplHeader, span: usize, enc: &Encap, head: M
 
 /// A KEEPALIVE, SWITCHOVER, AUDIT or SYNC_MARK frame with `body`.
 pub fn build_marker(t: FrameType, h: &ReplHeader, body: &[u8], enc: &Encap, headers: &Mempool) -> Option<Mbuf> {
+    build_marker_of(t, h, &[body], enc, headers)
+}
+
+/// [`build_marker`] with a body in parts (a CHECKPOINT's head and piece),
+/// written straight into the mbuf from `pool`.
+pub fn build_marker_of(t: FrameType, h: &ReplHeader, parts: &[&[u8]], enc: &Encap, pool: &Mempool) -> Option<Mbuf> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     let mut hh = *h;
-    hh.length = body.len() as u16;
-    let mut m = encapsulate(Mbuf::alloc(headers)?, enc, t, &hh, body.len())?;
-    m.data_mut()[ETH_LEN + HEADER_LEN..].copy_from_slice(body);
+    hh.length = len as u16;
+    let mut m = encapsulate(Mbuf::alloc(pool)?, enc, t, &hh, len)?;
+    let mut at = ETH_LEN + HEADER_LEN;
+    let d = m.data_mut();
+    for p in parts {
+        d[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
     Some(m)
 }
 

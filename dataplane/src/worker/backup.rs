@@ -11,7 +11,7 @@ use crate::clock::TscClock;
 use crate::dpdk::{Mbuf, Mempool};
 use crate::nf::DropReason;
 use crate::nf::{NetworkFunction, Owner, PacketCtx, Side, Verdict};
-use crate::replication::builder::build_marker;
+use crate::replication::builder::build_marker_of;
 use crate::replication::seq::SeqVerdict;
 use crate::replication::{frame_hash, FrameType, ReplHeader, ReplicationFrame, HEADER_LEN};
 use crate::stats::bump;
@@ -61,17 +61,18 @@ impl<F: NetworkFunction> Worker<F> {
             ingress: 0,
             length: 0,
         };
-        let mut body = AckBody {
+        let body = AckBody {
             node: repl.settings.node_id,
             synced: st.tracker.synced(),
         }
-        .emit()
-        .to_vec();
+        .emit();
         let progress = st.ckpt.progress();
-        if let Some(p) = progress {
-            body.extend_from_slice(&p.emit());
-        }
-        let Some(m) = build_marker(FrameType::Ack, &h, &body, &repl.encap, &repl.headers) else {
+        let progress_bytes = progress.map(|p| p.emit());
+        let parts: &[&[u8]] = match &progress_bytes {
+            Some(p) => &[&body, p],
+            None => &[&body],
+        };
+        let Some(m) = build_marker_of(FrameType::Ack, &h, parts, &repl.encap, &repl.headers) else {
             self.shared.counters.drop(DropReason::NoMbuf, 1);
             return;
         };

@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 
 use super::{ReplState, Worker};
 use crate::nf::{DropReason, NetworkFunction};
-use crate::replication::builder::build_marker;
+use crate::replication::builder::build_marker_of;
 use crate::replication::FrameType;
 use crate::stats::bump;
 use crate::wire::replication::{CheckpointBody, CheckpointProgress, SyncMarkBody};
@@ -364,8 +364,7 @@ impl<F: NetworkFunction> Worker<F> {
             index: c.pieces,
             ends_chunk,
         };
-        let piece = chunk[c.offset..end].to_vec();
-        if !self.send_checkpoint_frame(FrameType::Checkpoint, &head.emit(), &piece, st, now) {
+        if !self.send_checkpoint_frame(FrameType::Checkpoint, &head.emit(), &chunk[c.offset..end], st, now) {
             return false;
         }
         c.pieces += 1;
@@ -384,11 +383,8 @@ impl<F: NetworkFunction> Worker<F> {
         let Some(repl) = self.repl.as_mut() else {
             return false;
         };
-        let mut body = Vec::with_capacity(head.len() + piece.len());
-        body.extend_from_slice(head);
-        body.extend_from_slice(piece);
         // From the packet pool: a piece does not fit a header mbuf.
-        let Some(m) = build_marker(t, &h, &body, &repl.encap, &repl.pool) else {
+        let Some(m) = build_marker_of(t, &h, &[head, piece], &repl.encap, &repl.pool) else {
             self.shared.counters.drop(DropReason::NoMbuf, 1);
             return false;
         };

@@ -297,6 +297,35 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_joins_a_stateful_backup_at_its_boundary_once_tx_done_covers_it() {
+        let mut t = SeqTracker::new();
+        t.on_data(40, 39);
+        assert!(!t.synced());
+        // Frames 41..=49 came while it installed (taken, not processed).
+        for s in 41..=49 {
+            t.on_data(s, s - 1);
+        }
+        assert!(t.join_at(50, 48), "the mark at 50 after 49");
+        assert!(!t.synced() && t.joining(), "49 and 50 may still be owed");
+        assert_eq!(t.on_data(51, 50), SeqVerdict::InOrder);
+        assert!(t.synced());
+        assert_eq!((t.last(), t.joined_at, t.gaps), (51, 51, 1));
+        // A later gap unsynchronizes it again, until the next checkpoint.
+        t.on_data(60, 59);
+        assert!(!t.synced() && !t.joining());
+    }
+
+    #[test]
+    fn a_mark_behind_frames_already_taken_joins_nothing() {
+        let mut t = SeqTracker::new();
+        t.on_data(5, 0);
+        t.on_data(6, 5);
+        assert!(!t.join_at(5, 6));
+        assert!(!t.synced() && !t.joining());
+        assert_eq!(t.last(), 6);
+    }
+
+    #[test]
     fn a_stateful_backup_joining_mid_stream_never_becomes_synchronized() {
         let mut t = SeqTracker::new();
         assert_eq!(t.on_data(1000, 999), SeqVerdict::Gap { missing: 999 });

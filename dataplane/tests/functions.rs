@@ -682,7 +682,8 @@ fn the_rust_lpm_and_route_parsing_agree_on_a_default_route() {
 
 // ---- Several shards ----
 
-use dataplane::nf::nat::Nat;
+use dataplane::nf::nat::{Nat, SESSION_RECORD};
+use dataplane::nf::state::CHUNK_HEADER;
 use dataplane::nf::Owner;
 
 fn nat_config(lo: u16, hi: u16) -> NatConfig {
@@ -920,17 +921,70 @@ fn a_nat_installed_from_a_snapshot_then_translates_exactly_as_its_original() {
     );
 }
 
+/// A delta's records, in slot order.
+fn records(delta: &[u8]) -> Vec<&[u8]> {
+    let mut r: Vec<&[u8]> = delta[CHUNK_HEADER..].chunks(SESSION_RECORD).collect();
+    r.sort();
+    r
+}
+
+#[test]
+fn a_delta_from_the_listed_changes_holds_exactly_the_records_a_scan_of_the_slab_finds() {
+    let w = churn();
+    let mut a = churn_nat();
+    for (t, ip) in &w[..300] {
+        let _ = translate(&mut a, *t, ip);
+    }
+    let before = a.generation();
+    for (t, ip) in &w[300..400] {
+        let _ = translate(&mut a, *t, ip);
+    }
+    a.track_changes(true);
+    let mark = a.generation();
+    for (t, ip) in &w[400..800] {
+        let _ = translate(&mut a, *t, ip);
+    }
+    let (mut listed, mut listed_before) = (Vec::new(), Vec::new());
+    let n = a
+        .changed_since(mark, &mut listed)
+        .expect("every deletion is in the log");
+    // From before the list began: the slab is scanned.
+    let n_before = a.changed_since(before, &mut listed_before).expect("in the log");
+    a.track_changes(false);
+    let (mut scanned, mut scanned_before) = (Vec::new(), Vec::new());
+    assert_eq!(a.changed_since(mark, &mut scanned), Some(n));
+    assert_eq!(a.changed_since(before, &mut scanned_before), Some(n_before));
+    assert!(
+        n > 20 && n_before > n,
+        "{n} changed since the mark, {n_before} since before"
+    );
+    assert_eq!(records(&listed), records(&scanned));
+    assert_eq!(listed_before, scanned_before);
+}
+
 /// A checkpoint's rounds: a snapshot taken while the NAT keeps working
 /// (chunks between packets), then what changed since the snapshot began,
 /// then the layout, at one point: from there the copy is the original.
 #[test]
 fn a_nat_brought_up_to_date_by_a_delta_then_translates_exactly_as_its_original() {
+    brought_up_to_date(false);
+}
+
+/// The same, the original listing what changes from the mark on (as a
+/// primary's NAT does while a checkpoint runs) instead of scanning.
+#[test]
+fn a_nat_brought_up_to_date_by_a_delta_of_listed_changes_then_translates_exactly_as_its_original() {
+    brought_up_to_date(true);
+}
+
+fn brought_up_to_date(track: bool) {
     let w = churn();
     let mut a = churn_nat();
     for (t, ip) in &w[..300] {
         let _ = translate(&mut a, *t, ip);
     }
     let mut b = churn_nat();
+    a.track_changes(track);
     let mark = a.generation();
     let (mut cursor, mut next) = (Some(0), 300);
     while let Some(c) = cursor {

@@ -203,6 +203,12 @@ pub trait NetworkFunction: Send + 'static {
     /// primary's); the configuration stays.
     fn clear_state(&mut self) {}
 
+    /// Starts (again, from now) or stops listing what changes in the
+    /// tables, so that a checkpoint's `changed_since` from a generation
+    /// read at or after the start costs what changed, not a scan of the
+    /// table. A hint: without it `changed_since` answers the same.
+    fn track_changes(&mut self, _on: bool) {}
+
     /// Which shard owns `frame`, received on `ingress`. Called only when the
     /// node has several shards, on packets from the data ports, before they
     /// are replicated; must not change state.

@@ -250,6 +250,41 @@ pub struct Nat {
     shard: u16,
     shards: u16,
     preallocated: bool,
+    /// While a checkpoint runs: the slots changed since a generation, so
+    /// its delta is read from them instead of from the whole slab (a scan
+    /// of a million slots would stall the shard for milliseconds).
+    changes: Option<ChangeLog>,
+}
+
+/// The slots whose session changed (touched, placed, created) since
+/// generation `from`, each once, in the order they first changed.
+struct ChangeLog {
+    from: u64,
+    slots: Vec<u32>,
+    /// One bit per slot: already in `slots`.
+    listed: Vec<u64>,
+}
+
+impl ChangeLog {
+    fn new(from: u64, slab_len: usize) -> ChangeLog {
+        ChangeLog {
+            from,
+            slots: Vec::new(),
+            listed: vec![0; slab_len.div_ceil(64)],
+        }
+    }
+
+    #[inline]
+    fn note(&mut self, slot: u32) {
+        let (w, bit) = (slot as usize / 64, 1u64 << (slot % 64));
+        if w >= self.listed.len() {
+            self.listed.resize(w + 1, 0);
+        }
+        if self.listed[w] & bit == 0 {
+            self.listed[w] |= bit;
+            self.slots.push(slot);
+        }
+    }
 }
 
 /// A session key in the table it is looked up in.
@@ -349,6 +384,7 @@ impl Nat {
             shard: 0,
             shards: 1,
             preallocated: false,
+            changes: None,
         }
     }
 
@@ -394,6 +430,14 @@ impl Nat {
         self.deleted.clear();
         self.gen += 1;
         self.deleted_floor = self.gen;
+        self.changes = None;
+    }
+
+    /// Starts (again, from the current generation) or stops listing the
+    /// slots that change: while on, [`SessionState::changed_since`] from a
+    /// generation at or after the start reads the list, not the slab.
+    pub fn track_changes(&mut self, on: bool) {
+        self.changes = on.then(|| ChangeLog::new(self.gen, self.slab.len()));
     }
 
     /// Whether the tables were made for `max_sessions` up front.
@@ -565,6 +609,9 @@ impl Nat {
         };
         self.out_map.insert(s.out_key(), idx);
         self.in_map.insert(s.in_key(), idx);
+        if let Some(log) = self.changes.as_mut() {
+            log.note(idx);
+        }
         idx
     }
 
@@ -650,6 +697,9 @@ impl Nat {
         self.slab[i] = Some(s);
         self.out_map.insert(s.out_key(), slot);
         self.in_map.insert(s.in_key(), slot);
+        if let Some(log) = self.changes.as_mut() {
+            log.note(slot);
+        }
         Ok(())
     }
 
@@ -753,6 +803,13 @@ impl Nat {
     fn touch(&mut self, idx: u32, tcp_flags: u8, outbound: bool, now: u64) -> Option<Mapping> {
         let gen = self.next_gen();
         let s = self.slab.get_mut(idx as usize)?.as_mut()?;
+        if let Some(log) = self.changes.as_mut() {
+            // Its first change since the log began (a later one finds it
+            // listed by its generation, without the bit's line).
+            if s.gen <= log.from {
+                log.note(idx);
+            }
+        }
         if s.proto() == IpProtocol::TCP {
             s.tcp |= tcp_bits(tcp_flags, outbound);
         }
@@ -1362,10 +1419,26 @@ impl SessionState for Nat {
                 n += 1;
             }
         }
-        for (i, s) in self.slab.iter().enumerate() {
+        let mut put = |i: usize, s: &Option<Session>| {
             if let Some(s) = s.as_ref().filter(|s| s.gen > generation) {
                 put_session(out, i as u32, s, true);
                 n += 1;
+            }
+        };
+        match self.changes.as_ref().filter(|log| generation >= log.from) {
+            // Every session changed after `generation` changed after the
+            // log began: it is listed.
+            Some(log) => {
+                for &i in &log.slots {
+                    if let Some(s) = self.slab.get(i as usize) {
+                        put(i as usize, s);
+                    }
+                }
+            }
+            None => {
+                for (i, s) in self.slab.iter().enumerate() {
+                    put(i, s);
+                }
             }
         }
         set_count(out, at, n as u32);

@@ -619,6 +619,13 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
         }
     }
 
+    /// The NAT's sessions (the neighbours are few: scanned).
+    fn track_changes(&mut self, on: bool) {
+        if let Some(nat) = self.nat.as_mut() {
+            nat.track_changes(on);
+        }
+    }
+
     /// Learned neighbours, sessions and packets held for a next hop go;
     /// the static neighbours stay.
     fn clear_state(&mut self) {

@@ -14,7 +14,10 @@
 //!    at the current sequence boundary S — one iteration, so nothing of
 //!    the shard happens in between: the state sent is the state at S. If
 //!    not, it is the next round's content, sent over iterations, and the
-//!    question is asked again at the end of that round.
+//!    question is asked again at the end of that round. While a checkpoint
+//!    runs the function lists what changes (`track_changes`), so a round's
+//!    end costs what changed, not a scan of its tables in one iteration
+//!    (a million NAT sessions: 1.1 ms against 15 µs, `nat_scale`).
 //! 3. The backup, from the first piece on, forgets its state, installs
 //!    every chunk in order and processes no DATA until the SYNC_MARK; there
 //!    it holds the primary's state at S, and follows the stream from S + 1.
@@ -43,12 +46,18 @@ use crate::wire::replication::{CheckpointBody, CheckpointProgress, SyncMarkBody}
 /// 1500-byte link).
 pub const PIECE: usize = 1024;
 /// Pieces in flight: the primary sends a round's pieces only this far ahead
-/// of the slowest installing backup's ACKs (a backup installs slower than a
+/// of the slowest installing backup's ACKs. A backup installs slower than a
 /// primary sends: unpaced, the pieces of a big table would overflow its
-/// replication RX ring and the checkpoint would never complete).
-const PIECE_WINDOW: u32 = 256;
-/// A backup installing a checkpoint ACKs after this many pieces.
-const PIECES_ACK_EVERY: u32 = 64;
+/// replication RX ring and the checkpoint would never complete. The window
+/// is also how long the DATA behind the pieces waits at the backup (the
+/// link keeps order): 64 pieces of 32 NAT sessions are about 2 ms of
+/// installing. With 256 (8 ms) the flow-control window held a loaded
+/// primary to a third of its rate while a checkpoint ran (`checkpoint`
+/// benchmark: 2.2 against 7.7 Mpps; 5.9 against 8.2 with 64).
+const PIECE_WINDOW: u32 = 64;
+/// A backup installing a checkpoint ACKs after this many pieces (a quarter
+/// of the window: the primary hears before it must stop).
+const PIECES_ACK_EVERY: u32 = 16;
 /// Records per chunk of round 1 (a NAT session's record is 29 bytes: one
 /// chunk, one piece).
 const RECORDS_PER_CHUNK: usize = 32;
@@ -203,6 +212,7 @@ impl<F: NetworkFunction> Worker<F> {
                 return;
             }
             st.ckpt.next_id = st.ckpt.next_id.wrapping_add(1);
+            self.nf.track_changes(true);
             st.ckpt.sending = Some(Sending {
                 id: st.ckpt.next_id,
                 pieces: 0,
@@ -223,6 +233,7 @@ impl<F: NetworkFunction> Worker<F> {
         };
         if !self.checkpoint_round(st, now, budget) {
             st.ckpt.sending = None;
+            self.nf.track_changes(false);
             st.ckpt.not_before_ns = now.saturating_add(RETRY_NS);
             bump(&self.shared.repl.checkpoints_abandoned, 1);
         }
@@ -296,14 +307,16 @@ impl<F: NetworkFunction> Worker<F> {
             }
             changes.push(delta);
         }
-        let marks: Vec<u64> = tables.iter().map(|t| t.generation()).collect();
         let bytes: usize = changes.iter().map(Vec::len).sum();
         if bytes > FINAL_BYTES {
             c.round += 1;
             if c.round > MAX_ROUNDS {
                 return false;
             }
-            c.marks = marks;
+            // The next round's changes are listed from here.
+            drop(tables);
+            self.nf.track_changes(true);
+            c.marks = self.nf.state_tables().iter().map(|t| t.generation()).collect();
             c.queue.extend(changes);
             st.ckpt.sending = Some(c);
             return true;
@@ -316,6 +329,7 @@ impl<F: NetworkFunction> Worker<F> {
             }
         }
         drop(tables);
+        self.nf.track_changes(false);
         c.queue.extend(changes);
         c.closing_since = now.max(1);
         self.close_checkpoint(c, st, now)

@@ -73,6 +73,7 @@ impl<F: NetworkFunction> Worker<F> {
         st.mode = Mode::Primary;
         // A checkpoint under way, either side, belonged to the old roles.
         st.ckpt.reset();
+        self.nf.track_changes(false);
         self.process_unreplicated(st, s, clock);
         self.announce(st, s);
         r.takeover_done_ns.store(clock.now_ns(), Relaxed);
@@ -161,6 +162,7 @@ impl<F: NetworkFunction> Worker<F> {
         st.mode = Mode::Backup;
         // A checkpoint under way, either side, belonged to the old roles.
         st.ckpt.reset();
+        self.nf.track_changes(false);
         st.first_egress_due = false;
         st.epoch = st.epoch.max(epoch);
         st.ack.reset();

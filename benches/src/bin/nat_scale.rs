@@ -198,12 +198,34 @@ fn main() {
         nat.track_changes(false);
     }
 
+    // A checkpoint's install: the whole table in the chunks a primary
+    // sends (32 sessions each), into an empty NAT as a late backup's is
+    // (tables grown as they fill).
+    let install_per_s = {
+        let nat = r.nat().expect("a NAT");
+        let mut chunks = Vec::new();
+        let mut cursor = Some(0);
+        while let Some(c) = cursor {
+            let mut chunk = Vec::new();
+            cursor = nat.snapshot_chunk(c, 32, &mut chunk);
+            chunks.push(chunk);
+        }
+        let mut copy = Nat::new(nat.config().clone());
+        let start = Instant::now();
+        for c in &chunks {
+            copy.install_chunk(c).expect("a chunk installs");
+        }
+        let s = start.elapsed().as_secs_f64();
+        assert_eq!(copy.len(), sessions as usize);
+        sessions as f64 / s
+    };
+
     let (_, churn_median_ms, churn_max_ms) = create(&mut r, sessions, churn_count, CHURN_AT, churn_step);
     assert_eq!(r.nat().map(Nat::len), Some(sessions as usize));
 
     let measured = (rss1.saturating_sub(rss0)) as f64 / sessions as f64;
     println!(
-        "{{\"sessions\": {n}, \"insert_per_s\": {:.0}, \"insert_1024_median_ms\": {stretch_median_ms:.2}, \"insert_1024_max_ms\": {stretch_max_ms:.2}, \"churn_1024_median_ms\": {churn_median_ms:.2}, \"churn_1024_max_ms\": {churn_max_ms:.2}, \"preallocated_insert_per_s\": {:.0}, \"preallocated_insert_1024_median_ms\": {pre_median_ms:.2}, \"preallocated_insert_1024_max_ms\": {pre_max_ms:.2}, \"preallocated_churn_1024_median_ms\": {pre_churn_median_ms:.2}, \"preallocated_churn_1024_max_ms\": {pre_churn_max_ms:.2}, \"mpps_full_table\": {:.3}, \"ns_per_packet\": {:.1}, \"ns_per_packet_no_prefetch\": {:.1}, \"bytes_per_session_computed\": {}, \"bytes_per_session_rss\": {:.1}, \"round_delta_sessions\": {listed}, \"round_delta_scan_ms\": {scan_ms:.3}, \"round_delta_listed_ms\": {listed_ms:.3}, \"ns_per_packet_listing_changes\": {ns_listing:.1}}}",
+        "{{\"sessions\": {n}, \"insert_per_s\": {:.0}, \"insert_1024_median_ms\": {stretch_median_ms:.2}, \"insert_1024_max_ms\": {stretch_max_ms:.2}, \"churn_1024_median_ms\": {churn_median_ms:.2}, \"churn_1024_max_ms\": {churn_max_ms:.2}, \"preallocated_insert_per_s\": {:.0}, \"preallocated_insert_1024_median_ms\": {pre_median_ms:.2}, \"preallocated_insert_1024_max_ms\": {pre_max_ms:.2}, \"preallocated_churn_1024_median_ms\": {pre_churn_median_ms:.2}, \"preallocated_churn_1024_max_ms\": {pre_churn_max_ms:.2}, \"mpps_full_table\": {:.3}, \"ns_per_packet\": {:.1}, \"ns_per_packet_no_prefetch\": {:.1}, \"bytes_per_session_computed\": {}, \"bytes_per_session_rss\": {:.1}, \"install_per_s\": {install_per_s:.0}, \"round_delta_sessions\": {listed}, \"round_delta_scan_ms\": {scan_ms:.3}, \"round_delta_listed_ms\": {listed_ms:.3}, \"ns_per_packet_listing_changes\": {ns_listing:.1}}}",
         sessions as f64 / insert_s,
         sessions as f64 / pre_s,
         1e3 / ns,

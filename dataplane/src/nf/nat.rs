@@ -1341,6 +1341,14 @@ impl SessionState for Nat {
         } else {
             SESSION_RECORD
         };
+        // Every record's index lines asked for first: a big table's misses
+        // then overlap instead of stalling one record each.
+        for r in body.chunks_exact(len) {
+            if let Some((s, true)) = get_session(&r[len - SESSION_RECORD_V1..]) {
+                self.out_map.prefetch(&s.out_key());
+                self.in_map.prefetch(&s.in_key());
+            }
+        }
         for r in body.chunks_exact(len) {
             let (slot, r) = if version == 1 {
                 (None, r)

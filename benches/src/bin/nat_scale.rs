@@ -210,7 +210,7 @@ fn main() {
             cursor = nat.snapshot_chunk(c, 32, &mut chunk);
             chunks.push(chunk);
         }
-        let mut copy = Nat::new(nat.config().clone());
+        let mut copy = Nat::new(*nat.config());
         let start = Instant::now();
         for c in &chunks {
             copy.install_chunk(c).expect("a chunk installs");

@@ -646,3 +646,106 @@ fn a_forward_backup_on_two_workers_started_late_joins_on_every_shard_and_takes_o
     assert!(sync.contains("(joined at "), "at least one shard joined: {sync}");
     kill_under_a_stream_and_expect_no_loss(&bed, &dir, &mut p, &mut b, 2);
 }
+
+/// On two workers a late NAT backup is checkpointed shard by shard: each
+/// NAT shard holds the sessions of the inside hosts whose address hashes
+/// to it, so the client gets a second address that lands on the other
+/// shard and a TCP run from each. Both shards' sessions are installed on
+/// the backup (the same external ports), and at the kill it takes over
+/// with both TCP runs alive and nothing of a UDP stream lost.
+#[test]
+fn a_nat_backup_on_two_workers_started_late_is_checkpointed_on_every_shard_and_takes_over_every_session() {
+    use dataplane::nf::nat::{Nat, NatConfig, Timeouts};
+    let bed = TestBed::up("late2w", false, "primary backup");
+    let dir = scratch("late2w");
+    let shard_of = |ip: [u8; 4]| {
+        let cfg = NatConfig {
+            address: 0,
+            port_lo: 1024,
+            port_hi: 65535,
+            max_sessions: 1,
+            timeouts: Timeouts::default(),
+        };
+        Nat::new(cfg).for_shard(0, 2).shard_of_inside(u32::from_be_bytes(ip))
+    };
+    let first = shard_of([10, 10, 1, 2]);
+    let other = (3..=250u8)
+        .find(|h| shard_of([10, 10, 1, *h]) != first)
+        .expect("an address on the other shard");
+    let other_ip = format!("10.10.1.{other}");
+    bed.run(
+        "client",
+        &["ip", "addr", "add", &format!("{other_ip}/24"), "dev", "eth0"],
+    );
+
+    let function = gateway_function("nat");
+    let config = |node: &str, id: u32, prio: u8, peer: &str| {
+        cluster_config_with(node, id, prio, node, &[peer], &function)
+            .replace("workers = 1", "workers = 2")
+            .replace("mbufs = 32767", "mbufs = 65535")
+    };
+    let mut p = start_cluster_node_two_workers(&bed, &dir, "primary", &config("primary", 1, 200, "backup"), "a");
+    let epoch = wait_role(&mut p, "primary", 10);
+    let ping = bed.run("client", &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.10.2.2"]);
+    assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
+    // TCP connections that outlive the primary, opened before the backup,
+    // one run per shard.
+    let tcp = [
+        Iperf::start_on(&bed, &dir, 5201, &["-t", "7", "-b", "2M", "-P", "2"]),
+        Iperf::start_on(&bed, &dir, 5202, &["-t", "7", "-b", "2M", "-P", "2", "-B", &other_ip]),
+    ];
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut b = start_cluster_node_two_workers(&bed, &dir, "backup", &config("backup", 2, 100, "primary"), "a");
+    wait_following(&mut b, epoch, 10);
+    for shard in 0..2 {
+        wait_stderr(
+            &b,
+            &format!(
+                "shard {shard}: this backup is synchronized: it installed the primary's state checkpointed at sequence"
+            ),
+            5,
+        );
+    }
+    let sync = b.cmd("show sync");
+    assert!(sync.contains("synchronized: yes"), "{sync}");
+    // Each shard's TCP sessions, by the external port they go out on.
+    let ports_by_shard = |ls: &mut Lockstep| -> Vec<std::collections::BTreeSet<String>> {
+        let text = ls.cmd("show sessions");
+        text.split("  worker ")
+            .skip(1)
+            .map(|w| {
+                w.lines()
+                    .filter(|l| l.contains("10.10.2.2:520"))
+                    .filter_map(|l| l.split("via :").nth(1))
+                    .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+                    .collect()
+            })
+            .collect()
+    };
+    let before = ports_by_shard(&mut p);
+    assert_eq!(before.len(), 2, "two workers");
+    assert!(
+        before.iter().all(|s| s.len() >= 3),
+        "each shard holds a run's connections (control and 2 streams): {before:?}"
+    );
+    assert_eq!(
+        ports_by_shard(&mut b),
+        before,
+        "the backup holds both shards' translations"
+    );
+
+    let stream = Stream::start(&bed, &dir, 5_000, 3.0);
+    std::thread::sleep(Duration::from_millis(1000));
+    p.kill9();
+    assert_eq!(wait_role(&mut b, "primary", 5), epoch + 1);
+    let r = stream.finish();
+    for (run, t) in tcp.into_iter().enumerate() {
+        let t = t.finish();
+        assert!(t.get("error").is_none(), "iperf3 run {run}: {}", t["error"]);
+        assert_eq!(t["end"]["streams"].as_array().map(|a| a.len()), Some(2), "run {run}");
+    }
+    assert!(u(&r, "sent") >= 14_000, "{r}");
+    assert_eq!(u(&r, "lost"), 0, "no packet lost: {r}");
+    let sync = b.cmd("show sync");
+    assert!(sync.contains("takeovers 1  refused 0"), "{sync}");
+}

@@ -671,13 +671,19 @@ impl Iperf {
 
     /// A run with the client options `args` (`-P`, `-t`, `-b`, `-u` ...).
     pub fn start_with(bed: &TestBed, dir: &Path, args: &[&str]) -> Iperf {
+        Iperf::start_on(bed, dir, 5201, args)
+    }
+
+    /// The same with the server on `port` (two runs at once need two).
+    pub fn start_on(bed: &TestBed, dir: &Path, port: u16, args: &[&str]) -> Iperf {
+        let port = port.to_string();
         let server = Command::new("ip")
-            .args(["netns", "exec", &bed.ns("server"), "iperf3", "-s", "-1", "-p", "5201"])
+            .args(["netns", "exec", &bed.ns("server"), "iperf3", "-s", "-1", "-p", &port])
             .stdout(Stdio::null())
             .spawn()
             .expect("iperf3 server");
         std::thread::sleep(Duration::from_millis(400));
-        let out = dir.join("iperf3.json");
+        let out = dir.join(format!("iperf3-{port}.json"));
         let f = std::fs::File::create(&out).expect("iperf3 out");
         let client_started = std::time::SystemTime::now();
         let client = Command::new("ip")
@@ -689,7 +695,7 @@ impl Iperf {
                 "-c",
                 "10.10.2.2",
                 "-p",
-                "5201",
+                &port,
                 "-J",
             ])
             .args(args)

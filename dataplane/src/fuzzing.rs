@@ -246,6 +246,7 @@ pub fn state_chunk(data: &[u8]) {
     use crate::nf::nat::{Nat, NatConfig, Timeouts};
     use crate::nf::neighbor::Neighbors;
     use crate::nf::state::{SessionState, CHUNK_HEADER};
+    use crate::nf::transient::Transient;
 
     const MAX_SESSIONS: usize = 8;
     let nat = || {
@@ -259,6 +260,8 @@ pub fn state_chunk(data: &[u8]) {
         .for_shard(1, 3)
     };
     let (mut n, mut nb) = (nat(), Neighbors::new(4));
+    let transient = || Transient::new(10, 5, 3);
+    let mut tr = transient();
     let mut rest = data;
     while rest.len() >= 3 {
         let kind = rest[0];
@@ -267,6 +270,13 @@ pub fn state_chunk(data: &[u8]) {
         rest = &rest[3 + len..];
         if kind & 1 == 1 {
             let _ = nb.install_chunk(chunk);
+            continue;
+        }
+        if kind & 3 == 2 {
+            let before = whole(&tr);
+            if tr.install_chunk(chunk).is_err() {
+                assert_eq!(whole(&tr), before, "a refused chunk changed the transient state");
+            }
             continue;
         }
         let before: Vec<_> = n.sessions().copied().collect();
@@ -320,6 +330,8 @@ pub fn state_chunk(data: &[u8]) {
         "neighbour copy differs"
     );
     assert_eq!(mb.len(), nb.len());
+    let mt = copy_of(&tr, transient());
+    assert_eq!(whole(&mt), whole(&tr), "transient copy differs");
 }
 
 /// Writes the right header checksum into the IPv4 header of an Ethernet
@@ -405,6 +417,30 @@ mod tests {
         for _ in 0..5_000 {
             let mut input = Vec::new();
             for _ in 0..(1 + c.next_u64() % 6) {
+                if c.next_u64().is_multiple_of(6) {
+                    // The router's transient state: a real one's chunk,
+                    // or its empty delta, sometimes with a byte changed.
+                    use crate::nf::state::SessionState;
+                    let mut t = crate::nf::transient::Transient::new(10, 5, 3);
+                    for i in 0..c.next_u64() % 5 {
+                        t.take_icmp(i * 1_000_000);
+                        t.hold(i as u32 % 4, crate::nf::Side::Outside, &[i as u8; 20], i * 7);
+                    }
+                    let mut chunk = Vec::new();
+                    if c.next_u64().is_multiple_of(4) {
+                        t.changed_since(t.generation(), &mut chunk);
+                    } else {
+                        t.snapshot_chunk(0, 1, &mut chunk);
+                    }
+                    if c.next_u64().is_multiple_of(3) {
+                        let i = (c.next_u64() as usize) % chunk.len();
+                        chunk[i] = c.next_u64() as u8;
+                    }
+                    input.push(2);
+                    input.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+                    input.extend(chunk);
+                    continue;
+                }
                 let nat = !c.next_u64().is_multiple_of(4);
                 // Of the NAT's: a layout one in five, version 1 one in six.
                 let layout = nat && c.next_u64().is_multiple_of(5);

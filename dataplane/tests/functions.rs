@@ -92,7 +92,14 @@ fn the_first_packet_to_an_unknown_next_hop_waits_for_the_arp_answer_and_then_lea
     let (v, out) = run(&mut r, &one("arp_reply_from_server"), Side::Outside, 2);
     assert_eq!(v, Verdict::Forward(Side::Outside));
     assert_eq!(out, one("expect_echo_forwarded"));
-    assert_eq!((r.held.len(), r.held.released, r.held.expired), (0, 1, 0));
+    assert_eq!(
+        (
+            r.transient.held.len(),
+            r.transient.held.released,
+            r.transient.held.expired
+        ),
+        (0, 1, 0)
+    );
 }
 
 #[test]
@@ -101,7 +108,14 @@ fn a_packet_that_waited_longer_than_three_seconds_is_not_sent() {
     run(&mut r, &one("echo_client_to_server"), Side::Inside, 0);
     let (v, _) = run(&mut r, &one("arp_reply_from_server"), Side::Outside, 3 * SEC + 1);
     assert_eq!(v, Verdict::Consumed);
-    assert_eq!((r.held.len(), r.held.released, r.held.expired), (0, 0, 1));
+    assert_eq!(
+        (
+            r.transient.held.len(),
+            r.transient.held.released,
+            r.transient.held.expired
+        ),
+        (0, 0, 1)
+    );
 }
 
 #[test]
@@ -185,6 +199,77 @@ fn icmp_errors_are_rate_limited_on_packet_time() {
         ),
         "10 ms refill one"
     );
+}
+
+/// Every table a checkpoint carries of `from` (`state_tables`, each
+/// whole), installed into `to` after its state was forgotten.
+fn checkpointed(from: &Router<RustLpm>, to: &mut Router<RustLpm>) {
+    let chunks: Vec<Vec<u8>> = from
+        .state_tables()
+        .iter()
+        .flat_map(|t| {
+            let (mut cursor, mut out) = (Some(0), Vec::new());
+            while let Some(c) = cursor {
+                let mut chunk = Vec::new();
+                cursor = t.snapshot_chunk(c, 32, &mut chunk);
+                out.push(chunk);
+            }
+            let mut layout = Vec::new();
+            if t.layout_chunk(&mut layout) {
+                out.push(layout);
+            }
+            out
+        })
+        .collect();
+    to.clear_state();
+    for c in &chunks {
+        to.install_state(c).expect("a chunk installs");
+    }
+}
+
+/// A router's rate limiters and held packets are part of what a checkpoint
+/// carries: a copy made while the ICMP errors' budget was spent and a
+/// packet waited for its next hop refuses the same errors and sends the
+/// held packet at the answer, as the original does.
+#[test]
+fn a_checkpointed_router_spends_the_same_error_budget_and_releases_the_same_held_packet() {
+    let mut a = router(false);
+    let ttl1 = one("udp_ttl1");
+    for _ in 0..99 {
+        run(&mut a, &ttl1, Side::Inside, 5 * SEC);
+    }
+    let (v, _) = run(&mut a, &one("echo_client_to_server"), Side::Inside, 5 * SEC);
+    assert_eq!(v, Verdict::Forward(Side::Outside), "held; its ARP request went");
+    let mut b = router(false);
+    checkpointed(&a, &mut b);
+    assert_eq!(a.audit_digest(0, 4), b.audit_digest(0, 4));
+    let next = |r: &mut Router<RustLpm>| -> Vec<(Verdict, Vec<u8>)> {
+        let mut out: Vec<_> = (0..3).map(|_| run(r, &ttl1, Side::Inside, 5 * SEC)).collect();
+        out.push(run(r, &one("arp_reply_from_server"), Side::Outside, 5 * SEC + 1));
+        out
+    };
+    let (on_a, on_b) = (next(&mut a), next(&mut b));
+    assert_eq!(on_b, on_a);
+    let verdicts: Vec<Verdict> = on_b.iter().map(|(v, _)| *v).collect();
+    assert_eq!(
+        verdicts,
+        [
+            Verdict::Replaced {
+                out: Side::Inside,
+                dropped: DropReason::TtlExpired
+            },
+            Verdict::Drop(DropReason::RateLimited),
+            Verdict::Drop(DropReason::RateLimited),
+            Verdict::Forward(Side::Outside),
+        ],
+        "the last error of the second, then none; the held echo leaves at the answer"
+    );
+    assert_eq!(on_b[3].1, one("expect_echo_forwarded"));
+    // Without them a copy would have sent three errors, and nothing at
+    // the answer.
+    let mut c = router(false);
+    let tables_without: Vec<Verdict> = next(&mut c).iter().map(|(v, _)| *v).collect();
+    assert_ne!(tables_without, verdicts);
 }
 
 #[test]

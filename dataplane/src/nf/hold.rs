@@ -7,8 +7,9 @@
 //! Bounded in entries, and a held packet older than [`HOLD_NS`] of
 //! replicated time is not sent. Deterministic like the rest of the
 //! function: what is held and when it leaves depend only on the packets and
-//! their time. Transient: not part of the session context a checkpoint
-//! carries.
+//! their time. Short-lived, but a checkpoint carries them
+//! ([`super::transient`]): a backup that took over without them would not
+//! send them at the answer.
 
 use super::hash::FxHashMap;
 use super::Side;
@@ -50,6 +51,11 @@ impl HeldPackets {
 
     pub fn len(&self) -> usize {
         self.by_next_hop.len()
+    }
+
+    /// How many it may hold.
+    pub fn max(&self) -> usize {
+        self.max
     }
 
     pub fn is_empty(&self) -> bool {
@@ -96,6 +102,34 @@ impl HeldPackets {
         }
         self.released += 1;
         Some(h.bytes)
+    }
+
+    /// Every held packet (next hop, side, since, bytes), by next hop.
+    pub fn entries(&self) -> Vec<(u32, Side, u64, &[u8])> {
+        let mut v: Vec<(u32, Side, u64, &[u8])> = self
+            .by_next_hop
+            .iter()
+            .map(|(ip, h)| (*ip, h.side, h.since_ns, &h.bytes[..]))
+            .collect();
+        v.sort_unstable_by_key(|e| e.0);
+        v
+    }
+
+    /// Puts back a packet [`HeldPackets::entries`] listed; false when the
+    /// table is full or holds one for `next_hop` already.
+    pub fn restore(&mut self, next_hop: u32, side: Side, since_ns: u64, bytes: &[u8]) -> bool {
+        if self.by_next_hop.len() >= self.max || self.by_next_hop.contains_key(&next_hop) {
+            return false;
+        }
+        self.by_next_hop.insert(
+            next_hop,
+            Held {
+                side,
+                since_ns,
+                bytes: bytes.to_vec(),
+            },
+        );
+        true
     }
 
     /// Forgets every stale packet (which ones, not in what order, is what

@@ -19,6 +19,7 @@ pub mod reclaim;
 pub mod route;
 pub mod router;
 pub mod state;
+pub mod transient;
 
 pub use drop_reason::DropReason;
 pub use forward::Forward;

@@ -20,6 +20,22 @@ impl TokenBucket {
         }
     }
 
+    /// (nanotokens, time of the last take): what a checkpoint carries.
+    pub fn parts(&self) -> (u64, u64) {
+        (self.nanotokens, self.last_ns)
+    }
+
+    /// The bucket of `rate_per_s` as [`TokenBucket::parts`] gave it; None
+    /// when it holds more than a full bucket.
+    pub fn from_parts(rate_per_s: u32, nanotokens: u64, last_ns: u64) -> Option<TokenBucket> {
+        let rate = rate_per_s as u64;
+        (nanotokens <= rate * 1_000_000_000).then_some(TokenBucket {
+            rate,
+            nanotokens,
+            last_ns,
+        })
+    }
+
     /// Takes one token at time `now`; false when the bucket is empty.
     pub fn take(&mut self, now: u64) -> bool {
         let elapsed = now.saturating_sub(self.last_ns);

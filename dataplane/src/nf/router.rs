@@ -20,12 +20,11 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use super::hold::HeldPackets;
 use super::nat::{Nat, NatConfig};
 use super::neighbor::Neighbors;
-use super::ratelimit::TokenBucket;
 use super::route::{mask, Route, RouteLookup};
 use super::state::{chunk_kind, SessionState, StateError, StateKind};
+use super::transient::Transient;
 use super::{DropReason, NetworkFunction, Owner, PacketCtx, Side, Verdict};
 use crate::frame::Frame;
 use crate::wire::arp::{ArpOp, ArpPacket, PACKET_LEN as ARP_LEN};
@@ -89,11 +88,9 @@ pub struct Router<L: RouteLookup> {
     cfg: Arc<RouterConfig>,
     lpm: Arc<L>,
     pub neighbors: Neighbors,
-    icmp: TokenBucket,
-    arp: TokenBucket,
     nat: Option<Nat>,
-    /// Packets waiting for their next hop's MAC.
-    pub held: HeldPackets,
+    /// The rate limiters, and the packets waiting for their next hop's MAC.
+    pub transient: Transient,
     /// The interface addresses as integers (compared per packet).
     addr: [u32; 2],
     /// The virtual MAC as the low 48 bits of a little-endian word: one
@@ -122,10 +119,8 @@ impl<L: RouteLookup> Router<L> {
     pub fn new(cfg: Arc<RouterConfig>, lpm: Arc<L>) -> Router<L> {
         Router {
             neighbors: Self::configured_neighbors(&cfg),
-            icmp: TokenBucket::new(cfg.icmp_rate),
-            arp: TokenBucket::new(cfg.arp_rate),
             nat: cfg.nat.map(Nat::new),
-            held: HeldPackets::new(HOLD_MAX),
+            transient: Transient::new(cfg.icmp_rate, cfg.arp_rate, HOLD_MAX),
             addr: cfg.addr.map(u32::from),
             vmac_word: {
                 let mut w = [0u8; 8];
@@ -225,7 +220,7 @@ impl<L: RouteLookup> Router<L> {
         } else {
             Verdict::Drop(DropReason::ArpPending)
         };
-        if !self.arp.take(now) {
+        if !self.transient.take_arp(now) {
             return unsent;
         }
         let want = 60;
@@ -263,14 +258,14 @@ impl<L: RouteLookup> Router<L> {
     /// the frame is longer than the rewrite span (the replica shares what
     /// lies beyond it; the packet then waits for the next ARP from `ip`).
     fn release(&mut self, frame: &mut Frame<'_>, ip: u32, side: Side, now: u64) -> Option<Verdict> {
-        if self.held.is_empty() || frame.len() > Self::REWRITE_SPAN {
+        if self.transient.held.is_empty() || frame.len() > Self::REWRITE_SPAN {
             return None;
         }
         let mac = self.neighbors.get(ip, side)?;
-        let bytes = self.held.take(ip, side, now)?;
+        let bytes = self.transient.take_held(ip, side, now)?;
         let n = bytes.len();
         if n > frame.len() && !frame.append(n - frame.len()) {
-            self.held.expired += 1;
+            self.transient.held.expired += 1;
             return None;
         }
         frame.truncate(n);
@@ -300,7 +295,7 @@ impl<L: RouteLookup> Router<L> {
         code: u8,
         reason: DropReason,
     ) -> Verdict {
-        if !self.icmp.take(ctx.now_ns) {
+        if !self.transient.take_icmp(ctx.now_ns) {
             return Verdict::Drop(DropReason::RateLimited);
         }
         let (prev_hop, orig_src, quote) = {
@@ -517,7 +512,7 @@ impl<L: RouteLookup> Router<L> {
         }
         let next_hop = route.via.map(u32::from).unwrap_or(dst);
         let Some(mac) = self.neighbors.get(next_hop, out) else {
-            let held = self.held.hold(next_hop, out, frame.data(), ctx.now_ns);
+            let held = self.transient.hold(next_hop, out, frame.data(), ctx.now_ns);
             return self.arp_request(frame, out, next_hop, ctx.now_ns, held);
         };
         self.to_next_hop(frame.data_mut(), mac);
@@ -545,9 +540,9 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
         let _ = writeln!(
             out,
             "  held for their next hop: {} (sent after the answer {}, expired {})",
-            self.held.len(),
-            self.held.released,
-            self.held.expired
+            self.transient.held.len(),
+            self.transient.held.released,
+            self.transient.held.expired
         );
         for (ip, n) in self.neighbors.sorted().iter().take(max) {
             let _ = writeln!(out, "    {:<15} {}  {}", Ipv4Addr::from(*ip), n.mac, n.side.name());
@@ -590,18 +585,23 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
         out
     }
 
-    /// The NAT's slab slice, and (slice 0 only, it is small) the
-    /// neighbours.
+    /// The NAT's slab slice, and (slice 0 only, they are small) the
+    /// neighbours, the rate limiters and the held packets.
     fn audit_digest(&self, slice: u32, of: u32) -> u64 {
         use super::state::SessionState;
         let nat = self.nat.as_ref().map_or(0, |n| n.audit_digest(slice, of));
-        let neighbors = if slice == 0 { self.neighbors.digest(0, 1) } else { 0 };
-        nat ^ neighbors.rotate_left(17)
+        let small = if slice == 0 {
+            self.neighbors.digest(0, 1) ^ self.transient.digest(0, 1).rotate_left(29)
+        } else {
+            0
+        };
+        nat ^ small.rotate_left(17)
     }
 
-    /// The neighbours, then the NAT's sessions.
+    /// The neighbours, the rate limiters and held packets, then the NAT's
+    /// sessions.
     fn state_tables(&self) -> Vec<&dyn SessionState> {
-        let mut t: Vec<&dyn SessionState> = vec![&self.neighbors];
+        let mut t: Vec<&dyn SessionState> = vec![&self.neighbors, &self.transient];
         if let Some(nat) = &self.nat {
             t.push(nat);
         }
@@ -612,6 +612,7 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
         let kind = chunk_kind(chunk).unwrap_or(0);
         match (kind, self.nat.as_mut()) {
             (k, _) if k == StateKind::Neighbors as u8 => self.neighbors.install_chunk(chunk),
+            (k, _) if k == StateKind::RouterTransient as u8 => self.transient.install_chunk(chunk),
             (k, Some(nat)) if k == StateKind::NatSessions as u8 || k == StateKind::NatLayout as u8 => {
                 nat.install_chunk(chunk)
             }
@@ -626,14 +627,14 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
         }
     }
 
-    /// Learned neighbours, sessions and packets held for a next hop go;
-    /// the static neighbours stay.
+    /// Learned neighbours, sessions, the rate limiters' spending and the
+    /// packets held for a next hop go; the static neighbours stay.
     fn clear_state(&mut self) {
         self.neighbors = Self::configured_neighbors(&self.cfg);
         if let Some(nat) = self.nat.as_mut() {
             nat.clear();
         }
-        self.held = HeldPackets::new(HOLD_MAX);
+        self.transient = Transient::new(self.cfg.icmp_rate, self.cfg.arp_rate, HOLD_MAX);
     }
 
     /// ARP teaches neighbours, which every shard needs: every shard sees

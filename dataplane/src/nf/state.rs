@@ -37,6 +37,9 @@ pub enum StateKind {
     /// A u32 record each: the slab's length, the sweep's place, then the
     /// free slots, the one reused last first (version 2 only).
     NatLayout = 3,
+    /// The router's rate limiters and held packets, whole (version 2
+    /// only; `nf::transient`); an empty body: unchanged.
+    RouterTransient = 4,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +114,13 @@ pub fn set_count(out: &mut [u8], at: usize, n: u32) {
 /// The kind byte of a chunk, if it has one.
 pub fn chunk_kind(chunk: &[u8]) -> Option<u8> {
     chunk.get(6).copied()
+}
+
+/// Validates the header of a chunk of `kind` whose records differ in
+/// length; returns (version, count, body).
+pub fn open_variable_chunk(chunk: &[u8], kind: StateKind, oldest: u16) -> Result<(u16, usize, &[u8]), StateError> {
+    let (v, n, _) = open_chunk(chunk, kind, |v| (v >= oldest).then_some(0))?;
+    Ok((v, n, &chunk[CHUNK_HEADER..]))
 }
 
 /// Validates a chunk header; returns (version, count, records), the

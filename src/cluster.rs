@@ -95,6 +95,8 @@ pub struct Cluster {
     /// Per worker: its shard's synchronization as last logged (a backup's
     /// changes are told in the log, once each).
     shard_synced: Vec<ShardSync>,
+    /// Per worker: the checkpoints its shard had sent whole when last told.
+    checkpoints_told: Vec<u64>,
     /// The epoch of the primary this backup was last said to follow.
     followed_epoch: u32,
 }
@@ -168,6 +170,7 @@ impl Cluster {
             timeline: None,
             takeover_deadline: None,
             shard_synced: vec![ShardSync::Synced; shards],
+            checkpoints_told: vec![0; shards],
             followed_epoch: 0,
             release_ownership_at: None,
             control_rt_priority: None,
@@ -227,6 +230,7 @@ impl Cluster {
         self.follow_takeover();
         self.log_followed_primary();
         self.log_synchronization();
+        self.log_checkpoints();
         self.publish(now);
         self.takeover_deadline = self.machine.takeover_deadline(&dp);
     }
@@ -250,6 +254,28 @@ impl Cluster {
             "node {} follows {primary}, epoch {epoch}",
             self.machine.config().node_id
         );
+    }
+
+    /// A primary's shard that sent a checkpoint whole says so, with what it
+    /// took (how long the backups asking for it were unprotected).
+    fn log_checkpoints(&mut self) {
+        for (w, told) in self.view.workers.iter().zip(self.checkpoints_told.iter_mut()) {
+            let r = &w.repl;
+            let sent = r.checkpoints_sent.load(Relaxed);
+            if sent == *told {
+                continue;
+            }
+            *told = sent;
+            let rounds = r.checkpoint_last_rounds.load(Relaxed);
+            log::info!(
+                "shard {}: checkpoint sent to the backups that asked: {rounds} round{} in {:.3} ms ({} pieces sent in all, {} checkpoints)",
+                w.shard,
+                if rounds == 1 { "" } else { "s" },
+                r.checkpoint_last_ns.load(Relaxed) as f64 / 1e6,
+                r.checkpoint_pieces.load(Relaxed),
+                sent,
+            );
+        }
     }
 
     /// A backup's shard that stops being synchronized can no longer take

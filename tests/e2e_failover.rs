@@ -708,6 +708,13 @@ fn a_nat_backup_on_two_workers_started_late_is_checkpointed_on_every_shard_and_t
     }
     let sync = b.cmd("show sync");
     assert!(sync.contains("synchronized: yes"), "{sync}");
+    for shard in 0..2 {
+        wait_stderr(
+            &p,
+            &format!("shard {shard}: checkpoint sent to the backups that asked: "),
+            2,
+        );
+    }
     // Each shard's TCP sessions, by the external port they go out on.
     let ports_by_shard = |ls: &mut Lockstep| -> Vec<std::collections::BTreeSet<String>> {
         let text = ls.cmd("show sessions");

@@ -1526,6 +1526,11 @@ fn nat_backup_started_late_is_checkpointed(tag: &str, flow_window: u64) {
     });
     let (pr, br) = (&p.shared.repl, &b.shared.repl);
     assert_eq!(pr.checkpoints_sent.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        pr.checkpoint_last_rounds.load(Ordering::Relaxed),
+        1,
+        "40 sessions: one round"
+    );
     assert_eq!(br.checkpoints_installed.load(Ordering::Relaxed), 1);
     assert_eq!(br.checkpoint_pieces_lost.load(Ordering::Relaxed), 0);
     let joined = br.joined_at.load(Ordering::Relaxed);

@@ -34,6 +34,7 @@
 //! backup that is not synchronized; a synchronized one ignores it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::{ReplState, Worker};
 use crate::nf::{DropReason, NetworkFunction};
@@ -106,6 +107,8 @@ pub(crate) struct Sending {
     /// the data ports are held until they are all out (a full replication
     /// port delays them; no DATA may come between).
     closing_since: u64,
+    /// When it started (local ns).
+    started_ns: u64,
     /// Since when the round has waited (for room on the replication port,
     /// or for the backups' ACKs) to send its next piece (local ns; 0: it
     /// sent the last one).
@@ -222,6 +225,7 @@ impl<F: NetworkFunction> Worker<F> {
                 queue: VecDeque::new(),
                 offset: 0,
                 closing_since: 0,
+                started_ns: now,
                 refused_since: 0,
             });
             bump(&self.shared.repl.checkpoints_started, 1);
@@ -351,7 +355,10 @@ impl<F: NetworkFunction> Worker<F> {
         if !self.send_checkpoint_frame(FrameType::SyncMark, &body.emit(), &[], st, now) {
             return self.closing_waits(c, st, now);
         }
-        bump(&self.shared.repl.checkpoints_sent, 1);
+        let r = &self.shared.repl;
+        r.checkpoint_last_ns.store(now.saturating_sub(c.started_ns), Relaxed);
+        r.checkpoint_last_rounds.store(c.round as u64, Relaxed);
+        bump(&r.checkpoints_sent, 1);
         st.ckpt.not_before_ns = now.saturating_add(RETRY_NS);
         true
     }

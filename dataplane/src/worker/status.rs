@@ -90,6 +90,10 @@ pub struct ReplStatus {
     pub checkpoints_installed: AtomicU64,
     pub checkpoint_pieces_lost: AtomicU64,
     pub checkpoint_refused: AtomicU64,
+    /// Primary: the last checkpoint sent whole: how long from its start to
+    /// its SYNC_MARK, in how many rounds.
+    pub checkpoint_last_ns: AtomicU64,
+    pub checkpoint_last_rounds: AtomicU64,
     /// Flow control. Primary: ACKs read, records the slowest fresh
     /// synchronized backup is behind, time its data ports were held back
     /// (the backups were a window behind). Backup: ACKs sent, and other

@@ -263,7 +263,7 @@ pub fn sync_text(view: &NodeView) -> String {
         let r = &w.repl;
         let _ = writeln!(
             out,
-            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {}{} gaps {} (missing {}) shadow {} (in {} frames, overflow {}) window {} (evicted {} unmatched {}) frames tx {} rx {} keepalives tx {} rx {} stale {} audits {} (mismatched {}) checkpoints sent {}/{} (abandoned {}, pieces {}, last {:.3} ms, {} rounds) installed {} (lost pieces {}, refused {}) acks tx {} rx {} backup lag {} held {:.1} ms",
+            "  shard {}: {} epoch {} last_seq {} tx_done {} synced {}{} gaps {} (missing {}) shadow {} (in {} frames, overflow {}) window {} (evicted {} unmatched {}) frames tx {} rx {} keepalives tx {} rx {} stale {} audits {} (mismatched {}) checkpoints sent {}/{} (abandoned {}, pieces {}, last {:.3} ms, {} rounds, held {:.3} ms) installed {} (lost pieces {}, refused {}) acks tx {} rx {} backup lag {} held {:.1} ms",
             w.shard,
             r.mode().map(|m| m.name()).unwrap_or("standalone"),
             r.epoch.load(Relaxed),
@@ -296,6 +296,7 @@ pub fn sync_text(view: &NodeView) -> String {
             r.checkpoint_pieces.load(Relaxed),
             r.checkpoint_last_ns.load(Relaxed) as f64 / 1e6,
             r.checkpoint_last_rounds.load(Relaxed),
+            r.checkpoint_last_hold_ns.load(Relaxed) as f64 / 1e6,
             r.checkpoints_installed.load(Relaxed),
             r.checkpoint_pieces_lost.load(Relaxed),
             r.checkpoint_refused.load(Relaxed),

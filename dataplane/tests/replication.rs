@@ -236,6 +236,8 @@ struct Opts {
     /// The inside port verifies IPv4 header checksums (the test sets the
     /// mbufs' flags, as such a NIC would).
     nic_checksum: bool,
+    /// In-band audits (0: none).
+    audit_ns: u64,
 }
 
 impl Default for Opts {
@@ -249,6 +251,7 @@ impl Default for Opts {
             shard: 0,
             shadow: 1024,
             nic_checksum: false,
+            audit_ns: 0,
         }
     }
 }
@@ -307,6 +310,7 @@ impl Node {
             shard,
             shadow,
             nic_checksum,
+            audit_ns,
         } = opts;
         let inside = port(&format!("{tag}_in"), pkts);
         let outside = port(&format!("{tag}_out"), pkts);
@@ -345,7 +349,7 @@ impl Node {
                     keepalive_ns: 10_000_000,
                     replay: 0,
                     batch_bytes,
-                    audit_ns: 0,
+                    audit_ns,
                     flow_window,
                     flow_hold_ns,
                     announce: Announce {
@@ -1574,6 +1578,112 @@ fn nat_backup_started_late_is_checkpointed(tag: &str, flow_window: u64) {
         );
     }
     assert_eq!(b.shared.counters.snapshot().drops[DropReason::NoSession as usize], 0);
+}
+
+/// Traffic that touches every session while each round is under way keeps
+/// a round's changes as big as the round: the checkpoint closes with them
+/// all the same, the data ports held until the backup has them, instead of
+/// running round after round and giving up. The backup's state is then the
+/// primary's: audits of every slice agree while the traffic goes on.
+#[test]
+fn a_checkpoint_whose_rounds_do_not_shrink_closes_with_the_sessions_in_use_and_every_audit_agrees() {
+    const SESSIONS: u16 = 4000;
+    let (pkts, headers, clones) = pools("kc", 16383);
+    let client = [2, 0, 0, 0, 1, 2];
+    let cfg = common::router_config(
+        Some(common::nat_config(8192)),
+        vec![
+            (Ipv4Addr::new(10, 10, 2, 2), MacAddr([2, 0, 0, 0, 2, 2]), Side::Outside),
+            (Ipv4Addr::new(10, 10, 1, 2), MacAddr(client), Side::Inside),
+        ],
+    );
+    let opts = Opts {
+        flow_window: 512,
+        flow_hold_ns: 60_000_000_000,
+        audit_ns: 100_000,
+        ..Opts::default()
+    };
+    let start = |tag: &str, node| Node::start_router(tag, node, [&pkts, &headers, &clones], opts, &cfg);
+    let drain = |p: &Node| while !p.outside.take_sent(256).is_empty() {};
+    // Every session once, 250 packets at a time, `between` done while the
+    // inside ring has no room for the rest (what it still refuses after
+    // `tries` is dropped).
+    let pass = |p: &Node, id: &std::cell::Cell<u32>, tries: usize, between: &dyn Fn()| {
+        for at in (0..SESSIONS).step_by(250) {
+            let mut batch: Vec<Mbuf> = (at..(at + 250).min(SESSIONS))
+                .map(|i| {
+                    let mut f = common::udp_to_vmac(client, id.get());
+                    id.set(id.get() + 1);
+                    f[34..36].copy_from_slice(&(10_000 + i).to_be_bytes());
+                    common::mbuf_of(&pkts, &f)
+                })
+                .collect();
+            for _ in 0..tries {
+                batch = p.inside.inject(batch);
+                if batch.is_empty() {
+                    break;
+                }
+                drain(p);
+                between();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    };
+    let id = std::cell::Cell::new(0);
+    let p = start("kca", 1);
+    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
+    wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
+    let made = |p: &Node| p.shared.counters.snapshot().tx[Side::Outside.index()];
+    pass(&p, &id, 10_000, &|| while !p.rep.take_sent(256).is_empty() {});
+    wait("the sessions made", || {
+        drain(&p);
+        while !p.rep.take_sent(256).is_empty() {}
+        made(&p) == SESSIONS as u64
+    });
+
+    let b = start("kcb", 2);
+    b.command(
+        WorkerCmd::BecomeBackup {
+            epoch: 1,
+            diverged: false,
+        },
+        false,
+    );
+    let (pr, br) = (&p.shared.repl, &b.shared.repl);
+    let relay_all = || {
+        for _ in 0..4 {
+            assert_eq!(relay(&p, &b, &pkts), 0, "no frame lost");
+        }
+    };
+    // A pass over every session between two relays of the link: a round
+    // (125 pieces, 64 in flight) spans passes, each touching them all.
+    wait("synchronized by a checkpoint", || {
+        pass(&p, &id, 1, &|| ());
+        drain(&p);
+        relay_all();
+        br.checkpoints_installed.load(Ordering::Relaxed) > 0 && br.synced.load(Ordering::Relaxed)
+    });
+    assert_eq!(pr.checkpoints_abandoned.load(Ordering::Relaxed), 0);
+    assert_eq!(pr.checkpoints_sent.load(Ordering::Relaxed), 1);
+    let rounds = pr.checkpoint_last_rounds.load(Ordering::Relaxed);
+    assert!(
+        rounds >= 2,
+        "the first round's changes were all of it again: {rounds} rounds"
+    );
+    assert!(
+        pr.checkpoint_pieces.load(Ordering::Relaxed) > 2 * 125,
+        "the sessions went twice at least"
+    );
+    // Every slice audited, more than once, while the traffic goes on.
+    let audited = br.audits.load(Ordering::Relaxed);
+    wait("two rounds of audits", || {
+        pass(&p, &id, 1, &|| ());
+        drain(&p);
+        relay_all();
+        br.audits.load(Ordering::Relaxed) >= audited + 128
+    });
+    assert_eq!(br.audit_mismatches.load(Ordering::Relaxed), 0);
+    assert!(br.synced.load(Ordering::Relaxed));
 }
 
 /// A backup whose state an AUDIT finds different from the primary's loses

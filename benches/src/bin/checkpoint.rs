@@ -77,6 +77,10 @@ struct Bed {
 struct Run {
     ms: f64,
     pieces: u64,
+    /// Of the checkpoint that brought the backup into sync: its rounds,
+    /// and how long its close held the primary's data ports.
+    rounds: u64,
+    hold_ms: f64,
     mpps_before: f64,
     mpps_during: f64,
 }
@@ -186,6 +190,8 @@ fn run(bed: &Bed, tag: &str, lpm: &Arc<DpdkLpm>, loaded: bool) -> Run {
         Run {
             ms: (t2 - t1).as_secs_f64() * 1e3,
             pieces: p_shared.repl.checkpoint_pieces.load(Ordering::Relaxed),
+            rounds: p_shared.repl.checkpoint_last_rounds.load(Ordering::Relaxed),
+            hold_ms: p_shared.repl.checkpoint_last_hold_ns.load(Ordering::Relaxed) as f64 / 1e6,
             mpps_before: (tx1 - tx0) as f64 / (t1 - t0).as_secs_f64() / 1e6,
             mpps_during: (tx2 - tx1) as f64 / (t2 - t1).as_secs_f64() / 1e6,
         }
@@ -228,10 +234,12 @@ fn main() {
             .collect();
         let ms: Vec<f64> = results.iter().map(|r| r.ms).collect();
         out.push(format!(
-            "\"{name}\": {{\"ms\": {:.1}, \"runs_ms\": [{}], \"pieces\": {}, \"mpps_before\": {:.2}, \"mpps_during\": {:.2}}}",
+            "\"{name}\": {{\"ms\": {:.1}, \"runs_ms\": [{}], \"pieces\": {}, \"rounds\": {}, \"hold_ms_max\": {:.3}, \"mpps_before\": {:.2}, \"mpps_during\": {:.2}}}",
             benches::median(ms.clone()),
             ms.iter().map(|m| format!("{m:.1}")).collect::<Vec<_>>().join(", "),
             results.iter().map(|r| r.pieces).max().unwrap_or(0),
+            results.iter().map(|r| r.rounds).max().unwrap_or(0),
+            results.iter().map(|r| r.hold_ms).fold(0.0, f64::max),
             benches::median(results.iter().map(|r| r.mpps_before).collect()),
             benches::median(results.iter().map(|r| r.mpps_during).collect()),
         ));

@@ -91,9 +91,11 @@ pub struct ReplStatus {
     pub checkpoint_pieces_lost: AtomicU64,
     pub checkpoint_refused: AtomicU64,
     /// Primary: the last checkpoint sent whole: how long from its start to
-    /// its SYNC_MARK, in how many rounds.
+    /// its SYNC_MARK, in how many rounds,
     pub checkpoint_last_ns: AtomicU64,
     pub checkpoint_last_rounds: AtomicU64,
+    /// ... and how long its closing held the data ports.
+    pub checkpoint_last_hold_ns: AtomicU64,
     /// Flow control. Primary: ACKs read, records the slowest fresh
     /// synchronized backup is behind, time its data ports were held back
     /// (the backups were a window behind). Backup: ACKs sent, and other

@@ -244,5 +244,11 @@ fn main() {
             benches::median(results.iter().map(|r| r.mpps_during).collect()),
         ));
     }
-    println!("{{\"sessions\": {sessions}, \"runs\": {runs}, {}}}", out.join(", "));
+    let source = std::path::Path::new(&bed.pcap)
+        .file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+    println!(
+        "{{\"sessions\": {sessions}, \"pcap\": \"{source}\", \"runs\": {runs}, {}}}",
+        out.join(", ")
+    );
 }

@@ -622,11 +622,7 @@ fn a_forward_backup_that_missed_frames_on_the_replication_link_rejoins_and_takes
 fn a_forward_backup_on_two_workers_started_late_joins_on_every_shard_and_takes_over_without_loss() {
     let bed = TestBed::up("join2", true, "primary backup");
     let dir = scratch("join2");
-    let config = |node: &str, id: u32, prio: u8, peer: &str| {
-        cluster_config_with(node, id, prio, node, &[peer], FORWARD)
-            .replace("workers = 1", "workers = 2")
-            .replace("mbufs = 32767", "mbufs = 65535")
-    };
+    let config = |node: &str, id: u32, prio: u8, peer: &str| cluster_config_two_workers(node, id, prio, peer, FORWARD);
     let mut p = start_cluster_node_two_workers(&bed, &dir, "primary", &config("primary", 1, 200, "backup"), "a");
     let epoch = wait_role(&mut p, "primary", 10);
     // Four TCP flows the fanout spreads over both shards.
@@ -679,11 +675,8 @@ fn a_nat_backup_on_two_workers_started_late_is_checkpointed_on_every_shard_and_t
     );
 
     let function = gateway_function("nat");
-    let config = |node: &str, id: u32, prio: u8, peer: &str| {
-        cluster_config_with(node, id, prio, node, &[peer], &function)
-            .replace("workers = 1", "workers = 2")
-            .replace("mbufs = 32767", "mbufs = 65535")
-    };
+    let config =
+        |node: &str, id: u32, prio: u8, peer: &str| cluster_config_two_workers(node, id, prio, peer, &function);
     let mut p = start_cluster_node_two_workers(&bed, &dir, "primary", &config("primary", 1, 200, "backup"), "a");
     let epoch = wait_role(&mut p, "primary", 10);
     let ping = bed.run("client", &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.10.2.2"]);

@@ -372,11 +372,8 @@ fn a_nat_pair_on_two_workers_keeps_tcp_and_a_udp_stream_through_kill_9() {
     let bed = TestBed::up("nat2w", false, "primary backup");
     let dir = scratch("nat2w");
     let function = gateway_function("nat");
-    let config = |node: &str, id: u32, prio: u8, peer: &str| {
-        cluster_config_with(node, id, prio, node, &[peer], &function)
-            .replace("workers = 1", "workers = 2")
-            .replace("mbufs = 32767", "mbufs = 65535")
-    };
+    let config =
+        |node: &str, id: u32, prio: u8, peer: &str| cluster_config_two_workers(node, id, prio, peer, &function);
     let mut b = start_cluster_node_two_workers(&bed, &dir, "backup", &config("backup", 2, 100, "primary"), "a");
     wait_role(&mut b, "backup", 10);
     let mut p = start_cluster_node_two_workers(&bed, &dir, "primary", &config("primary", 1, 200, "backup"), "a");

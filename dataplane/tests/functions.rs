@@ -201,26 +201,26 @@ fn icmp_errors_are_rate_limited_on_packet_time() {
     );
 }
 
+/// A table as a checkpoint's first round carries it, in chunks of
+/// `records`, then its layout if it has one.
+fn whole(t: &dyn SessionState, records: usize) -> Vec<Vec<u8>> {
+    let (mut cursor, mut out) = (Some(0), Vec::new());
+    while let Some(c) = cursor {
+        let mut chunk = Vec::new();
+        cursor = t.snapshot_chunk(c, records, &mut chunk);
+        out.push(chunk);
+    }
+    let mut layout = Vec::new();
+    if t.layout_chunk(&mut layout) {
+        out.push(layout);
+    }
+    out
+}
+
 /// Every table a checkpoint carries of `from` (`state_tables`, each
 /// whole), installed into `to` after its state was forgotten.
 fn checkpointed(from: &Router<RustLpm>, to: &mut Router<RustLpm>) {
-    let chunks: Vec<Vec<u8>> = from
-        .state_tables()
-        .iter()
-        .flat_map(|t| {
-            let (mut cursor, mut out) = (Some(0), Vec::new());
-            while let Some(c) = cursor {
-                let mut chunk = Vec::new();
-                cursor = t.snapshot_chunk(c, 32, &mut chunk);
-                out.push(chunk);
-            }
-            let mut layout = Vec::new();
-            if t.layout_chunk(&mut layout) {
-                out.push(layout);
-            }
-            out
-        })
-        .collect();
+    let chunks: Vec<Vec<u8>> = from.state_tables().iter().flat_map(|t| whole(*t, 32)).collect();
     to.clear_state();
     for c in &chunks {
         to.install_state(c).expect("a chunk installs");
@@ -950,18 +950,7 @@ fn churn_nat() -> Nat {
 /// The whole state of `nat` as a checkpoint carries it: every session, then
 /// where they lie (slab, free slots, the expiry sweep's place).
 fn full_snapshot(nat: &Nat) -> Vec<Vec<u8>> {
-    let mut chunks = Vec::new();
-    let mut cursor = Some(0);
-    while let Some(c) = cursor {
-        let mut chunk = Vec::new();
-        cursor = nat.snapshot_chunk(c, 5, &mut chunk);
-        chunks.push(chunk);
-    }
-    let mut layout = Vec::new();
-    if nat.layout_chunk(&mut layout) {
-        chunks.push(layout);
-    }
-    chunks
+    whole(nat, 5)
 }
 
 fn translate(nat: &mut Nat, t: u64, ip: &[u8]) -> (Result<(), DropReason>, Vec<u8>) {

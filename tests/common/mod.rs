@@ -498,6 +498,14 @@ pub fn eal_two_workers(prefix: &str, devs: &[&str]) -> Vec<String> {
     eal
 }
 
+/// `cluster_config_with` for two workers (and the mbufs they need), node
+/// `node` with `peer`, its role as its name says.
+pub fn cluster_config_two_workers(node: &str, id: u32, priority: u8, peer: &str, function: &str) -> String {
+    cluster_config_with(node, id, priority, node, &[peer], function)
+        .replace("workers = 1", "workers = 2")
+        .replace("mbufs = 32767", "mbufs = 65535")
+}
+
 /// Starts a replicating node `node` of the test bed.
 pub fn start_cluster_node(bed: &TestBed, dir: &Path, node: &str, config: &str, tag: &str) -> Lockstep {
     let cfg = write_config(dir, &format!("{node}-{tag}.toml"), config);

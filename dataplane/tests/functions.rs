@@ -94,9 +94,9 @@ fn the_first_packet_to_an_unknown_next_hop_waits_for_the_arp_answer_and_then_lea
     assert_eq!(out, one("expect_echo_forwarded"));
     assert_eq!(
         (
-            r.transient.held.len(),
-            r.transient.held.released,
-            r.transient.held.expired
+            r.transient.held().len(),
+            r.transient.held().released,
+            r.transient.held().expired
         ),
         (0, 1, 0)
     );
@@ -110,9 +110,9 @@ fn a_packet_that_waited_longer_than_three_seconds_is_not_sent() {
     assert_eq!(v, Verdict::Consumed);
     assert_eq!(
         (
-            r.transient.held.len(),
-            r.transient.held.released,
-            r.transient.held.expired
+            r.transient.held().len(),
+            r.transient.held().released,
+            r.transient.held().expired
         ),
         (0, 0, 1)
     );

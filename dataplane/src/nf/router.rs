@@ -258,14 +258,14 @@ impl<L: RouteLookup> Router<L> {
     /// the frame is longer than the rewrite span (the replica shares what
     /// lies beyond it; the packet then waits for the next ARP from `ip`).
     fn release(&mut self, frame: &mut Frame<'_>, ip: u32, side: Side, now: u64) -> Option<Verdict> {
-        if self.transient.held.is_empty() || frame.len() > Self::REWRITE_SPAN {
+        if self.transient.held().is_empty() || frame.len() > Self::REWRITE_SPAN {
             return None;
         }
         let mac = self.neighbors.get(ip, side)?;
         let bytes = self.transient.take_held(ip, side, now)?;
         let n = bytes.len();
         if n > frame.len() && !frame.append(n - frame.len()) {
-            self.transient.held.expired += 1;
+            self.transient.count_unsent();
             return None;
         }
         frame.truncate(n);
@@ -540,9 +540,9 @@ impl<L: RouteLookup> NetworkFunction for Router<L> {
         let _ = writeln!(
             out,
             "  held for their next hop: {} (sent after the answer {}, expired {})",
-            self.transient.held.len(),
-            self.transient.held.released,
-            self.transient.held.expired
+            self.transient.held().len(),
+            self.transient.held().released,
+            self.transient.held().expired
         );
         for (ip, n) in self.neighbors.sorted().iter().take(max) {
             let _ = writeln!(out, "    {:<15} {}  {}", Ipv4Addr::from(*ip), n.mac, n.side.name());

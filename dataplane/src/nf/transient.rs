@@ -25,7 +25,8 @@ const PACKET_HEADER: usize = 15;
 pub struct Transient {
     icmp: TokenBucket,
     arp: TokenBucket,
-    pub held: HeldPackets,
+    /// Changed only through the methods below, which count the change.
+    held: HeldPackets,
     icmp_rate: u32,
     arp_rate: u32,
     gen: u64,
@@ -41,6 +42,17 @@ impl Transient {
             arp_rate,
             gen: 0,
         }
+    }
+
+    /// The packets held for a next hop (and their counters).
+    pub fn held(&self) -> &HeldPackets {
+        &self.held
+    }
+
+    /// A held packet that could not be sent after all (counted only: not
+    /// part of the state).
+    pub fn count_unsent(&mut self) {
+        self.held.expired += 1;
     }
 
     /// A token for an ICMP error at `now` (the bucket changes either way).

@@ -1070,10 +1070,16 @@ fn brought_up_to_date(track: bool) {
         }
         next += 20;
     }
+    // As a checkpoint sends it: in chunks of a few records.
     let mut delta = Vec::new();
-    let changed = a.changed_since(mark, &mut delta).expect("every deletion is in the log");
+    let changed = a
+        .changed_since_chunks(mark, 4, &mut delta)
+        .expect("every deletion is in the log");
     assert!(changed > 10, "{changed} changed during the snapshot");
-    b.install_chunk(&delta).expect("the delta installs");
+    assert_eq!(delta.len(), changed.div_ceil(4), "chunks of 4 records");
+    for chunk in &delta {
+        b.install_chunk(chunk).expect("the delta installs");
+    }
     let mut layout = Vec::new();
     assert!(a.layout_chunk(&mut layout));
     b.install_chunk(&layout).expect("the layout installs");

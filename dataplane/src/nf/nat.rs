@@ -18,7 +18,9 @@ use std::num::NonZeroU8;
 
 use super::flow_table::{FlowKey, FlowTable};
 use super::hash::{fx, mix2};
-use super::state::{begin_chunk, chunk_kind, open_chunk, set_count, SessionState, StateError, StateKind};
+use super::state::{
+    begin_chunk, chunk_kind, open_chunk, set_count, split_records, SessionState, StateError, StateKind,
+};
 use super::{DropReason, Side};
 use crate::dpdk::huge::reserve_huge;
 use crate::wire::checksum::{self, Delta};
@@ -1450,6 +1452,13 @@ impl SessionState for Nat {
             }
         }
         set_count(out, at, n as u32);
+        Some(n)
+    }
+
+    fn changed_since_chunks(&self, generation: u64, max_records: usize, out: &mut Vec<Vec<u8>>) -> Option<usize> {
+        let mut whole = Vec::new();
+        let n = self.changed_since(generation, &mut whole)?;
+        split_records(&whole, SESSION_RECORD, max_records, out);
         Some(n)
     }
 

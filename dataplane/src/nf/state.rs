@@ -83,6 +83,16 @@ pub trait SessionState {
     /// deletion since then fell out of a bounded log): the caller sends a
     /// full snapshot instead.
     fn changed_since(&self, generation: u64, out: &mut Vec<u8>) -> Option<usize>;
+    /// [`SessionState::changed_since`] in chunks of at most `max_records`
+    /// records each, in the same order, so that a big delta installs chunk
+    /// by chunk as it arrives (one chunk unless a table splits it).
+    fn changed_since_chunks(&self, generation: u64, max_records: usize, out: &mut Vec<Vec<u8>>) -> Option<usize> {
+        let _ = max_records;
+        let mut chunk = Vec::new();
+        let n = self.changed_since(generation, &mut chunk)?;
+        out.push(chunk);
+        Some(n)
+    }
     /// A digest of the entries whose key falls in slice `slice` of `of`,
     /// independent of insertion order.
     fn digest(&self, slice: u32, of: u32) -> u64;
@@ -114,6 +124,26 @@ pub fn set_count(out: &mut [u8], at: usize, n: u32) {
 /// The kind byte of a chunk, if it has one.
 pub fn chunk_kind(chunk: &[u8]) -> Option<u8> {
     chunk.get(6).copied()
+}
+
+/// A chunk of `record_len`-byte records cut into chunks of at most
+/// `max_records` (at least one: an empty chunk stays one), same header,
+/// same order. A chunk whose body is not whole records is kept as it is
+/// (its installer refuses it).
+pub fn split_records(chunk: &[u8], record_len: usize, max_records: usize, out: &mut Vec<Vec<u8>>) {
+    let body = chunk.get(CHUNK_HEADER..).unwrap_or(&[]);
+    let max = max_records.max(1);
+    if chunk.len() < CHUNK_HEADER || record_len == 0 || body.len() % record_len != 0 || body.len() <= max * record_len {
+        out.push(chunk.to_vec());
+        return;
+    }
+    for records in body.chunks(max * record_len) {
+        let mut c = Vec::with_capacity(CHUNK_HEADER + records.len());
+        c.extend_from_slice(&chunk[..CHUNK_HEADER]);
+        set_count(&mut c, CHUNK_HEADER - 4, (records.len() / record_len) as u32);
+        c.extend_from_slice(records);
+        out.push(c);
+    }
 }
 
 /// Validates the header of a chunk of `kind` whose records differ in
@@ -152,4 +182,52 @@ pub fn open_chunk(
         return Err(StateError::Truncated);
     }
     Ok((v, n, &body[..n * record_len]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk_of(records: usize, record_len: usize) -> Vec<u8> {
+        let mut c = Vec::new();
+        let at = begin_chunk(&mut c, StateKind::NatSessions);
+        c.extend((0..records * record_len).map(|i| i as u8));
+        set_count(&mut c, at, records as u32);
+        c
+    }
+
+    #[test]
+    fn a_chunk_split_in_records_keeps_its_header_order_and_bytes() {
+        let whole = chunk_of(70, 29);
+        let mut parts = Vec::new();
+        split_records(&whole, 29, 32, &mut parts);
+        let counts: Vec<u32> = parts
+            .iter()
+            .map(|p| u32::from_be_bytes([p[7], p[8], p[9], p[10]]))
+            .collect();
+        assert_eq!(counts, [32, 32, 6]);
+        for p in &parts {
+            assert_eq!(p[..7], whole[..7], "magic, version, kind");
+        }
+        let bodies: Vec<u8> = parts.iter().flat_map(|p| p[CHUNK_HEADER..].to_vec()).collect();
+        assert_eq!(bodies, whole[CHUNK_HEADER..]);
+    }
+
+    #[test]
+    fn a_small_an_empty_or_a_ragged_chunk_stays_whole() {
+        for (name, chunk) in [
+            ("small", chunk_of(32, 29)),
+            ("empty", chunk_of(0, 29)),
+            ("ragged", {
+                let mut c = chunk_of(40, 29);
+                c.pop();
+                c
+            }),
+            ("header cut", b"LSST\0".to_vec()),
+        ] {
+            let mut parts = Vec::new();
+            split_records(&chunk, 29, 32, &mut parts);
+            assert_eq!(parts, vec![chunk], "{name}");
+        }
+    }
 }

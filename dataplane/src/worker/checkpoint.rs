@@ -325,12 +325,12 @@ impl<F: NetworkFunction> Worker<F> {
         let tables = self.nf.state_tables();
         let mut changes = Vec::with_capacity(tables.len());
         for (t, mark) in tables.iter().zip(&c.marks) {
-            let mut delta = Vec::new();
-            if t.changed_since(*mark, &mut delta).is_none() {
+            // In chunks of a piece: a backup installs a big delta as it
+            // comes, not all at its last piece.
+            if t.changed_since_chunks(*mark, RECORDS_PER_CHUNK, &mut changes).is_none() {
                 // A deletion fell out of the log: start again.
                 return false;
             }
-            changes.push(delta);
         }
         let bytes: usize = changes.iter().map(Vec::len).sum();
         let converging = bytes <= c.round_bytes / 2;

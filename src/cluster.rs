@@ -95,8 +95,9 @@ pub struct Cluster {
     /// Per worker: its shard's synchronization as last logged (a backup's
     /// changes are told in the log, once each).
     shard_synced: Vec<ShardSync>,
-    /// Per worker: the checkpoints its shard had sent whole when last told.
-    checkpoints_told: Vec<u64>,
+    /// Per worker: the checkpoints its shard had sent whole, and had
+    /// abandoned, when last told.
+    checkpoints_told: Vec<(u64, u64)>,
     /// The epoch of the primary this backup was last said to follow.
     followed_epoch: u32,
 }
@@ -170,7 +171,7 @@ impl Cluster {
             timeline: None,
             takeover_deadline: None,
             shard_synced: vec![ShardSync::Synced; shards],
-            checkpoints_told: vec![0; shards],
+            checkpoints_told: vec![(0, 0); shards],
             followed_epoch: 0,
             release_ownership_at: None,
             control_rt_priority: None,
@@ -257,15 +258,26 @@ impl Cluster {
     }
 
     /// A primary's shard that sent a checkpoint whole says so, with what it
-    /// took (how long the backups asking for it were unprotected).
+    /// took (how long the backups asking for it were unprotected); one that
+    /// abandoned one says why (it tries again 200 ms later).
     fn log_checkpoints(&mut self) {
         for (w, told) in self.view.workers.iter().zip(self.checkpoints_told.iter_mut()) {
             let r = &w.repl;
+            let abandoned = r.checkpoints_abandoned.load(Relaxed);
+            if abandoned != told.1 {
+                told.1 = abandoned;
+                log::warn!(
+                    "shard {}: checkpoint abandoned: {} ({abandoned} abandoned so far; the next starts in 200 ms)",
+                    w.shard,
+                    dataplane::worker::Abandoned::from_code(r.checkpoint_abandoned_why.load(Relaxed))
+                        .map_or("unknown", dataplane::worker::Abandoned::text),
+                );
+            }
             let sent = r.checkpoints_sent.load(Relaxed);
-            if sent == *told {
+            if sent == told.0 {
                 continue;
             }
-            *told = sent;
+            told.0 = sent;
             let rounds = r.checkpoint_last_rounds.load(Relaxed);
             log::info!(
                 "shard {}: checkpoint sent to the backups that asked: {rounds} round{} in {:.3} ms, the data ports held {:.3} ms at its close ({} pieces sent in all, {} checkpoints)",

@@ -162,6 +162,7 @@ fn sync(v: &NodeView) -> Vec<(String, TelValue)> {
                 u("checkpoint_last_ns", r.checkpoint_last_ns.load(Relaxed)),
                 u("checkpoint_last_rounds", r.checkpoint_last_rounds.load(Relaxed)),
                 u("checkpoint_last_hold_ns", r.checkpoint_last_hold_ns.load(Relaxed)),
+                u("checkpoint_abandoned_why", r.checkpoint_abandoned_why.load(Relaxed)),
                 u("checkpoints_installed", r.checkpoints_installed.load(Relaxed)),
                 u("checkpoint_pieces_lost", r.checkpoint_pieces_lost.load(Relaxed)),
                 u("checkpoint_refused", r.checkpoint_refused.load(Relaxed)),

@@ -23,7 +23,7 @@ use dataplane::replication::{FrameType, ReplHeader, ReplicationFrame, ENCAP_LEN,
 use dataplane::wire::replication::{ingress, AckBody, AuditBody, BatchRecords, MAX_BATCH_RECORDS, RECORD_HEADER_LEN};
 use dataplane::wire::MacAddr;
 use dataplane::worker::{
-    Announce, Mode, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
+    Abandoned, Announce, Mode, NodeSignals, ReplPath, ReplSettings, ReplSource, Worker, WorkerCmd, WorkerShared,
 };
 
 fn port(name: &str, p: &Mempool) -> RingPort {
@@ -1684,6 +1684,72 @@ fn a_checkpoint_whose_rounds_do_not_shrink_closes_with_the_sessions_in_use_and_e
     });
     assert_eq!(br.audit_mismatches.load(Ordering::Relaxed), 0);
     assert!(br.synced.load(Ordering::Relaxed));
+}
+
+/// A checkpoint whose backup stops reporting its progress waits a second
+/// at the window, is abandoned, and says why.
+#[test]
+fn a_checkpoint_without_progress_from_its_backup_is_abandoned_as_stalled() {
+    let (pkts, headers, clones) = pools("ks", 8191);
+    let client = [2, 0, 0, 0, 1, 2];
+    let cfg = common::router_config(
+        Some(common::nat_config(4096)),
+        vec![
+            (Ipv4Addr::new(10, 10, 2, 2), MacAddr([2, 0, 0, 0, 2, 2]), Side::Outside),
+            (Ipv4Addr::new(10, 10, 1, 2), MacAddr(client), Side::Inside),
+        ],
+    );
+    let opts = Opts {
+        flow_window: 0,
+        ..Opts::default()
+    };
+    let start = |tag: &str, node| Node::start_router(tag, node, [&pkts, &headers, &clones], opts, &cfg);
+    let p = start("ksa", 1);
+    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
+    wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
+    // 3000 sessions: 94 pieces, more than the 64 a backup may be behind.
+    for at in (0..3000u16).step_by(250) {
+        let batch = (at..at + 250)
+            .map(|i| {
+                let mut f = common::udp_to_vmac(client, i as u32);
+                f[34..36].copy_from_slice(&(10_000 + i).to_be_bytes());
+                common::mbuf_of(&pkts, &f)
+            })
+            .collect();
+        assert!(p.inside.inject(batch).is_empty());
+        wait("translated", || {
+            while !p.outside.take_sent(256).is_empty() {}
+            while !p.rep.take_sent(256).is_empty() {}
+            p.shared.counters.snapshot().tx[Side::Outside.index()] == at as u64 + 250
+        });
+    }
+    let b = start("ksb", 2);
+    b.command(
+        WorkerCmd::BecomeBackup {
+            epoch: 1,
+            diverged: false,
+        },
+        false,
+    );
+    let pr = &p.shared.repl;
+    // Both ways until the checkpoint starts, then the backup's ACKs are
+    // lost: no progress reaches the primary.
+    wait("a checkpoint started", || {
+        assert_eq!(relay(&p, &b, &pkts), 0);
+        pr.checkpoints_started.load(Ordering::Relaxed) == 1
+    });
+    let t0 = Instant::now();
+    wait("abandoned", || {
+        drop(b.rep.inject(linearized(&pkts, p.rep.take_sent(256))));
+        drop(b.rep.take_sent(256));
+        pr.checkpoints_abandoned.load(Ordering::Relaxed) == 1
+    });
+    assert!(t0.elapsed() >= Duration::from_millis(900), "after a second's wait");
+    assert_eq!(
+        Abandoned::from_code(pr.checkpoint_abandoned_why.load(Ordering::Relaxed)),
+        Some(Abandoned::Stalled)
+    );
+    assert_eq!(pr.checkpoints_sent.load(Ordering::Relaxed), 0);
 }
 
 /// A backup whose state an AUDIT finds different from the primary's loses

@@ -130,18 +130,59 @@ pub(crate) struct Sending {
     refused_since: u64,
 }
 
+/// Why a primary abandoned a checkpoint (`ReplStatus::checkpoint_abandoned_why`
+/// holds the last one's code, the cluster log says it in words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Abandoned {
+    /// The replication port had no room, or the backups sent no progress,
+    /// for [`STALLED_MAX_NS`].
+    Stalled = 1,
+    /// A deletion since the round began fell out of a table's bounded log.
+    LogOverrun = 2,
+    /// [`MAX_ROUNDS`] rounds and the changes still did not fit a close.
+    NoConvergence = 3,
+    /// The close held the data ports [`CLOSING_MAX_NS`] and was not out.
+    CloseTooLong = 4,
+}
+
+impl Abandoned {
+    const ALL: [Abandoned; 4] = [
+        Abandoned::Stalled,
+        Abandoned::LogOverrun,
+        Abandoned::NoConvergence,
+        Abandoned::CloseTooLong,
+    ];
+
+    /// The reason a status counter holds.
+    pub fn from_code(code: u64) -> Option<Abandoned> {
+        Self::ALL.into_iter().find(|a| *a as u64 == code)
+    }
+
+    /// In words, for the log.
+    pub fn text(self) -> &'static str {
+        match self {
+            Abandoned::Stalled => "the replication port or the backups' progress stalled for a second",
+            Abandoned::LogOverrun => "more sessions were deleted during a round than the deletion log holds",
+            Abandoned::NoConvergence => {
+                "traffic changes more state per round than a close may hold (1 MiB): the rounds did not converge"
+            }
+            Abandoned::CloseTooLong => "its close held the data ports for 100 ms and was not out",
+        }
+    }
+}
+
 impl Sending {
     /// The round cannot go on this iteration: it waits for the next (kept
-    /// in `st`), unless it has waited [`STALLED_MAX_NS`] already (false:
-    /// abandon it).
-    fn wait(mut self, st: &mut ReplState, now: u64) -> bool {
+    /// in `st`), unless it has waited [`STALLED_MAX_NS`] already.
+    fn wait(mut self, st: &mut ReplState, now: u64) -> Result<(), Abandoned> {
         if self.refused_since == 0 {
             self.refused_since = now.max(1);
         } else if now.saturating_sub(self.refused_since) > STALLED_MAX_NS {
-            return false;
+            return Err(Abandoned::Stalled);
         }
         st.ckpt.sending = Some(self);
-        true
+        Ok(())
     }
 }
 
@@ -251,11 +292,13 @@ impl<F: NetworkFunction> Worker<F> {
         } else {
             PIECES_PER_IDLE_POLL
         };
-        if !self.checkpoint_round(st, now, budget) {
+        if let Err(why) = self.checkpoint_round(st, now, budget) {
             st.ckpt.sending = None;
             self.nf.track_changes(false);
             st.ckpt.not_before_ns = now.saturating_add(RETRY_NS);
-            bump(&self.shared.repl.checkpoints_abandoned, 1);
+            let r = &self.shared.repl;
+            r.checkpoint_abandoned_why.store(why as u64, Relaxed);
+            bump(&r.checkpoints_abandoned, 1);
         }
     }
 
@@ -276,11 +319,11 @@ impl<F: NetworkFunction> Worker<F> {
             .is_some_and(|r| r.signals.acks.unsynced_fresh(self.shard, now, REQUEST_FRESH_NS))
     }
 
-    /// One iteration's share of the checkpoint under way. Returns false
-    /// when it must be abandoned.
-    fn checkpoint_round(&mut self, st: &mut ReplState, now: u64, budget: usize) -> bool {
+    /// One iteration's share of the checkpoint under way; an error when it
+    /// must be abandoned.
+    fn checkpoint_round(&mut self, st: &mut ReplState, now: u64, budget: usize) -> Result<(), Abandoned> {
         let Some(mut c) = st.ckpt.sending.take() else {
-            return true;
+            return Ok(());
         };
         if c.closing_since != 0 {
             return self.close_checkpoint(c, st, now);
@@ -319,7 +362,7 @@ impl<F: NetworkFunction> Worker<F> {
         }
         if !c.queue.is_empty() || c.next.is_some() {
             st.ckpt.sending = Some(c);
-            return true;
+            return Ok(());
         }
         // The round is sent: what changed since it began?
         let tables = self.nf.state_tables();
@@ -329,7 +372,7 @@ impl<F: NetworkFunction> Worker<F> {
             // comes, not all at its last piece.
             if t.changed_since_chunks(*mark, RECORDS_PER_CHUNK, &mut changes).is_none() {
                 // A deletion fell out of the log: start again.
-                return false;
+                return Err(Abandoned::LogOverrun);
             }
         }
         let bytes: usize = changes.iter().map(Vec::len).sum();
@@ -338,7 +381,7 @@ impl<F: NetworkFunction> Worker<F> {
             c.round += 1;
             c.round_bytes = bytes;
             if c.round > MAX_ROUNDS {
-                return false;
+                return Err(Abandoned::NoConvergence);
             }
             // The next round's changes are listed from here.
             drop(tables);
@@ -346,7 +389,7 @@ impl<F: NetworkFunction> Worker<F> {
             c.marks = self.nf.state_tables().iter().map(|t| t.generation()).collect();
             c.queue.extend(changes);
             st.ckpt.sending = Some(c);
-            return true;
+            return Ok(());
         }
         // The last of it, the layouts and the mark, all at this boundary.
         for t in &tables {
@@ -365,7 +408,7 @@ impl<F: NetworkFunction> Worker<F> {
     /// Sends what closes the checkpoint — the last changes, the layouts,
     /// the SYNC_MARK — as far as the replication port takes them; the rest
     /// waits for the next iteration, the data ports held.
-    fn close_checkpoint(&mut self, mut c: Sending, st: &mut ReplState, now: u64) -> bool {
+    fn close_checkpoint(&mut self, mut c: Sending, st: &mut ReplState, now: u64) -> Result<(), Abandoned> {
         // A small close goes at once (the window's room beyond a round's
         // pieces in flight); a big one as the backups install it.
         let room = self
@@ -390,17 +433,17 @@ impl<F: NetworkFunction> Worker<F> {
             .store(now.saturating_sub(c.closing_since), Relaxed);
         bump(&r.checkpoints_sent, 1);
         st.ckpt.not_before_ns = now.saturating_add(RETRY_NS);
-        true
+        Ok(())
     }
 
     /// The replication port is full: the closing goes on next iteration,
     /// unless it has waited too long (false: abandoned).
-    fn closing_waits(&mut self, c: Sending, st: &mut ReplState, now: u64) -> bool {
+    fn closing_waits(&mut self, c: Sending, st: &mut ReplState, now: u64) -> Result<(), Abandoned> {
         if now.saturating_sub(c.closing_since) > CLOSING_MAX_NS {
-            return false;
+            return Err(Abandoned::CloseTooLong);
         }
         st.ckpt.sending = Some(c);
-        true
+        Ok(())
     }
 
     /// Sends the next piece of the first queued chunk.

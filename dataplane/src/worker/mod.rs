@@ -55,6 +55,7 @@ use crate::wire::MacAddr;
 use checkpoint::CheckpointState;
 use held::{Egress, HeldBatches};
 
+pub use checkpoint::Abandoned;
 pub use status::{Mode, ReplStatus};
 pub use steer::Steering;
 

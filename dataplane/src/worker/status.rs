@@ -96,6 +96,9 @@ pub struct ReplStatus {
     pub checkpoint_last_rounds: AtomicU64,
     /// ... and how long its closing held the data ports.
     pub checkpoint_last_hold_ns: AtomicU64,
+    /// Primary: why the last abandoned checkpoint was
+    /// (`checkpoint::Abandoned` as a number; 0: none yet).
+    pub checkpoint_abandoned_why: AtomicU64,
     /// Flow control. Primary: ACKs read, records the slowest fresh
     /// synchronized backup is behind, time its data ports were held back
     /// (the backups were a window behind). Backup: ACKs sent, and other

@@ -406,6 +406,13 @@ pub struct ReplicationSection {
     /// (dead, descheduled) is no longer waited for.
     #[serde(default = "default_flow_hold_us")]
     pub flow_hold_us: u32,
+    /// How long a checkpoint's close may hold the data ports when its
+    /// rounds do not converge (the traffic touches the sessions in use
+    /// faster than a round takes): the price, once, of bringing a backup
+    /// into sync under that load. 0: never more than a close that goes at
+    /// once (such a checkpoint is then abandoned and retried).
+    #[serde(default = "default_checkpoint_hold_ms")]
+    pub checkpoint_hold_ms: u32,
 }
 
 impl Default for ReplicationSection {
@@ -421,6 +428,7 @@ impl Default for ReplicationSection {
             batch_bytes: default_batch_bytes(),
             flow_window: None,
             flow_hold_us: default_flow_hold_us(),
+            checkpoint_hold_ms: default_checkpoint_hold_ms(),
         }
     }
 }
@@ -433,6 +441,9 @@ fn default_ingress_window() -> u32 {
 }
 fn default_audit_ms() -> u32 {
     1000
+}
+fn default_checkpoint_hold_ms() -> u32 {
+    (dataplane::worker::CHECKPOINT_HOLD_NS / 1_000_000) as u32
 }
 
 fn default_group_mac() -> String {
@@ -824,6 +835,12 @@ impl Config {
         if r.keepalive_us == Some(0) {
             errs.push(err("replication.keepalive_us", "must be >= 1"));
         }
+        if r.checkpoint_hold_ms > 1000 {
+            errs.push(err(
+                "replication.checkpoint_hold_ms",
+                format!("must be 0 ..= 1000 (got {})", r.checkpoint_hold_ms),
+            ));
+        }
         if r.audit_ms > 3_600_000 {
             errs.push(err(
                 "replication.audit_ms",
@@ -1044,6 +1061,17 @@ mod tests {
         let off = Config::parse(&format!("{MINIMAL}[replication]\nflow_window = 0\n")).unwrap();
         assert_eq!(off.replication.flow_window, Some(0));
         assert_eq!(Config::parse(MINIMAL).unwrap().replication.flow_hold_us, 1000);
+    }
+
+    #[test]
+    fn a_checkpoint_hold_defaults_to_50_ms_and_over_a_second_names_its_field() {
+        assert_eq!(Config::parse(MINIMAL).unwrap().replication.checkpoint_hold_ms, 50);
+        let off = Config::parse(&format!("{MINIMAL}[replication]\ncheckpoint_hold_ms = 0\n")).unwrap();
+        assert_eq!(off.replication.checkpoint_hold_ms, 0);
+        assert_eq!(
+            field_of(&format!("{MINIMAL}[replication]\ncheckpoint_hold_ms = 1001\n")),
+            ["replication.checkpoint_hold_ms"]
+        );
     }
 
     #[test]

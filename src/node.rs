@@ -264,6 +264,7 @@ impl Node {
             audit_ns: cfg.replication.audit_ms as u64 * 1_000_000,
             flow_window: cfg.replication.flow_window.unwrap_or(d.rx_desc as u32 / 2) as u64,
             flow_hold_ns: cfg.replication.flow_hold_us as u64 * 1000,
+            checkpoint_hold_ns: cfg.replication.checkpoint_hold_ms as u64 * 1_000_000,
             announce: Announce {
                 vmac: cfg.node.virtual_mac.as_deref().and_then(MacAddr::parse),
                 // The router's interface addresses are the virtual IPs unless

@@ -116,6 +116,7 @@ rejects! {
     replicating_without_replication_port_is_rejected: format!("[node]\nrole = \"backup\"\n{PORTS}[management]\naddress = \"127.0.0.1:7000\"\npeers = [\"127.0.0.1:7001\"]\nkey = \"00112233445566778899aabbccddeeff\"\n") => "ports.replication";
     short_key_is_rejected: format!("[node]\nrole = \"primary\"\n{PORTS}replication = \"net_null2\"\n[management]\naddress = \"127.0.0.1:7000\"\npeers = [\"127.0.0.1:7001\"]\nkey = \"0011\"\n") => "management.key";
     audit_interval_over_an_hour_is_rejected: format!("{PORTS}[replication]\naudit_ms = 3600001\n") => "replication.audit_ms";
+    checkpoint_hold_over_a_second_is_rejected: format!("{PORTS}[replication]\ncheckpoint_hold_ms = 1001\n") => "replication.checkpoint_hold_ms";
     bad_group_mac_is_rejected: format!("{PORTS}[replication]\ngroup_mac = \"01:02\"\n") => "replication.group_mac";
 }
 

@@ -185,6 +185,7 @@ pub fn replicating_worker<F: NetworkFunction>(
                 audit_ns: 0,
                 flow_window,
                 flow_hold_ns: 1_000_000,
+                checkpoint_hold_ns: dataplane::worker::CHECKPOINT_HOLD_NS,
                 announce: Announce::default(),
             },
             signals: Arc::new(NodeSignals::default()),

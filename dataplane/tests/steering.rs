@@ -144,6 +144,7 @@ impl Node {
                     audit_ns: AUDIT_NS,
                     flow_window: 1024,
                     flow_hold_ns: 1_000_000,
+                    checkpoint_hold_ns: dataplane::worker::CHECKPOINT_HOLD_NS,
                     announce: Announce::default(),
                 },
                 signals: signals.clone(),

@@ -17,8 +17,9 @@
 //!    question is asked again at the end of that round — unless they did
 //!    not shrink to half the round (the sessions in use are touched faster
 //!    than a round takes, so rounds would never converge): then they close
-//!    the checkpoint all the same, up to [`FINAL_MAX_BYTES`], the data
-//!    ports held until the backups have installed them. While a checkpoint
+//!    the checkpoint all the same if the backups, at the pace they kept
+//!    during the round, install them within the hold the operator allows
+//!    (`replication.checkpoint_hold_ms`), the data ports held meanwhile. While a checkpoint
 //!    runs the function lists what changes (`track_changes`), so a round's
 //!    end costs what changed, not a scan of its tables in one iteration
 //!    (a million NAT sessions: 1.1–1.5 ms against 15–17 µs, `nat_scale`).
@@ -74,24 +75,28 @@ const PIECES_PER_IDLE_POLL: usize = 8;
 /// What changed during a round goes at once, with the SYNC_MARK, when it
 /// is at most this many bytes; else it makes another round.
 const FINAL_BYTES: usize = 32 * PIECE;
-/// ... or when it is at most this many and did not shrink to half the
-/// round's own content: the sessions in use are touched faster than a
-/// round takes (every packet moves a session's last-seen time), so rounds
-/// would not converge. Then the rest goes at once all the same, the data
-/// ports held until the backups have it (paced by their ACKs: about 20 ms
-/// at this size, a one-time price for a backup that could otherwise never
-/// be brought into sync under that load).
-const FINAL_MAX_BYTES: usize = 1024 * PIECE;
+/// ... or, when it did not shrink to half the round's own content (the
+/// sessions in use are touched faster than a round takes: every packet
+/// moves a session's last-seen time, so rounds would not converge), when
+/// the backups can install it within the hold allowed
+/// ([`ReplSettings::checkpoint_hold_ns`]) at the pace they installed the
+/// round: then it goes all the same, the data ports held until the
+/// backups have it, a one-time price for a backup that could otherwise
+/// never be brought into sync under that load. The default hold.
+pub const CHECKPOINT_HOLD_NS: u64 = 50_000_000;
+/// The pace assumed of a round too short to measure one (pieces per
+/// second: a million NAT sessions a second is about 31 000).
+const PACE_UNMEASURED: u64 = 20_000;
 /// Rounds before a checkpoint gives up (the state changes faster than it
 /// can be sent).
 const MAX_ROUNDS: u32 = 16;
 /// After a checkpoint (sent or abandoned), the next one waits this long:
 /// the backups' ACKs must say whether the last one took.
 pub const RETRY_NS: u64 = 200_000_000;
-/// The closing pieces wait at most this long for room on the replication
-/// port or for the backups' ACKs (the data ports are held meanwhile); then
-/// the checkpoint is abandoned.
-const CLOSING_MAX_NS: u64 = 100_000_000;
+/// The closing pieces wait at most twice the hold allowed (and at least
+/// this long) for room on the replication port or for the backups' ACKs,
+/// the data ports held meanwhile; then the checkpoint is abandoned.
+const CLOSING_MIN_NS: u64 = 10_000_000;
 /// A round's pieces wait at most this long for room on the replication
 /// port; then the checkpoint is abandoned.
 const STALLED_MAX_NS: u64 = 1_000_000_000;
@@ -110,6 +115,9 @@ pub(crate) struct Sending {
     /// Bytes of the round's own content (the last round's changes; round
     /// 1: the tables), to tell whether the rounds converge.
     round_bytes: usize,
+    /// When the round began (local ns) and the pieces the backups had
+    /// installed then: the pace they keep.
+    round_began: (u64, u32),
     /// Each table's generation when the round began.
     marks: Vec<u64>,
     /// Round 1: the table and cursor to snapshot next (None: done).
@@ -142,7 +150,8 @@ pub enum Abandoned {
     LogOverrun = 2,
     /// [`MAX_ROUNDS`] rounds and the changes still did not fit a close.
     NoConvergence = 3,
-    /// The close held the data ports [`CLOSING_MAX_NS`] and was not out.
+    /// The close held the data ports twice as long as allowed and was not
+    /// out.
     CloseTooLong = 4,
 }
 
@@ -165,9 +174,9 @@ impl Abandoned {
             Abandoned::Stalled => "the replication port or the backups' progress stalled for a second",
             Abandoned::LogOverrun => "more sessions were deleted during a round than the deletion log holds",
             Abandoned::NoConvergence => {
-                "traffic changes more state per round than a close may hold (1 MiB): the rounds did not converge"
+                "traffic changes more state per round than the backups install within replication.checkpoint_hold_ms: the rounds did not converge"
             }
-            Abandoned::CloseTooLong => "its close held the data ports for 100 ms and was not out",
+            Abandoned::CloseTooLong => "its close held the data ports twice replication.checkpoint_hold_ms and was not out",
         }
     }
 }
@@ -277,6 +286,7 @@ impl<F: NetworkFunction> Worker<F> {
                 pieces: 0,
                 round: 1,
                 round_bytes: usize::MAX,
+                round_began: (now, 0),
                 marks: self.nf.state_tables().iter().map(|t| t.generation()).collect(),
                 next: Some((0, 0)),
                 queue: VecDeque::new(),
@@ -300,6 +310,23 @@ impl<F: NetworkFunction> Worker<F> {
             r.checkpoint_abandoned_why.store(why as u64, Relaxed);
             bump(&r.checkpoints_abandoned, 1);
         }
+    }
+
+    /// The hold of the data ports a checkpoint's close may cost.
+    fn hold_allowed(&self) -> u64 {
+        self.repl.as_ref().map_or(0, |r| r.settings.checkpoint_hold_ns)
+    }
+
+    /// How long the backups would take to install `pieces` more at the
+    /// pace they kept during the round (`installed` pieces now).
+    fn hold_for(&self, c: &Sending, pieces: u64, installed: u32, now: u64) -> u64 {
+        let (began_ns, began_pieces) = c.round_began;
+        let done = installed.saturating_sub(began_pieces) as u64;
+        let took = now.saturating_sub(began_ns);
+        if done < PIECES_ACK_EVERY as u64 || took == 0 {
+            return pieces.saturating_mul(1_000_000_000) / PACE_UNMEASURED;
+        }
+        pieces.saturating_mul(took) / done
     }
 
     /// The pieces of checkpoint `id` the slowest backup installing it has
@@ -377,9 +404,12 @@ impl<F: NetworkFunction> Worker<F> {
         }
         let bytes: usize = changes.iter().map(Vec::len).sum();
         let converging = bytes <= c.round_bytes / 2;
-        if bytes > FINAL_BYTES && (converging || bytes > FINAL_MAX_BYTES) {
+        let pieces: u64 = changes.iter().map(|ch| ch.len().div_ceil(PIECE).max(1) as u64).sum();
+        let installed = self.pieces_installed(c.id);
+        if bytes > FINAL_BYTES && (converging || self.hold_for(&c, pieces, installed, now) > self.hold_allowed()) {
             c.round += 1;
             c.round_bytes = bytes;
+            c.round_began = (now, installed);
             if c.round > MAX_ROUNDS {
                 return Err(Abandoned::NoConvergence);
             }
@@ -439,7 +469,7 @@ impl<F: NetworkFunction> Worker<F> {
     /// The replication port is full: the closing goes on next iteration,
     /// unless it has waited too long (false: abandoned).
     fn closing_waits(&mut self, c: Sending, st: &mut ReplState, now: u64) -> Result<(), Abandoned> {
-        if now.saturating_sub(c.closing_since) > CLOSING_MAX_NS {
+        if now.saturating_sub(c.closing_since) > self.hold_allowed().saturating_mul(2).max(CLOSING_MIN_NS) {
             return Err(Abandoned::CloseTooLong);
         }
         st.ckpt.sending = Some(c);

@@ -55,7 +55,7 @@ use crate::wire::MacAddr;
 use checkpoint::CheckpointState;
 use held::{Egress, HeldBatches};
 
-pub use checkpoint::Abandoned;
+pub use checkpoint::{Abandoned, CHECKPOINT_HOLD_NS};
 pub use status::{Mode, ReplStatus};
 pub use steer::Steering;
 
@@ -186,6 +186,10 @@ pub struct ReplSettings {
     pub flow_window: u64,
     /// How long a silent backup's last acknowledgment holds the primary.
     pub flow_hold_ns: u64,
+    /// How long a checkpoint's close may hold the data ports when its
+    /// rounds do not converge (`checkpoint::CHECKPOINT_HOLD_NS` by default;
+    /// 0: only a close small enough to go at once).
+    pub checkpoint_hold_ns: u64,
     pub announce: Announce,
 }
 

@@ -1604,17 +1604,47 @@ fn with_no_hold_allowed_a_checkpoint_whose_rounds_do_not_shrink_is_abandoned_as_
     rounds_that_do_not_shrink("kd", 0);
 }
 
+const CLIENT: [u8; 6] = [2, 0, 0, 0, 1, 2];
+
+/// A NAT router that knows the server's and the client's MACs.
+fn nat_knowing_both(max_sessions: usize) -> Arc<RouterConfig> {
+    common::router_config(
+        Some(common::nat_config(max_sessions)),
+        vec![
+            (Ipv4Addr::new(10, 10, 2, 2), MacAddr([2, 0, 0, 0, 2, 2]), Side::Outside),
+            (Ipv4Addr::new(10, 10, 1, 2), MacAddr(CLIENT), Side::Inside),
+        ],
+    )
+}
+
+/// UDP from the client's port 10 000 + `i`, packet `id`.
+fn client_udp(pkts: &Mempool, i: u16, id: u32) -> Mbuf {
+    let mut f = common::udp_to_vmac(CLIENT, id);
+    f[34..36].copy_from_slice(&(10_000 + i).to_be_bytes());
+    common::mbuf_of(pkts, &f)
+}
+
+/// `n` sessions made on primary `p` (no backup yet), 250 packets at a
+/// time, each batch out before the next.
+fn make_sessions(p: &Node, pkts: &Mempool, n: u16) {
+    for at in (0..n).step_by(250) {
+        let end = (at + 250).min(n);
+        assert!(p
+            .inside
+            .inject((at..end).map(|i| client_udp(pkts, i, i as u32)).collect())
+            .is_empty());
+        wait("the sessions made", || {
+            while !p.outside.take_sent(256).is_empty() {}
+            while !p.rep.take_sent(256).is_empty() {}
+            p.shared.counters.snapshot().tx[Side::Outside.index()] == end as u64
+        });
+    }
+}
+
 fn rounds_that_do_not_shrink(tag: &str, hold_ns: u64) {
     const SESSIONS: u16 = 4000;
     let (pkts, headers, clones) = pools(tag, 16383);
-    let client = [2, 0, 0, 0, 1, 2];
-    let cfg = common::router_config(
-        Some(common::nat_config(8192)),
-        vec![
-            (Ipv4Addr::new(10, 10, 2, 2), MacAddr([2, 0, 0, 0, 2, 2]), Side::Outside),
-            (Ipv4Addr::new(10, 10, 1, 2), MacAddr(client), Side::Inside),
-        ],
-    );
+    let cfg = nat_knowing_both(8192);
     let opts = Opts {
         // A pass (4000 records) never waits for the backup: every pass
         // touches every session.
@@ -1634,10 +1664,8 @@ fn rounds_that_do_not_shrink(tag: &str, hold_ns: u64) {
         for at in (0..SESSIONS).step_by(250) {
             let mut batch: Vec<Mbuf> = (at..(at + 250).min(SESSIONS))
                 .map(|i| {
-                    let mut f = common::udp_to_vmac(client, id.get());
                     id.set(id.get() + 1);
-                    f[34..36].copy_from_slice(&(10_000 + i).to_be_bytes());
-                    common::mbuf_of(&pkts, &f)
+                    client_udp(&pkts, i, id.get())
                 })
                 .collect();
             for _ in 0..5 {
@@ -1654,23 +1682,7 @@ fn rounds_that_do_not_shrink(tag: &str, hold_ns: u64) {
     let p = start(&format!("{tag}a"), 1);
     p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
     wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
-    let made = |p: &Node| p.shared.counters.snapshot().tx[Side::Outside.index()];
-    // The sessions made 250 at a time, each batch out before the next.
-    for at in (0..SESSIONS).step_by(250) {
-        let batch = (at..at + 250)
-            .map(|i| {
-                let mut f = common::udp_to_vmac(client, i as u32);
-                f[34..36].copy_from_slice(&(10_000 + i).to_be_bytes());
-                common::mbuf_of(&pkts, &f)
-            })
-            .collect();
-        assert!(p.inside.inject(batch).is_empty());
-        wait("the sessions made", || {
-            drain(&p);
-            while !p.rep.take_sent(256).is_empty() {}
-            made(&p) == at as u64 + 250
-        });
-    }
+    make_sessions(&p, &pkts, SESSIONS);
 
     let b = start(&format!("{tag}b"), 2);
     b.command(
@@ -1734,14 +1746,7 @@ fn rounds_that_do_not_shrink(tag: &str, hold_ns: u64) {
 #[test]
 fn a_checkpoint_without_progress_from_its_backup_is_abandoned_as_stalled() {
     let (pkts, headers, clones) = pools("ks", 8191);
-    let client = [2, 0, 0, 0, 1, 2];
-    let cfg = common::router_config(
-        Some(common::nat_config(4096)),
-        vec![
-            (Ipv4Addr::new(10, 10, 2, 2), MacAddr([2, 0, 0, 0, 2, 2]), Side::Outside),
-            (Ipv4Addr::new(10, 10, 1, 2), MacAddr(client), Side::Inside),
-        ],
-    );
+    let cfg = nat_knowing_both(4096);
     let opts = Opts {
         flow_window: 0,
         ..Opts::default()
@@ -1751,21 +1756,7 @@ fn a_checkpoint_without_progress_from_its_backup_is_abandoned_as_stalled() {
     p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
     wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
     // 3000 sessions: 94 pieces, more than the 64 a backup may be behind.
-    for at in (0..3000u16).step_by(250) {
-        let batch = (at..at + 250)
-            .map(|i| {
-                let mut f = common::udp_to_vmac(client, i as u32);
-                f[34..36].copy_from_slice(&(10_000 + i).to_be_bytes());
-                common::mbuf_of(&pkts, &f)
-            })
-            .collect();
-        assert!(p.inside.inject(batch).is_empty());
-        wait("translated", || {
-            while !p.outside.take_sent(256).is_empty() {}
-            while !p.rep.take_sent(256).is_empty() {}
-            p.shared.counters.snapshot().tx[Side::Outside.index()] == at as u64 + 250
-        });
-    }
+    make_sessions(&p, &pkts, 3000);
     let b = start("ksb", 2);
     b.command(
         WorkerCmd::BecomeBackup {

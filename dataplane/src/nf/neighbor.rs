@@ -6,7 +6,7 @@
 use super::hash::{fx, FxHashMap};
 use super::state::{begin_chunk, open_chunk, set_count, SessionState, StateError, StateKind};
 use super::Side;
-use crate::wire::MacAddr;
+use crate::wire::{get_u32, get_u64, MacAddr};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Neighbor {
@@ -118,13 +118,11 @@ impl SessionState for Neighbors {
     fn install_chunk(&mut self, chunk: &[u8]) -> Result<usize, StateError> {
         let (_, n, body) = open_chunk(chunk, StateKind::Neighbors, |_| Some(NEIGHBOR_RECORD))?;
         for r in body.chunks_exact(NEIGHBOR_RECORD) {
-            let ip = u32::from_be_bytes([r[0], r[1], r[2], r[3]]);
+            let ip = get_u32(r, 0);
             let mut mac = [0u8; 6];
             mac.copy_from_slice(&r[4..10]);
             let side = Side::from_index(r[10] as usize).ok_or(StateError::Rejected)?;
-            let mut t = [0u8; 8];
-            t.copy_from_slice(&r[11..19]);
-            self.learn(ip, MacAddr(mac), side, u64::from_be_bytes(t));
+            self.learn(ip, MacAddr(mac), side, get_u64(r, 11));
         }
         Ok(n)
     }

@@ -18,6 +18,7 @@ use super::hold::HeldPackets;
 use super::ratelimit::TokenBucket;
 use super::state::{begin_chunk, open_variable_chunk, set_count, SessionState, StateError, StateKind};
 use super::Side;
+use crate::wire::{get_u16, get_u32, get_u64};
 
 const BUCKETS: usize = 32;
 const PACKET_HEADER: usize = 15;
@@ -97,12 +98,6 @@ impl Transient {
     }
 }
 
-fn u64_at(b: &[u8], i: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[i..i + 8]);
-    u64::from_be_bytes(w)
-}
-
 impl SessionState for Transient {
     /// The whole of it, in one chunk.
     fn snapshot_chunk(&self, _cursor: usize, _max_records: usize, out: &mut Vec<u8>) -> Option<usize> {
@@ -119,8 +114,8 @@ impl SessionState for Transient {
         if body.len() < BUCKETS {
             return Err(StateError::Truncated);
         }
-        let icmp = TokenBucket::from_parts(self.icmp_rate, u64_at(body, 0), u64_at(body, 8));
-        let arp = TokenBucket::from_parts(self.arp_rate, u64_at(body, 16), u64_at(body, 24));
+        let icmp = TokenBucket::from_parts(self.icmp_rate, get_u64(body, 0), get_u64(body, 8));
+        let arp = TokenBucket::from_parts(self.arp_rate, get_u64(body, 16), get_u64(body, 24));
         let (Some(icmp), Some(arp)) = (icmp, arp) else {
             return Err(StateError::Rejected);
         };
@@ -128,10 +123,10 @@ impl SessionState for Transient {
         let mut rest = &body[BUCKETS..];
         for _ in 0..n {
             let h = rest.get(..PACKET_HEADER).ok_or(StateError::Truncated)?;
-            let ip = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+            let ip = get_u32(h, 0);
             let side = Side::from_index(h[4] as usize).ok_or(StateError::Rejected)?;
-            let since = u64_at(h, 5);
-            let len = u16::from_be_bytes([h[13], h[14]]) as usize;
+            let since = get_u64(h, 5);
+            let len = get_u16(h, 13) as usize;
             let bytes = rest
                 .get(PACKET_HEADER..PACKET_HEADER + len)
                 .ok_or(StateError::Truncated)?;

@@ -28,7 +28,7 @@ use crate::wire::icmp::{IcmpPacket, IcmpType, HEADER_LEN as ICMP_HEADER_LEN};
 use crate::wire::ipv4::{IpProtocol, Ipv4Packet, MAX_HEADER_LEN, MIN_HEADER_LEN};
 use crate::wire::tcp::{TcpFlags, TcpPacket, CHECKSUM_END as TCP_CHECKSUM_END};
 use crate::wire::udp::UdpPacket;
-use crate::wire::{get_u16, get_u32};
+use crate::wire::{get_u16, get_u32, get_u64};
 
 const SEC: u64 = 1_000_000_000;
 
@@ -727,9 +727,7 @@ impl Nat {
     /// listed once, every empty slot listed).
     fn install_layout(&mut self, chunk: &[u8]) -> Result<usize, StateError> {
         let (_, n, body) = open_chunk(chunk, StateKind::NatLayout, |v| (v >= 2).then_some(4))?;
-        let mut words = body
-            .chunks_exact(4)
-            .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]) as usize);
+        let mut words = body.chunks_exact(4).map(|w| get_u32(w, 0) as usize);
         let (Some(len), Some(sweep)) = (words.next(), words.next()) else {
             return Err(StateError::Truncated);
         };
@@ -1295,20 +1293,16 @@ fn get_session(r: &[u8]) -> Option<(Session, bool)> {
     if ![IpProtocol::ICMP, IpProtocol::TCP, IpProtocol::UDP].contains(&r[0]) {
         return None;
     }
-    let u16_at = |i: usize| u16::from_be_bytes([r[i], r[i + 1]]);
-    let u32_at = |i: usize| u32::from_be_bytes([r[i], r[i + 1], r[i + 2], r[i + 3]]);
-    let mut last = [0u8; 8];
-    last.copy_from_slice(&r[16..24]);
     Some((
         Session {
             proto: NonZeroU8::new(r[0])?,
-            inside_ip: u32_at(1),
-            inside_port: u16_at(5),
-            remote_ip: u32_at(7),
-            remote_port: u16_at(11),
-            ext_port: u16_at(13),
+            inside_ip: get_u32(r, 1),
+            inside_port: get_u16(r, 5),
+            remote_ip: get_u32(r, 7),
+            remote_port: get_u16(r, 11),
+            ext_port: get_u16(r, 13),
             tcp: r[15],
-            last_ns: u64::from_be_bytes(last),
+            last_ns: get_u64(r, 16),
             gen: 0,
         },
         r[24] != 0,
@@ -1355,7 +1349,7 @@ impl SessionState for Nat {
             let (slot, r) = if version == 1 {
                 (None, r)
             } else {
-                (Some(u32::from_be_bytes([r[0], r[1], r[2], r[3]])), &r[4..])
+                (Some(get_u32(r, 0)), &r[4..])
             };
             let (mut s, live) = get_session(r).ok_or(StateError::Rejected)?;
             match slot {

@@ -405,11 +405,10 @@ impl<F: NetworkFunction> Worker<F> {
         let bytes: usize = changes.iter().map(Vec::len).sum();
         let converging = bytes <= c.round_bytes / 2;
         let pieces: u64 = changes.iter().map(|ch| ch.len().div_ceil(PIECE).max(1) as u64).sum();
-        let installed = self.pieces_installed(c.id);
-        if bytes > FINAL_BYTES && (converging || self.hold_for(&c, pieces, installed, now) > self.hold_allowed()) {
+        if bytes > FINAL_BYTES && (converging || self.hold_for(&c, pieces, acked, now) > self.hold_allowed()) {
             c.round += 1;
             c.round_bytes = bytes;
-            c.round_began = (now, installed);
+            c.round_began = (now, acked);
             if c.round > MAX_ROUNDS {
                 return Err(Abandoned::NoConvergence);
             }

@@ -393,6 +393,17 @@ impl Node {
         self.cmd.send(c).unwrap();
     }
 
+    /// Primary of `epoch`, owning its queues, once its worker says so.
+    fn become_primary(&self, epoch: u32) {
+        self.command(WorkerCmd::BecomePrimary { epoch }, true);
+        wait("primary", || self.shared.repl.mode() == Some(Mode::Primary));
+    }
+
+    /// A backup of `epoch` that did not diverge, owning nothing.
+    fn become_backup(&self, epoch: u32) {
+        self.command(WorkerCmd::BecomeBackup { epoch, diverged: false }, false);
+    }
+
     fn stop(&mut self) {
         self.quit.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
@@ -455,15 +466,8 @@ fn pair_with(
 
 /// `p` becomes the primary of epoch 1 and `b` its backup.
 fn into_modes(p: &Node, b: &Node) {
-    b.command(
-        WorkerCmd::BecomeBackup {
-            epoch: 1,
-            diverged: false,
-        },
-        false,
-    );
-    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
-    wait("primary mode", || p.shared.repl.mode() == Some(Mode::Primary));
+    b.become_backup(1);
+    p.become_primary(1);
 }
 
 impl Drop for Node {
@@ -684,13 +688,7 @@ fn a_forward_primary_that_handed_over_rejoins_after_a_gap_in_the_new_primarys_st
     let frames = replicas_of(&a, &pkts, 1..=5, 300);
     assert!(b.rep.inject(linearized(&pkts, frames)).is_empty());
     wait("backup at 5", || b.shared.repl.last_seq.load(Ordering::Relaxed) == 5);
-    a.command(
-        WorkerCmd::BecomeBackup {
-            epoch: 2,
-            diverged: false,
-        },
-        false,
-    );
+    a.become_backup(2);
     wait("a is a backup", || a.shared.repl.mode() == Some(Mode::Backup));
     b.command(WorkerCmd::BecomePrimary { epoch: 2 }, true);
     wait("b is the primary", || b.shared.repl.mode() == Some(Mode::Primary));
@@ -754,8 +752,7 @@ fn a_refused_replica_means_the_packet_is_never_processed_and_its_sequence_is_reu
             ..Opts::default()
         },
     );
-    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
-    wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
+    p.become_primary(1);
     let (shared, tiny) = (p.shared.clone(), &p.rep);
     // Drain the takeover keepalive so the ring has its 15 slots.
     std::thread::sleep(Duration::from_millis(20));
@@ -802,8 +799,7 @@ fn a_packet_that_cannot_be_replicated_mid_burst_is_dropped_alone_and_the_rest_ke
     let clones = pool("md_cln", 1, 0);
     let held = Mbuf::alloc(&clones).expect("the only clone");
     let p = Node::start("md", 1, &pkts, &headers, &clones);
-    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
-    wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
+    p.become_primary(1);
     std::thread::sleep(Duration::from_millis(20));
     drop(p.rep.take_sent(16));
 
@@ -838,8 +834,7 @@ fn a_busy_primary_that_hears_a_higher_epoch_on_its_replication_port_raises_the_f
     let headers = pool("fe_hdr", 1023, HEADER_DATA_ROOM);
     let clones = pool("fe_cln", 63, 0);
     let p = Node::start("fe", 1, &pkts, &headers, &clones);
-    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
-    wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
+    p.become_primary(1);
     // Traffic keeps the worker busy (it reads the replication port only
     // every few iterations then) while another node's frame of epoch 5
     // arrives there.
@@ -877,8 +872,7 @@ fn a_small_chained_packet_is_replicated_whole_not_just_its_first_segment() {
     let headers = pool("ms_hdr", 255, HEADER_DATA_ROOM);
     let clones = pool("ms_cln", 255, 0);
     let p = Node::start("ms", 1, &pkts, &headers, &clones);
-    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
-    wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
+    p.become_primary(1);
     std::thread::sleep(Duration::from_millis(20));
     drop(p.rep.take_sent(16));
 
@@ -1186,8 +1180,7 @@ fn flow_primary(tag: &str, hold_ns: u64, acks: &[(u32, u64, bool)]) -> FlowBed {
         ..Opts::default()
     };
     let p = Node::start_with(tag, 1, &pkts, &headers, &clones, opts);
-    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
-    wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
+    p.become_primary(1);
     // Its announcement (gratuitous ARP on the inside port) out of the way.
     std::thread::sleep(Duration::from_millis(20));
     drop(p.inside.take_sent(8));
@@ -1402,8 +1395,7 @@ fn an_ack_read_by_another_worker_of_the_node_paces_the_shard_it_names() {
         })
         .collect();
     for w in &workers {
-        w.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
-        wait("primary", || w.shared.repl.mode() == Some(Mode::Primary));
+        w.become_primary(1);
     }
     let (w0, w1) = (&workers[0], &workers[1]);
     // Shard 1's ACK reaches worker 0's queue (a NIC that cannot steer).
@@ -1501,8 +1493,7 @@ fn nat_backup_started_late_is_checkpointed(tag: &str, flow_window: u64) {
 
     // 40 sessions made before any backup is there.
     let mut p = start(&format!("{tag}a"), 1);
-    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
-    wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
+    p.become_primary(1);
     assert!(p
         .inside
         .inject((0..40).map(|i| flow(4000 + i, i as u32)).collect())
@@ -1514,13 +1505,7 @@ fn nat_backup_started_late_is_checkpointed(tag: &str, flow_window: u64) {
 
     // The backup comes up now: its stream starts at sequence 41.
     let b = start(&format!("{tag}b"), 2);
-    b.command(
-        WorkerCmd::BecomeBackup {
-            epoch: 1,
-            diverged: false,
-        },
-        false,
-    );
+    b.become_backup(1);
     let link = || assert_eq!(relay(&p, &b, &pkts), 0, "no frame lost");
     // Traffic goes on while it is brought into sync: old flows and new.
     assert!(p
@@ -1680,18 +1665,11 @@ fn rounds_that_do_not_shrink(tag: &str, hold_ns: u64) {
     };
     let id = std::cell::Cell::new(0);
     let p = start(&format!("{tag}a"), 1);
-    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
-    wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
+    p.become_primary(1);
     make_sessions(&p, &pkts, SESSIONS);
 
     let b = start(&format!("{tag}b"), 2);
-    b.command(
-        WorkerCmd::BecomeBackup {
-            epoch: 1,
-            diverged: false,
-        },
-        false,
-    );
+    b.become_backup(1);
     let (pr, br) = (&p.shared.repl, &b.shared.repl);
     // One relay of the link per pass over every session: a round (125
     // pieces, 64 in flight, the backup's ACKs a relay later) spans a whole
@@ -1753,18 +1731,11 @@ fn a_checkpoint_without_progress_from_its_backup_is_abandoned_as_stalled() {
     };
     let start = |tag: &str, node| Node::start_router(tag, node, [&pkts, &headers, &clones], opts, &cfg);
     let p = start("ksa", 1);
-    p.command(WorkerCmd::BecomePrimary { epoch: 1 }, true);
-    wait("primary", || p.shared.repl.mode() == Some(Mode::Primary));
+    p.become_primary(1);
     // 3000 sessions: 94 pieces, more than the 64 a backup may be behind.
     make_sessions(&p, &pkts, 3000);
     let b = start("ksb", 2);
-    b.command(
-        WorkerCmd::BecomeBackup {
-            epoch: 1,
-            diverged: false,
-        },
-        false,
-    );
+    b.become_backup(1);
     let pr = &p.shared.repl;
     // Both ways until the checkpoint starts, then the backup's ACKs are
     // lost: no progress reaches the primary.
